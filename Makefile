@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv when it is
+# missing and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP := $(VENV)/.installed-dev
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint proto bench clean
+
+help:
+	@echo "make run    - run the example mesh (embedded NATS; nothing else needed)"
+	@echo "make test   - run the whole test suite"
+	@echo "make lint   - buf lint on the contracts, ruff on the code"
+	@echo "make proto  - regenerate mesh/v1 and the modules' code from the .proto files"
+	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Module Mesh needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+
+$(BASE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(BASE_STAMP) $@
+
+run: $(BASE_STAMP)
+	$(BIN)/mesh up --modules modules
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(BIN)/buf lint
+	$(BIN)/ruff check mesh sdk modules tests bench
+	$(BIN)/ruff format --check mesh sdk modules tests bench
+
+proto: $(DEV_STAMP)
+	$(PY) -m mesh.protogen
+
+bench: $(DEV_STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mesh

@@ -1,0 +1,25 @@
+"""Shared helpers of the test suite: the project's folders and its venv's tools."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def project() -> Path:
+    """The project folder (tests run from anywhere)."""
+    return PROJECT
+
+
+def tool(name: str) -> str:
+    """A tool installed in this venv by the project's own dependencies (grpcurl, buf)."""
+    path = BIN / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; install the dev extras: make test does (pip install -e '.[dev]')")
+    return str(path)
