@@ -7,7 +7,6 @@ import filecmp
 import subprocess
 
 from conftest import PROJECT, tool
-
 from mesh.protogen import generate
 from mesh.v1 import coordinator_pb2, lifecycle_pb2, module_pb2
 
@@ -31,8 +30,15 @@ def test_service_names_are_the_ones_outside_tools_use():
     coordinator = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"]
     assert coordinator.full_name == "mesh.v1.Coordinator"
     assert {m.name for m in coordinator.methods} >= {
-        "ListModules", "GetModule", "GetSystemHealth", "GetSystemMetrics", "GetGraph",
-        "ReloadModule", "RestartModule", "RegisterModule", "WatchModules",
+        "ListModules",
+        "GetModule",
+        "GetSystemHealth",
+        "GetSystemMetrics",
+        "GetGraph",
+        "ReloadModule",
+        "RestartModule",
+        "RegisterModule",
+        "WatchModules",
     }
     lifecycle_methods = {m.name for m in lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].methods}
     assert lifecycle_methods >= {"Describe", "Initialize", "Start", "Stop", "Reload"}
@@ -42,8 +48,17 @@ def test_list_modules_entries_have_the_fields_tools_read():
     entry = coordinator_pb2.ListModulesResponse.DESCRIPTOR.fields_by_name["modules"].message_type
     assert {"name", "version", "state", "address", "dependencies"} <= set(entry.fields_by_name)
     states = module_pb2.ModuleState.keys()
-    for state in ("REGISTERED", "INITIALIZING", "INITIALIZED", "STARTING", "RUNNING",
-                  "STOPPING", "STOPPED", "FAILED", "SKIPPED"):
+    for state in (
+        "REGISTERED",
+        "INITIALIZING",
+        "INITIALIZED",
+        "STARTING",
+        "RUNNING",
+        "STOPPING",
+        "STOPPED",
+        "FAILED",
+        "SKIPPED",
+    ):
         assert f"MODULE_STATE_{state}" in states
 
 
@@ -59,7 +74,9 @@ def test_grpcurl_describes_lifecycle_and_coordinator_from_the_proto_files():
     ):
         result = subprocess.run(
             [tool("grpcurl"), "-import-path", "proto", "-proto", proto, "describe", service],
-            cwd=PROJECT, capture_output=True, text=True,
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
         )
         assert result.returncode == 0, result.stderr
         assert f"{service} is a service:" in result.stdout

@@ -1,0 +1,1 @@
+"""The example `greeter` module (its API is in v1/greeter.proto)."""

@@ -1,0 +1,295 @@
+"""The module manifest (`module.toml`): the graph facts of one module, validated.
+
+The manifest is the single source of truth for a module's name, version, dependencies,
+events, feature flag, restart policy and how to run it. The coordinator validates the
+whole graph from these files before any process starts; the SDK cross-checks a module's
+code against its own. Every problem is reported as one line naming the file, the field,
+the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import nodesemver
+from google.protobuf import duration_pb2
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from mesh.v1 import module_pb2
+
+MANIFEST_FILE = "module.toml"
+
+_KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_EVENT_TOKEN = re.compile(r"^[a-z][a-z0-9_-]*$")
+_FLAG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_SERVICE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used. `lines` holds one self-contained line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _kebab_name(value: str) -> str:
+    if not _KEBAB.match(value):
+        raise ValueError("expected a kebab-case name: lowercase letters, digits and single '-', e.g. 'pricing-engine'")
+    return value
+
+
+def _semver(value: str) -> str:
+    parsed = nodesemver.valid(value, False)
+    # node-semver accepts "v1.0.0" too; a manifest must hold the plain form.
+    if parsed is None or value.startswith(("v", "=")):
+        raise ValueError("expected a semver version MAJOR.MINOR.PATCH, e.g. '1.0.0' or '2.1.0-rc.1'")
+    return value
+
+
+def _version_range(value: str) -> str:
+    if value and nodesemver.valid_range(value, False) is None:
+        raise ValueError("expected an npm-style semver range, e.g. '>=1.2.0 <2.0.0', '^1.2' or '1.x'")
+    return value
+
+
+def _event_type(value: str) -> str:
+    tokens = value.split(".")
+    if len(tokens) != 2 or not all(_EVENT_TOKEN.match(token) for token in tokens):
+        raise ValueError("expected an event type 'entity.action' in lowercase, e.g. 'order.created'")
+    return value
+
+
+def _event_pattern(value: str) -> str:
+    tokens = value.split(".")
+    valid = (
+        len(tokens) <= 2
+        and all(t == "*" or _EVENT_TOKEN.match(t) or (t == ">" and i == len(tokens) - 1) for i, t in enumerate(tokens))
+        and (len(tokens) == 2 or tokens == [">"])
+    )
+    if not valid:
+        raise ValueError("expected an event type or pattern: 'order.created', 'order.*', '*.created', 'order.>' or '>'")
+    return value
+
+
+def _flag(value: str) -> str:
+    if not _FLAG.match(value):
+        raise ValueError("expected a flag name of letters, digits, '-' and '_', e.g. 'enable-shipping'")
+    return value
+
+
+def _service(value: str) -> str:
+    if not _SERVICE.match(value):
+        raise ValueError("expected a fully-qualified gRPC service name, e.g. 'greeter.v1.Greeter'")
+    return value
+
+
+def _entry(value: str) -> str:
+    if not _ENTRY.match(value):
+        raise ValueError("expected 'python_module:ClassName' inside the module's folder, e.g. 'module:Greeter'")
+    return value
+
+
+KebabName = Annotated[str, AfterValidator(_kebab_name)]
+SemVer = Annotated[str, AfterValidator(_semver)]
+VersionRange = Annotated[str, AfterValidator(_version_range)]
+EventType = Annotated[str, AfterValidator(_event_type)]
+EventPattern = Annotated[str, AfterValidator(_event_pattern)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DependencySpec(_Strict):
+    """One `[[dependencies]]` entry."""
+
+    name: KebabName
+    version: VersionRange = ""
+    optional: bool = False
+
+
+class EventsSpec(_Strict):
+    """The `[events]` table: what the module publishes and what it handles."""
+
+    publishes: list[EventType] = Field(default_factory=list)
+    subscribes: list[EventPattern] = Field(default_factory=list)
+
+
+class RestartSpec(_Strict):
+    """The `[restart]` table: how the coordinator restarts the module's process."""
+
+    policy: Literal["never", "on-failure", "always"] = "on-failure"
+    max_restarts: int = Field(default=5, ge=0)
+    window_seconds: float = Field(default=60.0, gt=0)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+
+
+class RunSpec(_Strict):
+    """The `[run]` table: a Python entry served by the SDK, or a command in any language."""
+
+    entry: Annotated[str, AfterValidator(_entry)] | None = None
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> RunSpec:
+        if (self.entry is None) == (not self.command):
+            raise ValueError("expected exactly one of 'entry' (a Python module) or 'command' (any language)")
+        return self
+
+
+class Manifest(_Strict):
+    """A module's manifest, as written in its `module.toml`."""
+
+    name: KebabName
+    version: SemVer
+    description: str = ""
+    display_name: str = ""
+    author: str = ""
+    category: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    dependencies: list[DependencySpec] = Field(default_factory=list)
+    events: EventsSpec = Field(default_factory=EventsSpec)
+    feature_flag: Annotated[str, AfterValidator(_flag)] | None = None
+    requires_tenant: bool = False
+    services: list[Annotated[str, AfterValidator(_service)]] = Field(default_factory=list)
+    restart: RestartSpec = Field(default_factory=RestartSpec)
+    run: RunSpec
+
+    @model_validator(mode="after")
+    def _distinct_dependencies(self) -> Manifest:
+        names = [dependency.name for dependency in self.dependencies]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"dependencies list {', '.join(repeated)} more than once; list each module once")
+        if self.name in names:
+            raise ValueError(f"the module depends on itself ('{self.name}'); remove that dependency")
+        return self
+
+    def dependency(self, name: str) -> DependencySpec | None:
+        """The declared dependency called `name`, or None."""
+        return next((dep for dep in self.dependencies if dep.name == name), None)
+
+    def to_proto(self, config_schema_json: str = "") -> module_pb2.Manifest:
+        """The manifest as the mesh.v1 message (the wire form other languages read)."""
+        mode = {
+            "never": module_pb2.RESTART_MODE_NEVER,
+            "on-failure": module_pb2.RESTART_MODE_ON_FAILURE,
+            "always": module_pb2.RESTART_MODE_ALWAYS,
+        }[self.restart.policy]
+        return module_pb2.Manifest(
+            name=self.name,
+            version=self.version,
+            description=self.description,
+            display_name=self.display_name,
+            author=self.author,
+            category=self.category,
+            labels=self.labels,
+            dependencies=[
+                module_pb2.Dependency(name=d.name, version_constraint=d.version, optional=d.optional)
+                for d in self.dependencies
+            ],
+            publishes=self.events.publishes,
+            subscribes=self.events.subscribes,
+            feature_flag=self.feature_flag or "",
+            config_schema_json=config_schema_json,
+            services=self.services,
+            requires_tenant=self.requires_tenant,
+            restart_policy=module_pb2.RestartPolicy(
+                mode=mode,
+                max_restarts=self.restart.max_restarts,
+                window=_duration(self.restart.window_seconds),
+                initial_backoff=_duration(self.restart.backoff_initial_seconds),
+                max_backoff=_duration(self.restart.backoff_max_seconds),
+            ),
+            run=module_pb2.RunSpec(entry=self.run.entry or "", command=self.run.command, env=self.run.env),
+        )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def parse_manifest(data: dict[str, Any], source: str) -> Manifest:
+    """Validate manifest data read from `source` (a path, for the error lines)."""
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as error:
+        raise ManifestError([_describe(source, problem) for problem in error.errors()]) from None
+
+
+def load_manifest(module_dir: Path | str) -> Manifest:
+    """Read and validate `<module_dir>/module.toml`.
+
+    Raises:
+        ManifestError: with one line per problem, each naming the file and field.
+    """
+    path = Path(module_dir) / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError([f"{path}: no manifest here; every module folder needs a {MANIFEST_FILE}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ManifestError([f"{path}: not valid TOML: {error}"]) from None
+    return parse_manifest(data, str(path))
+
+
+def _describe(source: str, problem: Any) -> str:
+    """One line for one pydantic problem: file, field, bad value, what is expected."""
+    location = _field_path(problem["loc"])
+    kind = problem["type"]
+    value = problem.get("input")
+    if kind == "missing":
+        return f"{source}: field '{location}' is missing; it is required"
+    if kind == "extra_forbidden":
+        parent, _, field = location.rpartition(".")
+        known = _known_fields(parent)
+        where = f" in '{parent}'" if parent else ""
+        return f"{source}: unknown field '{field}'{where}; expected one of: {', '.join(known)}"
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        message = "expected " + message.removeprefix("Input should be ")
+        message = message.replace("expected '", "expected one of '", 1)
+    if not location:
+        return f"{source}: {message}"
+    if isinstance(value, dict):
+        return f"{source}: field '{location}': {message}"
+    return f"{source}: field '{location}' has {value!r}: {message}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith("function-after") or part in {"str", "list[str]"}:
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _known_fields(parent: str) -> list[str]:
+    model: type[BaseModel] = Manifest
+    for part in re.sub(r"\[\d+\]", "", parent).split(".") if parent else []:
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next(a for a in inner if isinstance(a, type) and issubclass(a, BaseModel))
+    return list(model.model_fields)

@@ -1,0 +1,173 @@
+"""In-process counters behind the Lifecycle.GetMetrics call.
+
+Why not the OpenTelemetry SDK's own aggregation: GetMetrics must answer cumulative
+counts and percentiles on demand, with no exporter configured, at the cost of a few
+integer additions per call. OpenTelemetry instruments are fed beside these (see the
+observability set-up); these are the module's answer to "how am I doing" over gRPC.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf import timestamp_pb2
+
+from mesh.v1 import metrics_pb2
+
+# Upper bounds in milliseconds of the latency histogram's buckets; the last is open.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    math.inf,
+)
+
+
+@dataclass
+class LatencyHistogram:
+    """A fixed-bucket histogram: constant memory, O(log buckets) per observation."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_MS))
+    total: int = 0
+
+    def observe(self, milliseconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, milliseconds)] += 1
+        self.total += 1
+
+    def quantile(self, q: float) -> float:
+        """The upper bound of the bucket holding the q-quantile (0 when empty)."""
+        if self.total == 0:
+            return 0.0
+        rank = q * self.total
+        seen = 0
+        for bound, count in zip(LATENCY_BUCKETS_MS, self.counts, strict=True):
+            seen += count
+            if seen >= rank and count:
+                return bound if bound != math.inf else LATENCY_BUCKETS_MS[-2]
+        return LATENCY_BUCKETS_MS[-2]
+
+
+@dataclass
+class MethodStats:
+    """Counts of one gRPC method."""
+
+    requests: int = 0
+    errors: int = 0
+    total_ms: float = 0.0
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def to_proto(self, method: str) -> metrics_pb2.MethodMetrics:
+        return metrics_pb2.MethodMetrics(
+            method=method,
+            request_count=self.requests,
+            error_count=self.errors,
+            avg_latency_ms=self.total_ms / self.requests if self.requests else 0.0,
+            p50_latency_ms=self.histogram.quantile(0.5),
+            p99_latency_ms=self.histogram.quantile(0.99),
+        )
+
+
+EVENT_COUNT_FIELDS = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped")
+
+
+class Counter:
+    """A module-defined monotonic counter, shown under its name in GetMetrics `custom`."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def add(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError(f"a counter only goes up; got {amount}")
+        self.value += amount
+
+
+class ModuleMetricsRecorder:
+    """Everything GetMetrics reports for one module."""
+
+    def __init__(self, module_name: str, control_services: frozenset[str]) -> None:
+        self.module_name = module_name
+        self._control_services = control_services
+        self.methods: dict[str, MethodStats] = {}
+        self.events: dict[str, dict[str, int]] = {}
+        self._gauges: dict[str, Callable[[], float]] = {}
+        self._counters: dict[str, Counter] = {}
+        self.active_workers: Callable[[], int] = lambda: 0
+
+    def record_call(self, method: str, milliseconds: float, ok: bool) -> None:
+        stats = self.methods.get(method)
+        if stats is None:
+            stats = self.methods[method] = MethodStats()
+        stats.requests += 1
+        stats.total_ms += milliseconds
+        stats.histogram.observe(milliseconds)
+        if not ok:
+            stats.errors += 1
+
+    def record_event(self, event_type: str, outcome: str, amount: int = 1) -> None:
+        """Count an event outcome, one of EVENT_COUNT_FIELDS (the events feature calls this)."""
+        if outcome not in EVENT_COUNT_FIELDS:
+            raise ValueError(f"unknown event outcome {outcome!r}; expected one of {EVENT_COUNT_FIELDS}")
+        counts = self.events.setdefault(event_type, dict.fromkeys(EVENT_COUNT_FIELDS, 0))
+        counts[outcome] += amount
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Report `read()` under `name`; defining it again (e.g. at Reload) replaces the reader."""
+        if name in self._counters:
+            raise ValueError(f"metric {name!r} of module {self.module_name} is a counter already, not a gauge")
+        self._gauges[name] = read
+
+    def counter(self, name: str) -> Counter:
+        """The counter called `name`; asking again (e.g. at Reload) returns the same one."""
+        if name in self._gauges:
+            raise ValueError(f"metric {name!r} of module {self.module_name} is a gauge already, not a counter")
+        return self._counters.setdefault(name, Counter())
+
+    def snapshot(self) -> metrics_pb2.ModuleMetrics:
+        own = [stats for method, stats in self.methods.items() if _service_of(method) not in self._control_services]
+        requests = sum(stats.requests for stats in own)
+        total_ms = sum(stats.total_ms for stats in own)
+        custom = {name: float(read()) for name, read in self._gauges.items()}
+        custom.update({name: counter.value for name, counter in self._counters.items()})
+        totals = dict.fromkeys(EVENT_COUNT_FIELDS, 0)
+        for counts in self.events.values():
+            for outcome, amount in counts.items():
+                totals[outcome] += amount
+        collected_at = timestamp_pb2.Timestamp()
+        collected_at.GetCurrentTime()
+        return metrics_pb2.ModuleMetrics(
+            name=self.module_name,
+            request_count=requests,
+            error_count=sum(stats.errors for stats in own),
+            avg_latency_ms=total_ms / requests if requests else 0.0,
+            active_workers=self.active_workers(),
+            events=metrics_pb2.EventCounts(**totals),
+            event_types=[
+                metrics_pb2.EventTypeMetrics(type=event_type, counts=metrics_pb2.EventCounts(**counts))
+                for event_type, counts in sorted(self.events.items())
+            ],
+            methods=[stats.to_proto(method) for method, stats in sorted(self.methods.items())],
+            custom=custom,
+            collected_at=collected_at,
+        )
+
+
+def _service_of(method: str) -> str:
+    """'/greeter.v1.Greeter/SayHello' -> 'greeter.v1.Greeter'."""
+    return method.lstrip("/").partition("/")[0]

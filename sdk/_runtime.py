@@ -1,0 +1,342 @@
+"""One module's lifecycle: state, transitions, hooks, health and the status it reports.
+
+The gRPC servicer (`_lifecycle.py`) only translates calls; everything a transition does
+happens here, serialized by one lock so that concurrent calls cannot interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
+from pydantic import ValidationError
+
+from mesh.v1 import health_pb2, lifecycle_pb2, module_pb2
+from sdk._context import Context
+from sdk._errors import MeshError
+from sdk._manifest import Manifest
+from sdk._metrics import ModuleMetricsRecorder
+from sdk._module import ComponentHealth, Health, HealthStatus, Module
+from sdk._state import Call, State, Verdict, illegal_message, verdict
+
+DEFAULT_STOP_GRACE_SECONDS = 30.0
+HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
+
+_log = logging.getLogger("sdk")
+
+StateListener = Callable[[State, bool], Awaitable[None]]
+"""Called after every state change and health check with (state, serving)."""
+
+
+class ModuleRuntime:
+    """Drives one module instance through its lifecycle."""
+
+    def __init__(
+        self,
+        module: Module,
+        manifest: Manifest,
+        manifest_path: Path,
+        recorder: ModuleMetricsRecorder,
+        *,
+        default_state_dir: Path,
+    ) -> None:
+        self.module = module
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.recorder = recorder
+        self.instance_id = uuid.uuid4().hex
+        self.address = ""
+        self.state = State.REGISTERED
+        self.state_reason = ""
+        self.error: module_pb2.ModuleError | None = None
+        self.context: Context[Any] | None = None
+        self._default_state_dir = default_state_dir
+        self._settings: lifecycle_pb2.ModuleSettings | None = None
+        self._state_changed_at = _now()
+        self._started_at: timestamp_pb2.Timestamp | None = None
+        self._running_since: float | None = None
+        self._last_health: Health | None = None
+        self._last_checked: timestamp_pb2.Timestamp | None = None
+        self._lock = asyncio.Lock()
+        self._listeners: list[StateListener] = []
+        recorder.active_workers = lambda: self.context.active_workers if self.context else 0
+
+    def on_change(self, listener: StateListener) -> None:
+        """Call `listener` after every state change and health verdict."""
+        self._listeners.append(listener)
+
+    @property
+    def serving(self) -> bool:
+        """Whether grpc.health.v1 should answer SERVING: RUNNING and not UNHEALTHY."""
+        unhealthy = self._last_health is not None and self._last_health.status is HealthStatus.UNHEALTHY
+        return self.state is State.RUNNING and not unhealthy
+
+    # --- transitions --------------------------------------------------------------
+
+    async def initialize(self, settings: lifecycle_pb2.ModuleSettings) -> None:
+        async with self._lock:
+            if self._check(Call.INITIALIZE) is Verdict.ALREADY:
+                if _same(settings, self._settings):
+                    return
+                raise MeshError(
+                    "ILLEGAL_TRANSITION",
+                    f"module {self.manifest.name} is already INITIALIZED with other settings; "
+                    "use Reload to re-initialize it with new ones",
+                    metadata={"module": self.manifest.name, "state": self.state.name},
+                )
+            context = self._new_context(settings)
+            await self._set_state(State.INITIALIZING)
+            await self._run_initialize(context, settings)
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._check(Call.START) is Verdict.ALREADY:
+                return
+            await self._set_state(State.STARTING)
+            await self._run_hook("start", self.module.start())
+            self._started_at = _now()
+            self._running_since = time.monotonic()
+            self._last_health = None
+            await self._set_state(State.RUNNING)
+
+    async def stop(self, grace_seconds: float | None, reason: str = "") -> bool:
+        """Stop the module; returns True when the grace period ran out and work was cancelled."""
+        grace = DEFAULT_STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        async with self._lock:
+            if self._check(Call.STOP) is Verdict.ALREADY:
+                return False
+            _log.info("module %s stopping%s", self.manifest.name, f" ({reason})" if reason else "")
+            await self._set_state(State.STOPPING)
+            forced = await self._teardown(grace)
+            self._running_since = None
+            await self._set_state(State.STOPPED, reason)
+            return forced
+
+    async def reload(self, settings: lifecycle_pb2.ModuleSettings) -> None:
+        async with self._lock:
+            self._check(Call.RELOAD)
+            was_running = self.state is State.RUNNING
+            context = self._new_context(settings)  # invalid config: nothing changes
+            await self._set_state(State.INITIALIZING, "reload")
+            await self._teardown(DEFAULT_STOP_GRACE_SECONDS)
+            await self._run_initialize(context, settings)
+            if was_running:
+                await self._set_state(State.STARTING, "reload")
+                await self._run_hook("start", self.module.start())
+                self._running_since = self._running_since or time.monotonic()
+                await self._set_state(State.RUNNING, "reload")
+
+    def _check(self, call: Call) -> Verdict:
+        found = verdict(call, self.state)
+        if found is Verdict.ILLEGAL:
+            raise MeshError(
+                "ILLEGAL_TRANSITION",
+                illegal_message(self.manifest.name, call, self.state),
+                metadata={"module": self.manifest.name, "state": self.state.name, "call": call.value},
+            )
+        return found
+
+    def _new_context(self, settings: lifecycle_pb2.ModuleSettings) -> Context[Any]:
+        config_data = json_format.MessageToDict(settings.config) if settings.HasField("config") else {}
+        self._refuse_unknown_config_keys(config_data)
+        try:
+            config = self.module.config_model.model_validate(config_data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"field '{'.'.join(str(p) for p in problem['loc']) or '(root)'}' has "
+                f"{problem.get('input')!r}: {problem['msg']}"
+                for problem in error.errors()
+            )
+            raise MeshError(
+                "INVALID_CONFIG",
+                f"configuration of module {self.manifest.name} is invalid: {problems}",
+                metadata={
+                    "module": self.manifest.name,
+                    "field": ".".join(str(p) for p in error.errors()[0]["loc"]),
+                },
+            ) from None
+        state_dir = Path(settings.state_dir) if settings.state_dir else self._default_state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return Context(
+            manifest=self.manifest,
+            manifest_path=self.manifest_path,
+            config=config,
+            settings=settings,
+            state_dir=state_dir,
+            recorder=self.recorder,
+        )
+
+    def _refuse_unknown_config_keys(self, config_data: dict[str, Any]) -> None:
+        """A misspelt key must not be ignored silently: pydantic's default ('ignore') would.
+
+        A model that sets `extra` itself ("allow" or "forbid") decides on its own.
+        """
+        model = self.module.config_model
+        if model.model_config.get("extra") is not None:
+            return
+        known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        unknown = sorted(set(config_data) - known)
+        if unknown:
+            raise MeshError(
+                "INVALID_CONFIG",
+                f"configuration of module {self.manifest.name} has unknown field '{unknown[0]}'; "
+                f"expected one of: {', '.join(sorted(model.model_fields)) or 'none (it takes no configuration)'}",
+                metadata={"module": self.manifest.name, "field": unknown[0]},
+            )
+
+    async def _run_initialize(self, context: Context[Any], settings: lifecycle_pb2.ModuleSettings) -> None:
+        self.context = context
+        try:
+            await context.connect_nats()
+        except MeshError as error:
+            await self._fail("initialize", error.reason, error.message)
+            raise
+        await self._run_hook("initialize", self.module.initialize(context))
+        self._settings = settings
+        self.error = None
+        await self._set_state(State.INITIALIZED)
+
+    async def _run_hook(self, phase: str, hook: Awaitable[None]) -> None:
+        """Await a hook; if it raises, the module is FAILED and the caller gets the error."""
+        try:
+            await hook
+        except MeshError as error:
+            await self._fail(phase, error.reason, error.message)
+            raise
+        except Exception as error:
+            message = f"the {phase} hook of module {self.manifest.name} raised {type(error).__name__}: {error}"
+            _log.exception(message)
+            await self._fail(phase, "HOOK_FAILED", message)
+            raise MeshError("HOOK_FAILED", message, metadata={"module": self.manifest.name, "phase": phase}) from error
+
+    async def _fail(self, phase: str, reason: str, message: str) -> None:
+        self.error = module_pb2.ModuleError(reason=reason, message=message, phase=phase, time=_now())
+        self._running_since = None
+        await self._set_state(State.FAILED, message)
+
+    async def _teardown(self, grace: float) -> bool:
+        """Run the stop hook, then close the context, all within `grace` seconds."""
+        context, self.context = self.context, None
+        if context is None:
+            return False
+        deadline = time.monotonic() + grace
+        forced = False
+        try:
+            async with asyncio.timeout(grace):
+                await self.module.stop()
+        except TimeoutError:
+            forced = True
+            _log.warning("module %s: stop hook ran past its %.1f s grace; cancelled", self.manifest.name, grace)
+        except Exception:
+            # An error while stopping is reported, never allowed to block the stop.
+            _log.exception("module %s: stop hook raised", self.manifest.name)
+        return await context.close(deadline - time.monotonic()) or forced
+
+    async def _set_state(self, state: State, reason: str = "") -> None:
+        self.state = state
+        self.state_reason = reason
+        self._state_changed_at = _now()
+        await self._notify()
+
+    async def _notify(self) -> None:
+        for listener in self._listeners:
+            await listener(self.state, self.serving)
+
+    # --- health and status --------------------------------------------------------
+
+    async def check_health(self) -> health_pb2.ModuleHealth:
+        """Run the module's health hook when it is RUNNING; otherwise derive health from state."""
+        if self.state is State.RUNNING:
+            self._last_health = await self._run_health_hook()
+            self._last_checked = _now()
+            await self._notify()
+            verdict_ = self._last_health
+        else:
+            verdict_ = self._health_of_state()
+        uptime = duration_pb2.Duration()
+        if self._running_since is not None and self.state is State.RUNNING:
+            uptime.FromNanoseconds(int((time.monotonic() - self._running_since) * 1e9))
+        return health_pb2.ModuleHealth(
+            name=self.manifest.name,
+            status=verdict_.status.value,
+            state=self.state.value,
+            components=[_component_proto(c) for c in verdict_.components],
+            last_checked=self._last_checked,
+            uptime=uptime,
+            message=verdict_.message,
+        )
+
+    async def _run_health_hook(self) -> Health:
+        try:
+            async with asyncio.timeout(HEALTH_HOOK_TIMEOUT_SECONDS):
+                verdict_ = await self.module.health()
+        except TimeoutError:
+            return Health(
+                HealthStatus.UNHEALTHY, message=f"health hook took longer than {HEALTH_HOOK_TIMEOUT_SECONDS} s"
+            )
+        except Exception as error:
+            _log.exception("module %s: health hook raised", self.manifest.name)
+            return Health(HealthStatus.UNHEALTHY, message=f"health hook raised {type(error).__name__}: {error}")
+        if not isinstance(verdict_, Health):
+            return Health(
+                HealthStatus.UNHEALTHY, message=f"health hook returned {type(verdict_).__name__}, expected sdk.Health"
+            )
+        failed = self.context.failed_tasks if self.context else {}
+        if failed:
+            extra = tuple(
+                ComponentHealth(name, HealthStatus.DEGRADED, message=f"background task failed: {error!r}")
+                for name, error in failed.items()
+            )
+            worst = max(verdict_.status, HealthStatus.DEGRADED)
+            return Health(worst, verdict_.components + extra, verdict_.message or "a background task failed")
+        return verdict_
+
+    def _health_of_state(self) -> Health:
+        if self.state is State.FAILED:
+            message = self.error.message if self.error else "the module failed"
+            return Health(HealthStatus.UNHEALTHY, message=message)
+        if self.state in (State.STOPPING, State.STOPPED, State.SKIPPED):
+            return Health(HealthStatus.UNHEALTHY, message=f"the module is {self.state.name}")
+        return Health(HealthStatus.DEGRADED, message=f"the module is {self.state.name}, not RUNNING yet")
+
+    def status(self) -> module_pb2.ModuleStatus:
+        """The module's status as mesh.v1 reports it."""
+        return module_pb2.ModuleStatus(
+            name=self.manifest.name,
+            version=self.manifest.version,
+            state=self.state.value,
+            address=self.address,
+            dependencies=self.manifest.to_proto().dependencies,
+            description=self.manifest.description,
+            state_reason=self.state_reason,
+            error=self.error,
+            state_changed_at=self._state_changed_at,
+            started_at=self._started_at,
+            instance_id=self.instance_id,
+            pid=os.getpid(),
+        )
+
+
+def _same(a: lifecycle_pb2.ModuleSettings, b: lifecycle_pb2.ModuleSettings | None) -> bool:
+    return b is not None and a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+def _component_proto(component: ComponentHealth) -> health_pb2.ComponentHealth:
+    latency = duration_pb2.Duration()
+    latency.FromNanoseconds(int(component.latency_ms * 1e6))
+    return health_pb2.ComponentHealth(
+        name=component.name, status=component.status.value, latency=latency, message=component.message
+    )
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp

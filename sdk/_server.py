@@ -1,0 +1,180 @@
+"""One module served on its own grpc.aio server: Lifecycle, standard health, reflection,
+and the module's own services behind the metrics-and-state interceptor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+from sdk._errors import MeshError
+from sdk._interceptors import ModuleServerInterceptor
+from sdk._lifecycle import LifecycleServicer
+from sdk._loader import LoadedModule
+from sdk._manifest import ManifestError
+from sdk._metrics import ModuleMetricsRecorder
+from sdk._module import served_services
+from sdk._runtime import ModuleRuntime
+from sdk._state import State
+
+LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_name
+CONTROL_SERVICES = frozenset(
+    {LIFECYCLE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
+)
+
+_log = logging.getLogger("sdk")
+
+
+class ModuleServer:
+    """Serves one module instance.
+
+    Args:
+        loaded: The module's manifest and class.
+        host: The interface to bind, e.g. "127.0.0.1" or "0.0.0.0".
+        port: The port to bind; 0 picks a free one.
+        advertise_host: The host to report in the address when `host` is a wildcard.
+        state_dir: Where the module keeps state unless Initialize names a folder.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModule,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise_host: str | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self._host = host
+        self._port = port
+        self._advertise_host = advertise_host
+        manifest = loaded.manifest
+        self.services = served_services(loaded.module_class)
+        self._check_declared_services()
+        self.recorder = ModuleMetricsRecorder(manifest.name, CONTROL_SERVICES)
+        self.module = loaded.module_class()
+        self.runtime = ModuleRuntime(
+            self.module,
+            manifest,
+            loaded.manifest_path,
+            self.recorder,
+            default_state_dir=state_dir or loaded.directory.parent.parent / ".mesh" / "state" / manifest.name,
+        )
+        self.health = health.aio.HealthServicer()
+        self.runtime.on_change(self._mirror_health)
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """The reachable "host:port" this module serves on (set once started)."""
+        return self.runtime.address
+
+    def _check_declared_services(self) -> None:
+        declared = set(self.loaded.manifest.services)
+        served = {service.full_name for service in self.services}
+        if declared and declared != served:
+            raise ManifestError(
+                [
+                    f"{self.loaded.manifest_path}: field 'services' lists {sorted(declared)} but "
+                    f"{self.loaded.module_class.__name__} serves {sorted(served)}; make them match "
+                    "(or leave 'services' out to take them from the code)"
+                ]
+            )
+
+    async def start(self) -> str:
+        """Bind and start serving; returns the address."""
+        own = {service.full_name for service in self.services}
+        server = grpc.aio.server(
+            interceptors=[_gated_interceptor(self.recorder, self.runtime, own)],
+            # With gRPC's default (1) a second server can silently share a port in use.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        schema = json.dumps(self.loaded.module_class.config_model.model_json_schema(), sort_keys=True)
+        lifecycle_pb2_grpc.add_LifecycleServicer_to_server(LifecycleServicer(self.runtime, schema), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for service in self.services:
+            service.register(self.module, server)
+        reflection.enable_server_reflection(
+            [LIFECYCLE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, *sorted(own)], server
+        )
+        target = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+        try:
+            self.port = server.add_insecure_port(target)
+        except RuntimeError as error:
+            raise OSError(f"module {self.loaded.manifest.name} cannot bind {target}: {error}") from None
+        if self.port == 0:
+            raise OSError(f"module {self.loaded.manifest.name} cannot bind {target}; is the port in use?")
+        await server.start()
+        self._server = server
+        self.runtime.address = _address(self._advertise_host or self._host, self.port)
+        await self.health.set(LIFECYCLE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._mirror_health(self.runtime.state, self.runtime.serving)
+        _log.info("module %s %s serving on %s", self.loaded.manifest.name, self.loaded.manifest.version, self.address)
+        return self.address
+
+    async def _mirror_health(self, state: State, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *(service.full_name for service in self.services)):
+            await self.health.set(name, status)
+
+    async def shutdown(self, grace_seconds: float | None = None) -> bool:
+        """Stop the module (if it is not stopped yet), then the server.
+
+        Returns:
+            True when the module's stop ran past its grace period.
+        """
+        forced = False
+        if self.runtime.state is not State.STOPPED:
+            try:
+                forced = await self.runtime.stop(grace_seconds, "process shutting down")
+            except MeshError as error:
+                _log.warning("module %s: %s", self.loaded.manifest.name, error.message)
+        await self.close()
+        return forced
+
+    async def close(self) -> None:
+        """Stop serving at once (in-flight calls get a moment to finish)."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace=1.0)
+        self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def _gated_interceptor(
+    recorder: ModuleMetricsRecorder, runtime: ModuleRuntime, own_services: set[str]
+) -> ModuleServerInterceptor:
+    """The interceptor, with a gate that opens the module's own services only while RUNNING."""
+    name = runtime.manifest.name
+
+    def gate(method: str) -> MeshError | None:
+        service = method.lstrip("/").partition("/")[0]
+        if service not in own_services or runtime.state is State.RUNNING:
+            return None
+        return MeshError(
+            "MODULE_UNAVAILABLE",
+            f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING",
+            metadata={"module": name, "state": runtime.state.name},
+        )
+
+    return ModuleServerInterceptor(recorder, gate)
+
+
+def _address(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "", "::", "[::]"):
+        # A wildcard is no address to reach; the host name is (set MESH_ADVERTISE_HOST
+        # when other hosts know this one by another name).
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,230 @@
+"""Serve one module as its own process: `python -m sdk.run modules/<name>`.
+
+The process binds the address it is given (port 0 picks a free one), reports the bound
+address (log line, and the file named by MESH_READY_FILE), registers with the coordinator
+named by MESH_COORDINATOR when there is one, and stops gracefully on SIGTERM or SIGINT.
+With `--exit-with-parent` (what the coordinator uses) it also stops when its stdin pipe
+closes or its parent process dies, so that no module outlives a killed coordinator.
+
+Environment:
+    MESH_LISTEN: "host:port" to bind (default 127.0.0.1:0); `--listen` wins.
+    MESH_ADVERTISE_HOST: the host to report when binding a wildcard address.
+    MESH_COORDINATOR: the coordinator's "host:port" to register with.
+    MESH_READY_FILE: a path where the process writes {"name", "address", "pid", "instance_id"}.
+    MESH_STATE_DIR: the module's state folder unless Initialize names one.
+    MESH_STOP_GRACE_SECONDS: the grace period of a signal-initiated stop (default 30).
+    MESH_EXIT_WITH_PARENT: "1" has the effect of `--exit-with-parent`.
+    MESH_LOG_LEVEL: logging level (default INFO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import grpc
+
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
+from sdk._loader import LoadedModule, ModuleLoadError, load_module
+from sdk._manifest import ManifestError
+from sdk._server import ModuleServer
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_MODULE = 2
+EXIT_REGISTRATION_REFUSED = 3
+PARENT_POLL_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1
+
+_log = logging.getLogger("sdk.run")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') -> (host, port), with a clear error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen address {value!r} is not 'host:port' with a port 0-65535, e.g. 127.0.0.1:0")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sdk.run", description="Serve one Module Mesh module.")
+    parser.add_argument("module_dir", type=Path, help="the module's folder (holding module.toml)")
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("MESH_LISTEN", "127.0.0.1:0"),
+        help="host:port to bind; port 0 picks a free one (env MESH_LISTEN)",
+    )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        default=os.environ.get("MESH_EXIT_WITH_PARENT") == "1",
+        help="stop when stdin closes or the parent process dies (env MESH_EXIT_WITH_PARENT=1)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the module until a signal (or the parent) ends it; returns the exit code."""
+    logging.basicConfig(
+        level=os.environ.get("MESH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args = _arguments(argv)
+    try:
+        host, port = parse_listen(args.listen)
+        loaded = load_module(args.module_dir)
+    except (ManifestError, ModuleLoadError, ValueError) as error:
+        print(f"sdk.run: {error}", file=sys.stderr)
+        return EXIT_BAD_MODULE
+    if args.exit_with_parent:
+        _die_with_parent()
+    try:
+        return asyncio.run(_serve(loaded, host, port, exit_with_parent=args.exit_with_parent))
+    except ManifestError as error:
+        print(f"sdk.run: {error}", file=sys.stderr)
+        return EXIT_BAD_MODULE
+    except OSError as error:
+        print(f"sdk.run: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _serve(loaded: LoadedModule, host: str, port: int, *, exit_with_parent: bool) -> int:
+    state_dir = os.environ.get("MESH_STATE_DIR")
+    server = ModuleServer(
+        loaded,
+        host=host,
+        port=port,
+        advertise_host=os.environ.get("MESH_ADVERTISE_HOST"),
+        state_dir=Path(state_dir) if state_dir else None,
+    )
+    address = await server.start()
+    _write_ready_file(loaded, server)
+    stop = asyncio.Event()
+    exit_code = EXIT_OK
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    background: list[asyncio.Task[None]] = []
+    if exit_with_parent:
+        background.append(asyncio.create_task(_watch_parent(stop)))
+        if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            background.append(asyncio.create_task(_watch_stdin(stop)))
+    coordinator = os.environ.get("MESH_COORDINATOR")
+    if coordinator:
+
+        async def register() -> None:
+            nonlocal exit_code
+            if not await _register(coordinator, server, address):
+                exit_code = EXIT_REGISTRATION_REFUSED
+                stop.set()
+
+        background.append(asyncio.create_task(register()))
+    await stop.wait()
+    for task in background:
+        task.cancel()
+    grace = float(os.environ.get("MESH_STOP_GRACE_SECONDS", "30"))
+    forced = await server.shutdown(grace)
+    _log.info("module %s exited%s", loaded.manifest.name, " (stop was forced)" if forced else "")
+    return exit_code
+
+
+def _write_ready_file(loaded: LoadedModule, server: ModuleServer) -> None:
+    target = os.environ.get("MESH_READY_FILE")
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(
+        json.dumps(
+            {
+                "name": loaded.manifest.name,
+                "address": server.address,
+                "pid": os.getpid(),
+                "instance_id": server.runtime.instance_id,
+            }
+        )
+    )
+    scratch.replace(path)  # atomic: a reader never sees half a file
+
+
+async def _register(coordinator: str, server: ModuleServer, address: str) -> bool:
+    """Register with the coordinator, retrying while it is unreachable.
+
+    Returns:
+        True once registered; False when the coordinator refuses (the process then exits).
+    """
+    request = coordinator_pb2.RegisterModuleRequest(
+        address=address,
+        manifest=server.loaded.manifest.to_proto(),
+        instance_id=server.runtime.instance_id,
+    )
+    delay = 0.2
+    async with grpc.aio.insecure_channel(coordinator) as channel:
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        while True:
+            try:
+                await stub.RegisterModule(request, timeout=10)
+                _log.info("registered with the coordinator at %s", coordinator)
+                return True
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    _log.error(
+                        "the coordinator at %s refused module %s: %s: %s",
+                        coordinator,
+                        server.loaded.manifest.name,
+                        error.code().name,
+                        error.details(),
+                    )
+                    return False
+                _log.warning(
+                    "coordinator at %s not reachable (%s); retrying in %.1f s", coordinator, error.details(), delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent dies (no-op elsewhere; polling covers it)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    # Polling: the kernel offers no event for "my parent died" besides PDEATHSIG (Linux only).
+    while parent == os.getppid() and parent != 1:  # noqa: ASYNC110
+        await asyncio.sleep(PARENT_POLL_SECONDS)
+    _log.warning("parent process %d is gone; stopping", parent)
+    stop.set()
+
+
+async def _watch_stdin(stop: asyncio.Event) -> None:
+    """The coordinator holds our stdin pipe open; EOF means it is gone."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while await reader.read(4096):
+            pass
+    finally:
+        transport.close()
+    _log.warning("stdin closed; stopping")
+    stop.set()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

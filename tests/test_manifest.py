@@ -1,0 +1,131 @@
+"""Manifest files: what a valid one gives, and one clear line for each kind of mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.v1 import module_pb2
+from sdk import ManifestError, load_manifest
+
+VALID = """
+name = "orders"
+version = "1.2.0"
+description = "Takes orders."
+
+[[dependencies]]
+name = "inventory"
+version = ">=1.0.0 <2.0.0"
+
+[[dependencies]]
+name = "notifications"
+optional = true
+
+[events]
+publishes = ["order.created"]
+subscribes = ["inventory.updated", "user.*"]
+
+[restart]
+policy = "always"
+max_restarts = 3
+
+[run]
+entry = "module:Orders"
+"""
+
+
+def write(tmp_path, text: str):
+    folder = tmp_path / "orders"
+    folder.mkdir(exist_ok=True)
+    (folder / "module.toml").write_text(text)
+    return folder
+
+
+def problems(tmp_path, text: str) -> list[str]:
+    with pytest.raises(ManifestError) as raised:
+        load_manifest(write(tmp_path, text))
+    return raised.value.lines
+
+
+def test_a_valid_manifest_and_its_wire_form(tmp_path):
+    manifest = load_manifest(write(tmp_path, VALID))
+    assert manifest.name == "orders"
+    assert [d.name for d in manifest.dependencies] == ["inventory", "notifications"]
+    assert manifest.dependency("notifications").optional
+    wire = manifest.to_proto()
+    assert wire.dependencies[0].version_constraint == ">=1.0.0 <2.0.0"
+    assert list(wire.subscribes) == ["inventory.updated", "user.*"]
+    assert wire.restart_policy.mode == module_pb2.RESTART_MODE_ALWAYS
+    assert wire.restart_policy.window.seconds == 60
+    assert wire.run.entry == "module:Orders"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('name = "orders"\n', ""), "field 'name' is missing; it is required"),
+        (
+            ('name = "orders"', 'name = "Orders_Service"'),
+            "field 'name' has 'Orders_Service': expected a kebab-case name",
+        ),
+        (
+            ('version = "1.2.0"', 'version = "1.2"'),
+            "field 'version' has '1.2': expected a semver version MAJOR.MINOR.PATCH",
+        ),
+        (
+            ('description = "Takes orders."', 'descripton = "Takes orders."'),
+            "unknown field 'descripton'; expected one of: name, version, description",
+        ),
+        (
+            ('version = ">=1.0.0 <2.0.0"', 'version = ">>1.0"'),
+            "field 'dependencies[0].version' has '>>1.0': expected an npm-style semver range",
+        ),
+        (
+            ('publishes = ["order.created"]', 'publishes = ["OrderCreated"]'),
+            "field 'events.publishes[0]' has 'OrderCreated': expected an event type 'entity.action'",
+        ),
+        (('"user.*"', '"user.*.x"'), "field 'events.subscribes[1]' has 'user.*.x': expected an event type or pattern"),
+        (
+            ('policy = "always"', 'policy = "sometimes"'),
+            "field 'restart.policy' has 'sometimes': expected one of 'never', 'on-failure' or 'always'",
+        ),
+        (
+            ("max_restarts = 3", "max_restarts = 3\nbackof = 2"),
+            "unknown field 'backof' in 'restart'; expected one of: policy, max_restarts",
+        ),
+        (
+            ('entry = "module:Orders"', 'entry = "module.Orders"'),
+            "field 'run.entry' has 'module.Orders': expected 'python_module:ClassName'",
+        ),
+        (('name = "notifications"', 'name = "inventory"'), "dependencies list inventory more than once"),
+    ],
+)
+def test_each_mistake_gives_one_line_naming_file_and_field(tmp_path, change, expected):
+    old, new = change
+    assert old in VALID
+    lines = problems(tmp_path, VALID.replace(old, new, 1))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{tmp_path / 'orders' / 'module.toml'}: ")
+    assert expected in lines[0]
+
+
+def test_several_mistakes_give_one_line_each(tmp_path):
+    text = VALID.replace('version = "1.2.0"', 'version = "one"').replace('"order.created"', '"order"')
+    lines = problems(tmp_path, text)
+    assert len(lines) == 2
+    assert "field 'version'" in lines[0] and "field 'events.publishes[0]'" in lines[1]
+
+
+def test_not_toml_and_no_file(tmp_path):
+    assert "not valid TOML" in problems(tmp_path, 'name = "orders\n')[0]
+    with pytest.raises(ManifestError) as raised:
+        load_manifest(tmp_path / "nowhere")
+    assert raised.value.lines == [
+        f"{tmp_path / 'nowhere' / 'module.toml'}: no manifest here; every module folder needs a module.toml"
+    ]
+
+
+def test_run_needs_exactly_one_of_entry_and_command(tmp_path):
+    both = VALID.replace('entry = "module:Orders"', 'entry = "module:Orders"\ncommand = ["node", "index.js"]')
+    assert "expected exactly one of 'entry'" in problems(tmp_path, both)[0]
+    command_only = VALID.replace('entry = "module:Orders"', 'command = ["node", "index.js"]')
+    assert load_manifest(write(tmp_path, command_only)).run.command == ["node", "index.js"]
