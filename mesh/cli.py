@@ -1,36 +1,328 @@
 """The `mesh` command line.
 
-The coordinator (discovery, graph validation, spawning, sequencing, supervision) is not
-built yet, so `mesh up` says so plainly and exits non-zero instead of pretending; what
-works today is serving one module with `python -m sdk.run modules/<name>`.
+    mesh up        run the mesh of a modules folder until interrupted
+    mesh down      stop a running mesh
+    mesh status    the modules and their states
+    mesh health    the system health
+    mesh graph     the dependency graph (text tree, --format mermaid or dot)
+    mesh reload    re-initialize one module with fresh configuration
+    mesh restart   replace one module's process
+    mesh logs      one module's log
+
+Exit codes: 0 success; 1 the operation failed (or, for `status`, a module is not
+running; for `health`, the mesh is degraded); 2 bad usage or invalid input (for `health`,
+the mesh is unhealthy); 3 the coordinator is not reachable.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
 
-EXIT_NOT_AVAILABLE = 3
+import grpc
+from google.protobuf import struct_pb2
+from rich.console import Console
+
+from mesh import graph, render
+from mesh.config import DEFAULT_LISTEN, ConfigError, load_config
+from mesh.discovery import DiscoveryError, discover
+from mesh.statedir import StateDir
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
+from sdk import State, error_info
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
+
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CliError(Exception):
+    """An error with its exit code; printed as one line, never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `mesh` command; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="mesh", description="Module Mesh: run and inspect a mesh of modules.")
-    parser.add_argument("--version", action="version", version=f"mesh {metadata.version('module-mesh')}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    up = commands.add_parser("up", help="run the mesh of the modules folder until interrupted")
-    up.add_argument("--modules", default="modules", help="the modules folder (default: modules)")
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
-    print(
-        "mesh up: there is nothing to run yet: the coordinator is not built in this version.\n"
-        f"To serve one module of {args.modules}/ on its own: .venv/bin/python -m sdk.run {args.modules}/greeter",
-        file=sys.stderr,
+        return EXIT_OK
+    logging.basicConfig(
+        level=os.environ.get("MESH_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return EXIT_NOT_AVAILABLE
+    try:
+        return args.run(args)
+    except CliError as error:
+        error_console.print(f"mesh {args.command}: {error}", markup=False)
+        return error.code
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Module Mesh: run and inspect a mesh of modules.")
+    parser.add_argument("--version", action="version", version=f"mesh {metadata.version('module-mesh')}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the mesh of a modules folder until interrupted")
+    _config_options(up)
+    up.add_argument("--listen", help=f"the coordinator's address (default {DEFAULT_LISTEN}; env MESH_LISTEN)")
+    up.add_argument("--nats-url", help="use this NATS server or cluster instead of an embedded one (env NATS_URL)")
+    up.set_defaults(run=_up)
+
+    down = commands.add_parser("down", help="stop a running mesh (every module, in reverse order)")
+    _coordinator_option(down)
+    down.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")
+    down.set_defaults(run=_down)
+
+    status = commands.add_parser("status", help="the modules and their states")
+    _coordinator_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(run=_status)
+
+    health = commands.add_parser("health", help="the system health (exit 0 healthy, 1 degraded, 2 unhealthy)")
+    _coordinator_option(health)
+    health.add_argument("--fresh", action="store_true", help="check now instead of a cached result")
+    health.set_defaults(run=_health)
+
+    graph_parser = commands.add_parser("graph", help="the dependency graph, from the manifests")
+    _config_options(graph_parser)
+    graph_parser.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    graph_parser.set_defaults(run=_graph)
+
+    reload = commands.add_parser("reload", help="re-initialize one module with fresh configuration")
+    _coordinator_option(reload)
+    reload.add_argument("name")
+    reload.add_argument(
+        "--config", dest="config_json", help='configuration overrides as JSON, e.g. \'{"greeting": "Hi"}\''
+    )
+    reload.set_defaults(run=_reload)
+
+    restart = commands.add_parser("restart", help="replace one module's process (picks up new code)")
+    _coordinator_option(restart)
+    restart.add_argument("name")
+    restart.set_defaults(run=_restart)
+
+    logs = commands.add_parser("logs", help="one module's log")
+    logs.add_argument("name")
+    logs.add_argument("--state-dir", type=Path, help="the mesh's state folder (default .mesh; env MESH_STATE_DIR)")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(run=_logs)
+    return parser
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="the mesh configuration file (default ./mesh.toml when present)")
+    parser.add_argument("--modules", type=Path, help="the modules folder (default modules; env MESH_MODULES_DIR)")
+    parser.add_argument("--state-dir", type=Path, help="where logs and state go (default .mesh; env MESH_STATE_DIR)")
+
+
+def _coordinator_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--coordinator",
+        help="the coordinator's host:port (default: env MESH_COORDINATOR, then the one running "
+        f"with the state folder .mesh, then {DEFAULT_LISTEN})",
+    )
+    parser.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
+
+
+def _load_config(args: argparse.Namespace, **extra: Any):
+    try:
+        return load_config(
+            args.config,
+            overrides={"modules_dir": args.modules, "state_dir": args.state_dir, **extra},
+        )
+    except ConfigError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+
+
+# --- up / down ---------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    from mesh.up import run_up  # the coordinator's imports are needed by `up` alone
+
+    config = _load_config(args, listen=args.listen, nats_url=args.nats_url)
+    return run_up(config, console, error_console)
+
+
+def _down(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    reply = _call(address, lambda stub: stub.Shutdown(coordinator_pb2.ShutdownRequest(reason="mesh down"), timeout=10))
+    console.print(f"mesh down: the coordinator at {address} (pid {reply.pid}) is stopping the mesh")
+    if args.no_wait:
+        return EXIT_OK
+    deadline = time.monotonic() + 600
+    while _pid_alive(reply.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(reply.pid):
+        raise CliError(f"the coordinator (pid {reply.pid}) is still stopping after 600 s")
+    console.print("mesh down: every module stopped")
+    return EXIT_OK
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether `pid` runs; an exited process that its parent has not reaped yet (a zombie) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal check above is all there is
+    return state != "Z"
+
+
+# --- inspecting ---------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    reply = _call(address, lambda stub: stub.ListModules(coordinator_pb2.ListModulesRequest(), timeout=10))
+    if args.json:
+        from google.protobuf import json_format
+
+        console.print_json(json_format.MessageToJson(reply))
+    else:
+        console.print(render.module_table(reply.modules, title=f"mesh at {address}"))
+    settled = {State.RUNNING.value, State.SKIPPED.value}
+    return EXIT_OK if all(module.state in settled for module in reply.modules) else EXIT_FAILED
+
+
+def _health(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    reply = _call(
+        address, lambda stub: stub.GetSystemHealth(coordinator_pb2.GetSystemHealthRequest(fresh=args.fresh), timeout=30)
+    )
+    name = render.HEALTH_NAME.get(reply.status, "unknown")
+    console.print(f"mesh at {address}: [{render.HEALTH_STYLE[name]}]{name}[/]")
+    console.print(render.health_table(reply.modules))
+    return {health_pb2.HEALTH_STATUS_HEALTHY: EXIT_OK, health_pb2.HEALTH_STATUS_DEGRADED: EXIT_FAILED}.get(
+        reply.status, EXIT_USAGE
+    )
+
+
+def _graph(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    try:
+        discovered = discover(config.modules_dir)
+    except DiscoveryError as error:
+        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    manifests = {name: module.manifest for name, module in discovered.items()}
+    skipped = graph.skipped_modules(manifests, os.environ, config.flags)
+    render_graph = {"text": render.graph_tree, "mermaid": render.graph_mermaid, "dot": render.graph_dot}[args.format]
+    print(render_graph(manifests, skipped))
+    problems = graph.find_problems({n: m for n, m in manifests.items() if n not in skipped})
+    for problem in problems:
+        error_console.print(f"mesh graph: {problem.message}", markup=False)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    root = args.state_dir or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
+    path = StateDir(root).logs / f"{args.name}.log"
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.log"))
+        raise CliError(f"no log of module '{args.name}' in {path.parent} (logs there: {', '.join(known) or 'none'})")
+    with open(path, errors="replace") as log:
+        for line in log.readlines()[-args.lines :]:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        while args.follow:
+            line = log.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    return EXIT_OK
+
+
+# --- operating ---------------------------------------------------------------------------
+
+
+def _reload(args: argparse.Namespace) -> int:
+    request = coordinator_pb2.ReloadModuleRequest(name=args.name)
+    if args.config_json:
+        try:
+            overrides = json.loads(args.config_json)
+        except ValueError as error:
+            raise CliError(f"--config is not JSON: {error}", EXIT_USAGE) from None
+        if not isinstance(overrides, dict):
+            raise CliError('--config must be a JSON object, e.g. \'{"greeting": "Hi"}\'', EXIT_USAGE)
+        config = struct_pb2.Struct()
+        config.update(overrides)
+        request.config.CopyFrom(config)
+    address = _coordinator_address(args)
+    reply = _call(address, lambda stub: stub.ReloadModule(request, timeout=300))
+    console.print(f"mesh reload: {reply.status.name} is {render.state_name(reply.status.state)}")
+    return EXIT_OK
+
+
+def _restart(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    reply = _call(
+        address, lambda stub: stub.RestartModule(coordinator_pb2.RestartModuleRequest(name=args.name), timeout=300)
+    )
+    console.print(
+        f"mesh restart: {reply.status.name} is {render.state_name(reply.status.state)} at {reply.status.address} "
+        f"(pid {reply.status.pid})"
+    )
+    return EXIT_OK
+
+
+# --- talking to the coordinator --------------------------------------------------------
+
+
+def _coordinator_address(args: argparse.Namespace) -> str:
+    if getattr(args, "coordinator", None):
+        return args.coordinator
+    if os.environ.get("MESH_COORDINATOR"):
+        return os.environ["MESH_COORDINATOR"]
+    root = getattr(args, "state_dir", None) or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
+    info = StateDir(root).read_info()
+    return info["address"] if info and info.get("address") else DEFAULT_LISTEN
+
+
+def _call(address: str, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with grpc.aio.insecure_channel(address) as channel:
+            return await call(coordinator_pb2_grpc.CoordinatorStub(channel))
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"no coordinator answers at {address}; is `mesh up` running?", EXIT_UNREACHABLE) from None
+        info = error_info(error)
+        reason = f" [{info.reason}]" if info else ""
+        code = (
+            EXIT_USAGE if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else EXIT_FAILED
+        )
+        raise CliError(f"{error.details()}{reason}", code) from None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from sdk._manifest import (
     RestartSpec,
     RunSpec,
     load_manifest,
+    manifest_from_proto,
     parse_manifest,
 )
 from sdk._metrics import Counter
@@ -49,5 +50,6 @@ __all__ = [
     "RunSpec",
     "load_manifest",
     "load_module",
+    "manifest_from_proto",
     "parse_manifest",
 ]

@@ -233,6 +233,51 @@ def parse_manifest(data: dict[str, Any], source: str) -> Manifest:
         raise ManifestError([_describe(source, problem) for problem in error.errors()]) from None
 
 
+def manifest_from_proto(message: module_pb2.Manifest, source: str) -> Manifest:
+    """Validate a manifest received over gRPC (e.g. RegisterModule) by the same rules as a file.
+
+    Args:
+        message: The mesh.v1 manifest.
+        source: Where it came from, for the error lines, e.g. "module at 10.0.0.5:7000".
+    """
+    policy = {
+        module_pb2.RESTART_MODE_NEVER: "never",
+        module_pb2.RESTART_MODE_ALWAYS: "always",
+    }.get(message.restart_policy.mode, "on-failure")
+    restart: dict[str, Any] = {"policy": policy, "max_restarts": message.restart_policy.max_restarts}
+    for field_name, key in (
+        ("window", "window_seconds"),
+        ("initial_backoff", "backoff_initial_seconds"),
+        ("max_backoff", "backoff_max_seconds"),
+    ):
+        if message.restart_policy.HasField(field_name):
+            restart[key] = getattr(message.restart_policy, field_name).ToNanoseconds() / 1e9
+    run: dict[str, Any] = {"env": dict(message.run.env)}
+    if message.run.command:
+        run["command"] = list(message.run.command)
+    else:
+        run["entry"] = message.run.entry or "module:Module"
+    data: dict[str, Any] = {
+        "name": message.name,
+        "version": message.version,
+        "description": message.description,
+        "display_name": message.display_name,
+        "author": message.author,
+        "category": message.category,
+        "labels": dict(message.labels),
+        "dependencies": [
+            {"name": d.name, "version": d.version_constraint, "optional": d.optional} for d in message.dependencies
+        ],
+        "events": {"publishes": list(message.publishes), "subscribes": list(message.subscribes)},
+        "feature_flag": message.feature_flag or None,
+        "requires_tenant": message.requires_tenant,
+        "services": list(message.services),
+        "restart": restart,
+        "run": run,
+    }
+    return parse_manifest(data, source)
+
+
 def load_manifest(module_dir: Path | str) -> Manifest:
     """Read and validate `<module_dir>/module.toml`.
 

@@ -7,8 +7,10 @@ and by the coordinator when no NATS_URL is given.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,8 @@ class EmbeddedNats:
         host: The interface to listen on.
         extra_args: More nats-server arguments, e.g. cluster routes.
         log_file: Where the server's output goes; discarded if None.
+        die_with_parent: Have Linux end the server when the thread that started it dies, so a
+            killed coordinator leaves no server behind. Start it from the main thread then.
     """
 
     def __init__(
@@ -61,12 +65,14 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
         log_file: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self._data_dir = data_dir
         self._port = port
         self._host = host
         self._extra_args = list(extra_args or [])
         self._log_file = log_file
+        self._die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self._process: subprocess.Popen[bytes] | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""
@@ -96,12 +102,22 @@ class EmbeddedNats:
         ]
         output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(args, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                args,
+                stdout=output,
+                stderr=output,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_terminate_with_parent if self._die_with_parent else None,
+            )
         finally:
             if self._log_file:
                 output.close()
         self.url = self._wait_for_ports_file(scratch)
         return self.url
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self._data_dir
 
     def _wait_for_ports_file(self, scratch: Path) -> str:
         assert self._process is not None
@@ -154,3 +170,8 @@ class EmbeddedNats:
         traceback: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _terminate_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when its parent dies (Linux)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG

@@ -192,3 +192,15 @@ class WatchModulesResponse(_message.Message):
     snapshot: bool
     time: _timestamp_pb2.Timestamp
     def __init__(self, status: _Optional[_Union[_module_pb2.ModuleStatus, _Mapping]] = ..., previous_state: _Optional[_Union[_module_pb2.ModuleState, str]] = ..., snapshot: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class ShutdownResponse(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    def __init__(self, pid: _Optional[int] = ...) -> None: ...

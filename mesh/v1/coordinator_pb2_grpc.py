@@ -87,6 +87,11 @@ class CoordinatorStub:
                 request_serializer=mesh_dot_v1_dot_coordinator__pb2.WatchModulesRequest.SerializeToString,
                 response_deserializer=mesh_dot_v1_dot_coordinator__pb2.WatchModulesResponse.FromString,
                 _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/mesh.v1.Coordinator/Shutdown',
+                request_serializer=mesh_dot_v1_dot_coordinator__pb2.ShutdownRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_coordinator__pb2.ShutdownResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -173,6 +178,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Shutdown(self, request, context):
+        """Shutdown stops every module in reverse dependency order, then the coordinator itself
+        (what `mesh down` calls). It answers as soon as the shutdown has begun.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +238,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.WatchModules,
                     request_deserializer=mesh_dot_v1_dot_coordinator__pb2.WatchModulesRequest.FromString,
                     response_serializer=mesh_dot_v1_dot_coordinator__pb2.WatchModulesResponse.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=mesh_dot_v1_dot_coordinator__pb2.ShutdownRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_coordinator__pb2.ShutdownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -500,6 +518,33 @@ class Coordinator:
             '/mesh.v1.Coordinator/WatchModules',
             mesh_dot_v1_dot_coordinator__pb2.WatchModulesRequest.SerializeToString,
             mesh_dot_v1_dot_coordinator__pb2.WatchModulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.Coordinator/Shutdown',
+            mesh_dot_v1_dot_coordinator__pb2.ShutdownRequest.SerializeToString,
+            mesh_dot_v1_dot_coordinator__pb2.ShutdownResponse.FromString,
             options,
             channel_credentials,
             insecure,

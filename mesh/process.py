@@ -1,0 +1,164 @@
+"""Module processes: spawn one, learn its address, know when it exits, end it.
+
+Any language fits the same protocol: the process gets MESH_LISTEN (bind there; port 0 =
+any) and MESH_READY_FILE (write `{"address": ..., "pid": ...}` there once serving), and
+its stdin is a pipe that closes when the coordinator dies. Python modules get it all from
+`python -m sdk.run ... --exit-with-parent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sdk import Manifest
+
+LOG_TAIL_LINES = 15
+
+
+class ProcessStartError(RuntimeError):
+    """The module's process did not come up; the message holds the tail of its log."""
+
+
+@dataclass
+class ModuleProcess:
+    """One running module process."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    ready_file: Path
+    started_at: float = field(default_factory=time.monotonic)
+    address: str = ""
+    instance_id: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait_ready(self, deadline_seconds: float) -> str:
+        """Wait for the ready file, then for a health answer (any status); returns the address."""
+        deadline = time.monotonic() + deadline_seconds
+        while not self.ready_file.exists():
+            if self.process.returncode is not None:
+                raise ProcessStartError(self._exit_report(f"exited with code {self.process.returncode} at start"))
+            if time.monotonic() > deadline:
+                raise ProcessStartError(
+                    self._exit_report(f"did not report its address within {deadline_seconds:.0f} s")
+                )
+            await asyncio.sleep(0.02)
+        ready = json.loads(self.ready_file.read_text())
+        self.address = ready["address"]
+        self.instance_id = ready.get("instance_id", "")
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    return self.address
+                except grpc.aio.AioRpcError as error:
+                    if time.monotonic() > deadline:
+                        raise ProcessStartError(
+                            self._exit_report(f"does not answer health at {self.address}: {error.details()}")
+                        ) from None
+                    await asyncio.sleep(0.05)
+
+    def log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def _exit_report(self, what: str) -> str:
+        tail = self.log_tail()
+        return f"module {self.name} {what}; see {self.log_path}" + (f"; its log ends:\n{tail}" if tail else "")
+
+    async def end(self, grace: float) -> int:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+        return await self.process.wait()
+
+    def close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+
+
+def module_command(manifest: Manifest, directory: Path) -> list[str]:
+    """How to run a module: its own command, or the Python SDK for an `entry`."""
+    if manifest.run.command:
+        return list(manifest.run.command)
+    return [sys.executable, "-m", "sdk.run", str(directory), "--exit-with-parent"]
+
+
+async def spawn(
+    manifest: Manifest,
+    directory: Path,
+    *,
+    run_dir: Path,
+    log_dir: Path,
+    state_dir: Path,
+    env: dict[str, str],
+) -> ModuleProcess:
+    """Start the module's process; its output goes to `<log_dir>/<name>.log`."""
+    name = manifest.name
+    # Small local file operations, once per spawn: not worth a thread.
+    run_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    ready_file = run_dir / f"{name}.ready.json"
+    ready_file.unlink(missing_ok=True)
+    log_path = log_dir / f"{name}.log"
+    environment = {
+        **env,
+        **manifest.run.env,
+        "MESH_LISTEN": "127.0.0.1:0",
+        "MESH_READY_FILE": str(ready_file),
+        "MESH_STATE_DIR": str(state_dir / name),
+        "MESH_EXIT_WITH_PARENT": "1",
+        "MESH_MODULE_NAME": name,
+    }
+    environment.pop("MESH_COORDINATOR", None)  # spawned modules report through the ready file
+    command = module_command(manifest, directory)
+    with open(log_path, "ab") as log:  # noqa: ASYNC230
+        log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {' '.join(command)}\n".encode())
+        log.flush()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                # A command runs in its module's folder; the Python SDK in the modules folder,
+                # which is the import root of every module package anyway.
+                cwd=directory if manifest.run.command else directory.parent,
+                env=environment,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as error:
+            raise ProcessStartError(f"module {name}: cannot run {command[0]!r}: {error}") from None
+    return ModuleProcess(name=name, process=process, log_path=log_path, ready_file=ready_file)
+
+
+def current_environment() -> dict[str, str]:
+    """The environment module processes inherit (so OTEL_*, PATH and PYTHONPATH carry over)."""
+    return dict(os.environ)

@@ -1,0 +1,87 @@
+"""Lifecycle events on NATS: `mesh.sys.module.<name>.<event>` when a module is
+initialized, started, failed, restarted, stopped or skipped.
+
+Each is a CloudEvent in the NATS binding's binary mode (attributes in `ce-` headers, the
+module's status as JSON in the body), so any NATS client can follow a mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import nats
+from google.protobuf import json_format
+from nats.aio.client import Client as NatsClient
+
+from mesh.registry import ModuleRecord
+from sdk import State
+
+SUBJECT_PREFIX = "mesh.sys.module"
+SOURCE = "mesh://coordinator"
+
+_EVENT_OF_STATE = {
+    State.INITIALIZED: "initialized",
+    State.RUNNING: "started",
+    State.FAILED: "failed",
+    State.STOPPED: "stopped",
+    State.SKIPPED: "skipped",
+}
+
+_log = logging.getLogger("mesh")
+
+
+class LifecycleEvents:
+    """Publishes module lifecycle events in the order they happen."""
+
+    def __init__(self) -> None:
+        self._nats: NatsClient | None = None
+        self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]] | None] = asyncio.Queue()
+        self._publisher: asyncio.Task[None] | None = None
+
+    async def connect(self, url: str) -> None:
+        self._nats = await nats.connect(url.split(","), name="mesh-coordinator", max_reconnect_attempts=-1)
+        self._publisher = asyncio.create_task(self._publish_in_order(), name="lifecycle-events")
+
+    def on_change(self, record: ModuleRecord, previous: State) -> None:
+        """Registry listener: one event per meaningful state change."""
+        event = _EVENT_OF_STATE.get(record.state)
+        if event is not None and record.state is not previous:
+            self._enqueue(record, event)
+
+    def on_restart(self, record: ModuleRecord) -> None:
+        self._enqueue(record, "restarted")
+
+    def _enqueue(self, record: ModuleRecord, event: str) -> None:
+        body = json_format.MessageToJson(record.status(), indent=None).encode()
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": uuid.uuid4().hex,
+            "ce-source": SOURCE,
+            "ce-type": f"module.{event}",
+            "ce-time": datetime.now(UTC).isoformat(),
+            "ce-subject": record.name,
+            "content-type": "application/json",
+        }
+        self._queue.put_nowait((f"{SUBJECT_PREFIX}.{record.name}.{event}", body, headers))
+
+    async def _publish_in_order(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            subject, body, headers = item
+            try:
+                assert self._nats is not None
+                await self._nats.publish(subject, body, headers=headers)
+            except Exception as error:  # events inform; they never stop the mesh
+                _log.warning("could not publish %s: %s", subject, error)
+
+    async def close(self) -> None:
+        """Publish what is queued, then disconnect."""
+        if self._publisher is not None:
+            self._queue.put_nowait(None)
+            await self._publisher
+        if self._nats is not None and not self._nats.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nats.drain()

@@ -1,0 +1,138 @@
+"""The mesh seen whole: system health (checked concurrently, with timeouts, cached a few
+seconds), system metrics (the shape of a module system's `/system/metrics`) and the graph."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from google.protobuf import duration_pb2
+
+from mesh import graph
+from mesh.module_client import ModuleClient
+from mesh.registry import ModuleRecord, Registry, now
+from mesh.v1 import coordinator_pb2, health_pb2, metrics_pb2
+from sdk import MeshError, State
+
+HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
+DEGRADED = health_pb2.HEALTH_STATUS_DEGRADED
+UNHEALTHY = health_pb2.HEALTH_STATUS_UNHEALTHY
+
+_REACHABLE_STATES = (State.INITIALIZED, State.STARTING, State.RUNNING, State.INITIALIZING, State.REGISTERED)
+
+
+class SystemHealth:
+    """Checks every module's health concurrently and caches the verdict for `cache_seconds`."""
+
+    def __init__(self, registry: Registry, *, timeout: float, cache_seconds: float) -> None:
+        self._registry = registry
+        self._timeout = timeout
+        self._cache_seconds = cache_seconds
+        self._cached: coordinator_pb2.GetSystemHealthResponse | None = None
+        self._cached_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def check(self, *, fresh: bool = False) -> coordinator_pb2.GetSystemHealthResponse:
+        async with self._lock:  # concurrent callers share one round of checks
+            age = time.monotonic() - self._cached_at
+            if self._cached is not None and not fresh and age < self._cache_seconds:
+                answer = coordinator_pb2.GetSystemHealthResponse()
+                answer.CopyFrom(self._cached)
+                answer.max_age_ms = int(age * 1000)
+                return answer
+            records = [r for r in self._registry.records.values() if r.state is not State.SKIPPED]
+            checked = await asyncio.gather(*(self._check_one(record) for record in records))
+            for record, health in zip(records, checked, strict=True):
+                record.last_health = health
+            self._cached = coordinator_pb2.GetSystemHealthResponse(
+                status=overall(records, checked), modules=checked, checked_at=now(), max_age_ms=0
+            )
+            self._cached_at = time.monotonic()
+            return self._cached
+
+    async def _check_one(self, record: ModuleRecord) -> health_pb2.ModuleHealth:
+        if not record.address or record.state not in _REACHABLE_STATES:
+            message = record.state_reason or f"the module is {record.state.name}"
+            return health_pb2.ModuleHealth(
+                name=record.name, status=UNHEALTHY, state=record.state.value, message=message, last_checked=now()
+            )
+        client = ModuleClient(record.name, record.address)
+        started = time.monotonic()
+        try:
+            return await client.health(self._timeout)
+        except MeshError as error:
+            latency = duration_pb2.Duration()
+            latency.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+            return health_pb2.ModuleHealth(
+                name=record.name,
+                status=UNHEALTHY,
+                state=record.state.value,
+                message=f"health check failed: {error.message}",
+                last_checked=now(),
+            )
+        finally:
+            await client.close()
+
+
+def overall(records: list[ModuleRecord], checked: list[health_pb2.ModuleHealth]) -> int:
+    """HEALTHY when every module is; UNHEALTHY when a critical module is; else DEGRADED."""
+    if all(health.status == HEALTHY for health in checked):
+        return HEALTHY
+    for record, health in zip(records, checked, strict=True):
+        if record.critical and health.status == UNHEALTHY:
+            return UNHEALTHY
+    return DEGRADED
+
+
+async def collect_metrics(registry: Registry, deadline_seconds: float) -> coordinator_pb2.GetSystemMetricsResponse:
+    """Every reachable module's metrics, fetched concurrently, with totals."""
+    records = [r for r in registry.records.values() if r.address and r.state is State.RUNNING]
+
+    async def one(record: ModuleRecord) -> metrics_pb2.ModuleMetrics | None:
+        client = ModuleClient(record.name, record.address)
+        try:
+            return await client.metrics(deadline_seconds)
+        except MeshError:
+            return None
+        finally:
+            await client.close()
+
+    modules = [m for m in await asyncio.gather(*(one(r) for r in records)) if m is not None]
+    total_requests = sum(m.request_count for m in modules)
+    weighted = sum(m.avg_latency_ms * m.request_count for m in modules)
+    events = metrics_pb2.EventCounts()
+    for m in modules:
+        for field in ("published", "received", "failed", "redelivered", "dead_lettered", "skipped"):
+            setattr(events, field, getattr(events, field) + getattr(m.events, field))
+    return coordinator_pb2.GetSystemMetricsResponse(
+        total_requests=total_requests,
+        total_errors=sum(m.error_count for m in modules),
+        avg_latency_ms=weighted / total_requests if total_requests else 0.0,
+        modules=modules,
+        collected_at=now(),
+        events=events,
+    )
+
+
+def graph_response(registry: Registry) -> coordinator_pb2.GetGraphResponse:
+    """The dependency graph of the modules that are not skipped, with states."""
+    records = {name: r for name, r in registry.records.items() if r.state is not State.SKIPPED}
+    manifests = {name: r.manifest for name, r in records.items()}
+    required = graph.required_dependencies(manifests)
+    dependents = graph.dependents_of(manifests)
+    nodes = [
+        coordinator_pb2.GraphNode(
+            name=name,
+            version=record.manifest.version,
+            state=record.state.value,
+            dependencies=record.manifest.to_proto().dependencies,
+            transitive_dependencies=graph.transitive(name, required),
+            dependents=dependents[name],
+            transitive_dependents=graph.transitive(name, dependents),
+            critical=record.critical,
+            depth=graph.depth(name, manifests),
+        )
+        for name, record in records.items()
+    ]
+    order = graph.initialization_order(manifests) if not graph.find_cycles(manifests) else []
+    return coordinator_pb2.GetGraphResponse(nodes=nodes, initialization_order=order)

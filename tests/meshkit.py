@@ -1,0 +1,256 @@
+"""Build a mesh of test modules in a scratch folder and run `mesh up` on it as a real process.
+
+mesh = MeshDir(tmp_path)
+mesh.module("base")
+mesh.module("app", depends=["base"], config={"init_seconds": 0.2})
+with mesh.up() as running:
+    running.wait_until_up()
+    ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import psutil
+
+from conftest import PROJECT
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
+from sdk import State
+
+WAIT_SECONDS = 90  # an upper bound for things to happen, never a speed assertion
+SETTLED = {State.RUNNING.value, State.FAILED.value, State.SKIPPED.value, State.STOPPED.value}
+T = TypeVar("T")
+
+
+class MeshDir:
+    """A modules folder of Node modules, a mesh.toml, and a record file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.modules = root / "modules"
+        self.modules.mkdir(parents=True, exist_ok=True)
+        self.state = root / ".mesh"
+        self.record_file = root / "record.log"
+        self.record_file.touch()
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    def module(
+        self,
+        name: str,
+        *,
+        depends: list[str] = (),
+        optional: list[str] = (),
+        version: str = "1.0.0",
+        constraints: dict[str, str] | None = None,
+        flag: str | None = None,
+        config: dict[str, Any] | None = None,
+        restart: str = "on-failure",
+    ) -> Path:
+        folder = self.modules / name.replace("-", "_")
+        folder.mkdir(exist_ok=True)
+        lines = [f'name = "{name}"', f'version = "{version}"', f'description = "test module {name}"']
+        if flag:
+            lines.append(f'feature_flag = "{flag}"')
+        for dependency in depends:
+            constraint = (constraints or {}).get(dependency, "")
+            lines += ["[[dependencies]]", f'name = "{dependency}"', f'version = "{constraint}"']
+        for dependency in optional:
+            lines += ["[[dependencies]]", f'name = "{dependency}"', "optional = true"]
+        lines += ["[restart]", f'policy = "{restart}"', "backoff_initial_seconds = 0.1"]
+        lines += ["[run]", 'entry = "module:Module"']
+        (folder / "module.toml").write_text("\n".join(lines) + "\n")
+        (folder / "__init__.py").write_text("")
+        (folder / "module.py").write_text("from meshnode import Node\n\n\nclass Module(Node):\n    pass\n")
+        if config:
+            self._configs[name] = config
+        return folder
+
+    def write_config(self) -> Path:
+        path = self.root / "mesh.toml"
+        lines = []
+        for name, config in self._configs.items():
+            lines.append(f'[modules."{name}".config]')
+            lines += [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(PROJECT / "tests" / "fixtures"), str(PROJECT / "modules")]),
+            "MESH_TEST_RECORD": str(self.record_file),
+            **extra,
+        }
+
+    def records(self) -> list[tuple[str, str]]:
+        """(event, module) in the order they happened."""
+        entries = [line.split() for line in self.record_file.read_text().splitlines() if line.strip()]
+        return [(event, name) for _, event, name in sorted(entries, key=lambda entry: float(entry[0]))]
+
+    def mesh_command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mesh.cli", *args]
+
+    def run_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.mesh_command(*args),
+            cwd=self.root,
+            env=env or self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+        )
+
+    def up_args(self) -> list[str]:
+        return [
+            "up",
+            "--modules",
+            str(self.modules),
+            "--state-dir",
+            str(self.state),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(self.write_config()),
+        ]
+
+    @contextmanager
+    def up(self, **env: str) -> Iterator[RunningMesh]:
+        """`mesh up` as a process; everything it started is killed at the end, also on failure."""
+        process = subprocess.Popen(
+            self.mesh_command(*self.up_args()),
+            cwd=self.root,
+            env=self.environment(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        running = RunningMesh(self, process)
+        try:
+            yield running
+        finally:
+            running.kill_everything()
+
+
+class RunningMesh:
+    """A running `mesh up` process and what it spawned."""
+
+    def __init__(self, mesh: MeshDir, process: subprocess.Popen[str]) -> None:
+        self.mesh = mesh
+        self.process = process
+        self.output: list[str] = []
+        self._seen_pids: set[int] = set()
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    @property
+    def address(self) -> str:
+        deadline = time.monotonic() + WAIT_SECONDS
+        info_file = self.mesh.state / "coordinator.json"
+        while time.monotonic() < deadline:
+            if info_file.exists():
+                return json.loads(info_file.read_text())["address"]
+            if self.process.poll() is not None:
+                raise AssertionError(f"mesh up exited with {self.process.returncode}:\n{self.text}")
+            time.sleep(0.05)
+        raise AssertionError(f"the coordinator did not come up:\n{self.text}")
+
+    def call(self, make_call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Any]) -> Any:
+        address = self.address
+
+        async def run() -> Any:
+            async with grpc.aio.insecure_channel(address) as channel:
+                return await make_call(coordinator_pb2_grpc.CoordinatorStub(channel))
+
+        return asyncio.run(run())
+
+    def modules(self) -> dict[str, coordinator_pb2.ModuleStatus]:
+        reply = self.call(lambda stub: stub.ListModules(coordinator_pb2.ListModulesRequest(), timeout=10))
+        for module in reply.modules:
+            if module.pid:
+                self._seen_pids.add(module.pid)
+        return {module.name: module for module in reply.modules}
+
+    def wait_until_up(self) -> dict[str, coordinator_pb2.ModuleStatus]:
+        """Until `mesh up` reports the mesh up; returns the modules."""
+        self.wait_for(lambda: "mesh is up" in self.text, "mesh up to report the mesh up")
+        return self.modules()
+
+    def wait_for(self, condition: Callable[[], T], what: str) -> T:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            if self.process.poll() is not None and not condition():
+                raise AssertionError(f"mesh up exited with {self.process.returncode} waiting for {what}:\n{self.text}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.text}")
+
+    def module_pids(self) -> set[int]:
+        """Every process below `mesh up` now, plus every module pid seen before."""
+        try:
+            children = {child.pid for child in psutil.Process(self.process.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            children = set()
+        self._seen_pids |= children
+        return set(self._seen_pids)
+
+    def signal_and_wait(self, signum: int) -> int:
+        self.module_pids()
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=WAIT_SECONDS)
+
+    def kill_everything(self) -> None:
+        pids = self.module_pids()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        self._reader.join(timeout=5)
+
+
+def gone(pids: set[int]) -> bool:
+    """Whether every process in `pids` has ended (zombies awaiting a reaper count as ended)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
