@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.rpc",)
+BENCHMARKS = ("bench.rpc", "bench.boot")
 
 
 def main() -> int:

@@ -63,6 +63,8 @@ class MeshConfig(_Strict):
     flags: dict[str, bool] = Field(default_factory=dict)
     remote: list[RemoteModule] = Field(default_factory=list)
     modules: dict[str, ModuleOverrides] = Field(default_factory=dict)
+    config_file: Path | None = None
+    """The file this configuration was read from, read again when a module is reloaded."""
 
     def module_config(self, name: str) -> dict[str, Any]:
         """The configuration overrides the mesh gives module `name`."""
@@ -105,6 +107,8 @@ def load_config(
         if env.get(variable):
             data[key] = env[variable]
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    if path is not None:
+        data["config_file"] = path.resolve()
     try:
         return MeshConfig.model_validate(data)
     except ValidationError as error:

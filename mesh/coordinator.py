@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from mesh import graph
-from mesh.config import MeshConfig
+from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
 from mesh.discovery import DiscoveryError, discover
 from mesh.module_client import ModuleClient
 from mesh.ordering import run_in_order
@@ -242,6 +242,7 @@ class Coordinator:
             described = await client.describe()
             record.manifest_proto = described.manifest
             record.instance_id = described.status.instance_id or record.instance_id
+            record.pid = described.status.pid or record.pid
             phase = "initialize"
             self.registry.update(record, State.INITIALIZING)
             await client.initialize(self.settings_for(record))
@@ -329,7 +330,9 @@ class Coordinator:
         old = record.process
         if old is not None and old.returncode is None:
             record.expected_exit = True
+            self.registry.update(record, State.STOPPING, "restart")
             await self._stop_module_process(record, "restart")
+            self.registry.update(record, State.STOPPED, "restart")
         record.restart_count += 1
         await self._spawn(record)
         await self._initialize_and_start(record)
@@ -365,9 +368,16 @@ class Coordinator:
         return record
 
     async def reload_module(self, name: str, extra_config: Mapping[str, Any] | None = None) -> ModuleRecord:
-        """Re-initialize one module in place with freshly resolved configuration."""
+        """Re-initialize one module in place with freshly resolved configuration: the mesh
+        configuration file is read again, and `extra_config` goes on top."""
         record = self.record_of(name)
         self._require_reachable(record)
+        if self.config.config_file is not None:
+            try:
+                fresh = load_config(self.config.config_file, env=self.env)
+            except ConfigError as error:
+                raise MeshError("INVALID_CONFIG", str(error), metadata={"module": name}) from None
+            self.config.modules[name] = fresh.modules.get(name, ModuleOverrides())
         await self._reload(record, self.settings_for(record, extra_config))
         return record
 

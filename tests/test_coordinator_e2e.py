@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import grpc
 import nats
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import tool
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-from mesh.v1 import coordinator_pb2
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, module_pb2
 from meshkit import MeshDir, gone
 from sdk import State
 
@@ -311,3 +312,74 @@ def test_cli_down_graph_logs_reload(tmp_path):
         assert running.process.wait(timeout=60) == 0
     unreachable = mesh.run_cli("status", "--coordinator", "127.0.0.1:9")
     assert unreachable.returncode == 3 and "no coordinator answers" in unreachable.stderr
+
+
+def test_watch_modules_streams_a_restart_and_reload_reads_the_config_file_again(tmp_path):
+    mesh = MeshDir(tmp_path)
+    mesh.module("base")
+    with mesh.up() as running:
+        running.wait_until_up()
+        address = running.address
+
+        async def watch_a_restart() -> list[tuple[str, bool]]:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+                stream = stub.WatchModules(coordinator_pb2.WatchModulesRequest(names=["base"], include_snapshot=True))
+                seen: list[tuple[str, bool]] = []
+                restarting = None
+                async for change in stream:
+                    seen.append((State(change.status.state).name, change.snapshot))
+                    if restarting is None:
+                        restarting = asyncio.ensure_future(
+                            stub.RestartModule(coordinator_pb2.RestartModuleRequest(name="base"))
+                        )
+                    elif State(change.status.state) is State.RUNNING:
+                        break
+                stream.cancel()
+                await restarting
+                return seen
+
+        seen = asyncio.run(watch_a_restart())
+        assert seen == [
+            ("RUNNING", True),
+            ("STOPPING", False),
+            ("STOPPED", False),
+            ("INITIALIZING", False),
+            ("INITIALIZED", False),
+            ("STARTING", False),
+            ("RUNNING", False),
+        ]
+
+        (tmp_path / "mesh.toml").write_text('[modules.base.config]\nfail_in = "initialize"\n')
+        reload = mesh.run_cli("reload", "base", "--coordinator", address)
+        assert reload.returncode == 1
+        assert "base was told to fail in initialize" in reload.stderr
+        assert State(running.modules()["base"].state) is State.FAILED
+
+
+def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
+    mesh = MeshDir(tmp_path)
+    mesh.module("base")
+    outside = MeshDir(tmp_path / "elsewhere")
+    folder = outside.module("visitor", depends=["base"])
+    with mesh.up() as running:
+        running.wait_until_up()
+        visitor = subprocess.Popen(
+            [sys.executable, "-m", "sdk.run", str(folder)],
+            env=mesh.environment(MESH_COORDINATOR=running.address),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+
+            def visitor_running():
+                module = running.modules().get("visitor")
+                return module if module and State(module.state) is State.RUNNING else None
+
+            module = running.wait_for(visitor_running, "the visitor to be registered and running")
+            assert module.origin == module_pb2.MODULE_ORIGIN_REGISTERED
+            assert module.pid == visitor.pid
+            assert "visitor" in running.modules()["base"].dependents
+        finally:
+            visitor.kill()
+            visitor.wait()
