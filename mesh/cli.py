@@ -8,6 +8,8 @@
     mesh reload    re-initialize one module with fresh configuration
     mesh restart   replace one module's process
     mesh logs      one module's log
+    mesh events    the event catalogue (--asyncapi FILE writes an AsyncAPI 3.0 document)
+    mesh dlq       dead letters: list, show SEQ, replay SEQ
 
 Exit codes: 0 success; 1 the operation failed (or, for `status`, a module is not
 running; for `health`, the mesh is degraded); 2 bad usage or invalid input (for `health`,
@@ -121,6 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     _coordinator_option(restart)
     restart.add_argument("name")
     restart.set_defaults(run=_restart)
+
+    events = commands.add_parser("events", help="the event types with publishers, subscribers and JSON Schemas")
+    _config_options(events)
+    events.add_argument("--asyncapi", type=Path, metavar="FILE", help="write an AsyncAPI 3.0 document (JSON) there")
+    events.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    events.set_defaults(run=_events)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, replay")
+    dlq.add_argument("action", choices=("list", "show", "replay"))
+    dlq.add_argument("seq", nargs="?", type=int, help="the dead letter's sequence number (show, replay)")
+    dlq.add_argument("--module", help="only this module's dead letters (list, replay --all)")
+    dlq.add_argument("--all", action="store_true", help="replay every dead letter (of --module, if given)")
+    dlq.add_argument("--keep", action="store_true", help="keep the dead letter after replaying it")
+    dlq.add_argument("--json", action="store_true", help="list as JSON")
+    dlq.add_argument("--nats-url", help="the mesh's NATS (default: env NATS_URL, then the running mesh's)")
+    dlq.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
+    dlq.set_defaults(run=_dlq)
 
     logs = commands.add_parser("logs", help="one module's log")
     logs.add_argument("name")
@@ -259,6 +278,92 @@ def _logs(args: argparse.Namespace) -> int:
             else:
                 time.sleep(0.2)
     return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    from mesh.catalog import asyncapi, build_catalog
+
+    config = _load_config(args)
+    try:
+        discovered = discover(config.modules_dir)
+    except DiscoveryError as error:
+        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    catalog = build_catalog(discovered)
+    if args.asyncapi:
+        args.asyncapi.write_text(json.dumps(asyncapi(catalog), indent=2) + "\n")
+        console.print(
+            f"mesh events: wrote an AsyncAPI 3.0 document of {len(catalog.types)} event types to {args.asyncapi}"
+        )
+    elif args.json:
+        console.print_json(
+            json.dumps(
+                {
+                    event_type: {
+                        "publishers": entry.publishers,
+                        "subscribers": [vars(subscriber) for subscriber in entry.subscribers],
+                        "content_type": entry.content_type,
+                        "schema": entry.schema,
+                    }
+                    for event_type, entry in catalog.types.items()
+                }
+            )
+        )
+    else:
+        console.print(render.events_table(catalog))
+    for warning in catalog.warnings:
+        error_console.print(f"mesh events: warning: {warning}", markup=False)
+    return EXIT_OK
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from mesh import dlq
+
+    if args.action in ("show", "replay") and args.seq is None and not (args.action == "replay" and args.all):
+        raise CliError(f"`mesh dlq {args.action}` needs a sequence number (see `mesh dlq list`)", EXIT_USAGE)
+    url = args.nats_url or os.environ.get("NATS_URL") or _running_nats_url(args)
+
+    async def run() -> int:
+        import nats
+
+        try:
+            client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=0)
+        except Exception as error:
+            raise CliError(f"cannot reach NATS at {url}: {error}", EXIT_UNREACHABLE) from None
+        try:
+            if args.action == "list":
+                letters = await dlq.list_dead_letters(client, module=args.module)
+                if args.json:
+                    console.print_json(json.dumps([render.dead_letter_fields(letter) for letter in letters]))
+                else:
+                    console.print(render.dead_letter_table(letters))
+            elif args.action == "show":
+                letter = await dlq.show(client, args.seq)
+                console.print_json(json.dumps({**render.dead_letter_fields(letter), "headers": letter.headers}))
+            elif args.all:
+                letters = await dlq.list_dead_letters(client, module=args.module)
+                for letter in letters:
+                    await dlq.replay(client, letter.seq, keep=args.keep)
+                console.print(f"mesh dlq: replayed {len(letters)} dead letters")
+            else:
+                letter = await dlq.replay(client, args.seq, keep=args.keep)
+                console.print(f"mesh dlq: replayed {letter.seq} (event {letter.event_id}) to {letter.consumer}")
+        except dlq.DeadLetterNotFound as error:
+            raise CliError(str(error), EXIT_USAGE) from None
+        finally:
+            await client.close()
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _running_nats_url(args: argparse.Namespace) -> str:
+    root = args.state_dir or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
+    info = StateDir(root).read_info()
+    if not info or not info.get("nats_url"):
+        raise CliError(
+            f"no running mesh in {root} to take the NATS URL from; pass --nats-url or set NATS_URL", EXIT_USAGE
+        )
+    return info["nats_url"]
 
 
 # --- operating ---------------------------------------------------------------------------

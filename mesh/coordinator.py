@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from mesh import graph
 from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
@@ -33,6 +33,7 @@ from mesh.statedir import StateDir
 from mesh.sysevents import LifecycleEvents
 from mesh.v1 import lifecycle_pb2, module_pb2
 from sdk import Manifest, MeshError, State, manifest_from_proto
+from sdk._events import ensure_streams
 from sdk.testing import EmbeddedNats
 
 _log = logging.getLogger("mesh")
@@ -73,6 +74,7 @@ class Coordinator:
         self.shutdown_reason = ""
         self._embedded_nats: EmbeddedNats | None = None
         self._events = LifecycleEvents()
+        self._events_since: timestamp_pb2.Timestamp | None = None
         self._server: grpc.aio.Server | None = None
         self._spawning: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -160,6 +162,8 @@ class Coordinator:
         self.state_dir.lock()
         self._start_nats()
         await self._events.connect(self.nats_url)
+        await ensure_streams(self._events.jetstream())
+        self._events_since = now()
         self.registry.listen(self._events.on_change)
         self.restart_listeners.append(self._events.on_restart)
         for record in self.registry.records.values():
@@ -286,6 +290,7 @@ class Coordinator:
             ),
             coordinator_address=self.address,
             state_dir=str(self.state_dir.state / record.name) if record.directory else "",
+            events_since=self._events_since,
         )
 
     def _fail(self, record: ModuleRecord, phase: str, reason: str, message: str) -> None:

@@ -4,7 +4,9 @@ be piped into other tools."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich.table import Table
 
@@ -136,3 +138,56 @@ def graph_dot(manifests: Mapping[str, Manifest], skipped: Mapping[str, str]) -> 
 
 def _node_id(name: str) -> str:
     return name.replace("-", "_")
+
+
+def events_table(catalog: Any) -> Table:
+    """One row per event type: publishers, subscribers (with their patterns), schema title."""
+    table = Table()
+    for column in ("event type", "publishers", "subscribers", "payload"):
+        table.add_column(column, overflow="fold")
+    for event_type, entry in catalog.types.items():
+        subscribers = ", ".join(
+            s.module + (f" ({s.pattern})" if s.pattern != event_type else "") for s in entry.subscribers
+        )
+        schema = entry.schema or {}
+        payload = schema.get("title") or schema.get("x-protobuf-message") or ("-" if not schema else "schema")
+        table.add_row(event_type, ", ".join(entry.publishers) or "[yellow]none[/]", subscribers or "-", str(payload))
+    return table
+
+
+def dead_letter_fields(letter: Any) -> dict[str, Any]:
+    body: Any
+    try:
+        body = json.loads(letter.data)
+    except ValueError:
+        body = letter.data.decode(errors="replace")
+    return {
+        "seq": letter.seq,
+        "event_id": letter.event_id,
+        "event_type": letter.event_type,
+        "module": letter.module,
+        "handler": letter.handler,
+        "deliveries": letter.deliveries,
+        "reason": letter.reason,
+        "time": letter.time,
+        "subject": letter.subject,
+        "data": body,
+    }
+
+
+def dead_letter_table(letters: Iterable[Any]) -> Table:
+    table = Table()
+    for column in ("seq", "time", "module", "handler", "event type", "event id", "deliveries", "reason"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            str(letter.seq),
+            letter.time[:19],
+            letter.module,
+            letter.handler,
+            letter.event_type,
+            letter.event_id,
+            letter.deliveries,
+            letter.reason.splitlines()[0] if letter.reason else "",
+        )
+    return table

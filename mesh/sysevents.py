@@ -12,6 +12,7 @@ import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import nats
 from google.protobuf import json_format
@@ -45,6 +46,11 @@ class LifecycleEvents:
     async def connect(self, url: str) -> None:
         self._nats = await nats.connect(url.split(","), name="mesh-coordinator", max_reconnect_attempts=-1)
         self._publisher = asyncio.create_task(self._publish_in_order(), name="lifecycle-events")
+
+    def jetstream(self) -> Any:
+        """JetStream over the coordinator's connection (for creating the event streams)."""
+        assert self._nats is not None, "connect() first"
+        return self._nats.jetstream()
 
     def on_change(self, record: ModuleRecord, previous: State) -> None:
         """Registry listener: one event per meaningful state change."""

@@ -13,6 +13,7 @@ from mesh.module_client import ModuleClient
 from mesh.registry import ModuleRecord, Registry, now
 from mesh.v1 import coordinator_pb2, health_pb2, metrics_pb2
 from sdk import MeshError, State
+from sdk._metrics import EVENT_COUNT_FIELDS
 
 HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
 DEGRADED = health_pb2.HEALTH_STATUS_DEGRADED
@@ -102,7 +103,7 @@ async def collect_metrics(registry: Registry, deadline_seconds: float) -> coordi
     weighted = sum(m.avg_latency_ms * m.request_count for m in modules)
     events = metrics_pb2.EventCounts()
     for m in modules:
-        for field in ("published", "received", "failed", "redelivered", "dead_lettered", "skipped"):
+        for field in EVENT_COUNT_FIELDS:
             setattr(events, field, getattr(events, field) + getattr(m.events, field))
     return coordinator_pb2.GetSystemMetricsResponse(
         total_requests=total_requests,

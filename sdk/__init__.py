@@ -7,6 +7,7 @@ Serving: `python -m sdk.run modules/<name>`. Testing: `sdk.testing.ModuleHarness
 
 from sdk._context import Context
 from sdk._errors import ERROR_DOMAIN, MeshError, error_info
+from sdk._events import Drop, Event, Retry, current_event, on
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk._manifest import (
     MANIFEST_FILE,
@@ -34,6 +35,12 @@ __all__ = [
     "Module",
     "NoConfig",
     "State",
+    # events
+    "Drop",
+    "Event",
+    "Retry",
+    "current_event",
+    "on",
     # errors
     "ERROR_DOMAIN",
     "MeshError",

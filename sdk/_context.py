@@ -20,6 +20,7 @@ from opentelemetry import metrics, trace
 
 from mesh.v1 import lifecycle_pb2
 from sdk._errors import MeshError
+from sdk._events import EventBus
 from sdk._manifest import Manifest
 from sdk._metrics import Counter, ModuleMetricsRecorder
 
@@ -68,6 +69,46 @@ class Context(Generic[ConfigT]):
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.failed_tasks: dict[str, BaseException] = {}
+        self.events: EventBus | None = None
+
+    # --- events -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        tenant: str | None = None,
+        company: str | None = None,
+        subject: str | None = None,
+        event_id: str | None = None,
+        durable: bool = True,
+    ) -> str:
+        """Publish an event of a type the manifest declares under [events] publishes.
+
+        Args:
+            event_type: `entity.action`, e.g. "order.created".
+            payload: A pydantic model (sent as JSON), a protobuf message, bytes, or plain JSON data.
+            tenant: The tenant the event belongs to (part of the subject).
+            company: The company within the tenant.
+            subject: What the event is about, e.g. an order id (CloudEvents `subject`).
+            event_id: The event's id; a new one if None. Publishing the same id twice within
+                two minutes stores it once.
+            durable: Wait until JetStream has stored it (retrying through NATS outages); False
+                publishes fire-and-forget on core NATS (for high-rate signals).
+
+        Returns:
+            The event's id.
+
+        Raises:
+            MeshError: UNDECLARED_EVENT for a type the manifest does not declare; INVALID_EVENT
+                for a payload larger than the server takes.
+        """
+        if self.events is None:
+            raise MeshError("MODULE_UNAVAILABLE", f"module {self.name} cannot publish before Initialize")
+        return await self.events.publish(
+            event_type, payload, tenant=tenant, company=company, subject=subject, event_id=event_id, durable=durable
+        )
 
     # --- dependencies -------------------------------------------------------------
 
@@ -194,10 +235,13 @@ class Context(Generic[ConfigT]):
             await channel.close()
         self._channels.clear()
         if self.nats is not None and not self.nats.is_closed:
+            # Handlers were drained by the event bus already; flush what was published and
+            # close. (nats-py's drain() waits up to 30 s on pull subscriptions after a reconnect.)
             try:
-                await self.nats.drain()
+                await self.nats.flush(timeout=2)
             except Exception as error:  # closing must never stop the rest of Stop
-                _log.warning("module %s: closing NATS failed: %s", self.name, error)
+                _log.warning("module %s: flushing NATS failed: %s", self.name, error)
+            await self.nats.close()
         for task in pending:
             _log.warning("module %s: background task %s ignored cancellation", self.name, task.get_name())
         return bool(pending)

@@ -83,7 +83,7 @@ class MethodStats:
         )
 
 
-EVENT_COUNT_FIELDS = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped")
+EVENT_COUNT_FIELDS = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped", "dropped")
 
 
 class Counter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -88,6 +89,11 @@ class Module:
 
     config_model: ClassVar[type[BaseModel]] = NoConfig
     """The pydantic model of the module's configuration; validated at Initialize."""
+
+    event_models: ClassVar[Mapping[str, type]] = {}
+    """The payload type of each event type the module publishes, e.g. {"order.created":
+    OrderCreated}: publishing checks payloads against it, and `mesh events` reads the JSON
+    Schemas from it."""
 
     async def initialize(self, ctx: Context[Any]) -> None:
         """Prepare the module: open storage, build clients to dependencies. Runs at

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from mesh.v1 import health_pb2, lifecycle_pb2, module_pb2
 from sdk._context import Context
 from sdk._errors import MeshError
+from sdk._events import EventBus, HandlerBinding
 from sdk._manifest import Manifest
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
@@ -46,6 +48,7 @@ class ModuleRuntime:
         recorder: ModuleMetricsRecorder,
         *,
         default_state_dir: Path,
+        handlers: list[HandlerBinding] | None = None,
     ) -> None:
         self.module = module
         self.manifest = manifest
@@ -58,6 +61,7 @@ class ModuleRuntime:
         self.error: module_pb2.ModuleError | None = None
         self.context: Context[Any] | None = None
         self._default_state_dir = default_state_dir
+        self._handlers = handlers or []
         self._settings: lifecycle_pb2.ModuleSettings | None = None
         self._state_changed_at = _now()
         self._started_at: timestamp_pb2.Timestamp | None = None
@@ -101,6 +105,7 @@ class ModuleRuntime:
                 return
             await self._set_state(State.STARTING)
             await self._run_hook("start", self.module.start())
+            await self._start_events()
             self._started_at = _now()
             self._running_since = time.monotonic()
             self._last_health = None
@@ -130,8 +135,13 @@ class ModuleRuntime:
             if was_running:
                 await self._set_state(State.STARTING, "reload")
                 await self._run_hook("start", self.module.start())
+                await self._start_events()
                 self._running_since = self._running_since or time.monotonic()
                 await self._set_state(State.RUNNING, "reload")
+
+    async def _start_events(self) -> None:
+        if self.context is not None and self.context.events is not None:
+            await self.context.events.start()
 
     def _check(self, call: Call) -> Verdict:
         found = verdict(call, self.state)
@@ -195,9 +205,25 @@ class ModuleRuntime:
         self.context = context
         try:
             await context.connect_nats()
+            context.events = EventBus(
+                nats_client=context.nats,
+                module=self.module,
+                manifest=self.manifest,
+                manifest_path=str(self.manifest_path),
+                bindings=self._handlers,
+                recorder=self.recorder,
+                events_since=settings.events_since.ToDatetime(tzinfo=UTC)
+                if settings.HasField("events_since")
+                else None,
+            )
+            await context.events.prepare()
         except MeshError as error:
             await self._fail("initialize", error.reason, error.message)
             raise
+        except Exception as error:  # NATS refused the streams or consumers
+            message = f"module {self.manifest.name} could not set up its event consumers: {error!r}"
+            await self._fail("initialize", "MODULE_UNAVAILABLE", message)
+            raise MeshError("MODULE_UNAVAILABLE", message, metadata={"module": self.manifest.name}) from error
         await self._run_hook("initialize", self.module.initialize(context))
         self._settings = settings
         self.error = None
@@ -228,8 +254,10 @@ class ModuleRuntime:
             return False
         deadline = time.monotonic() + grace
         forced = False
+        if context.events is not None:
+            forced = await context.events.drain(grace)
         try:
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
                 await self.module.stop()
         except TimeoutError:
             forced = True

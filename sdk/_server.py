@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._errors import MeshError
+from sdk._events import check_declared_handlers, handler_bindings
 from sdk._interceptors import ModuleServerInterceptor
 from sdk._lifecycle import LifecycleServicer
 from sdk._loader import LoadedModule
@@ -58,6 +59,8 @@ class ModuleServer:
         manifest = loaded.manifest
         self.services = served_services(loaded.module_class)
         self._check_declared_services()
+        self.handlers = handler_bindings(loaded.module_class)
+        check_declared_handlers(self.handlers, manifest, str(loaded.manifest_path))
         self.recorder = ModuleMetricsRecorder(manifest.name, CONTROL_SERVICES)
         self.module = loaded.module_class()
         self.runtime = ModuleRuntime(
@@ -66,6 +69,7 @@ class ModuleServer:
             loaded.manifest_path,
             self.recorder,
             default_state_dir=state_dir or loaded.directory.parent.parent / ".mesh" / "state" / manifest.name,
+            handlers=self.handlers,
         )
         self.health = health.aio.HealthServicer()
         self.runtime.on_change(self._mirror_health)

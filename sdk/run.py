@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
+from sdk._errors import MeshError
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk._manifest import ManifestError
 from sdk._server import ModuleServer
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent()
     try:
         return asyncio.run(_serve(loaded, host, port, exit_with_parent=args.exit_with_parent))
-    except ManifestError as error:
+    except (ManifestError, MeshError, TypeError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
     except OSError as error:

@@ -71,6 +71,7 @@ class ModuleHarness:
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._channel: grpc.aio.Channel | None = None
         self.server: ModuleServer | None = None
+        self._module: Module | None = None
         self.nats_url = ""
 
     # --- entering and leaving -----------------------------------------------------
@@ -104,6 +105,7 @@ class ModuleHarness:
             self.nats_url = self._own_nats.url
         self._scratch = tempfile.TemporaryDirectory(prefix=f"mesh-{loaded.manifest.name}-")
         self.server = ModuleServer(loaded, port=self._port, state_dir=Path(self._scratch.name) / "state")
+        self._module = self.server.module
         await self.server.start()
         self._channel = grpc.aio.insecure_channel(self.server.address)
         if self._start:
@@ -147,8 +149,10 @@ class ModuleHarness:
 
     @property
     def module(self) -> Module:
-        """The module instance, for looking at its state in a test."""
-        return self._server().module
+        """The module instance, for looking at its state in a test (also after the harness closed)."""
+        if self._module is None:
+            raise RuntimeError("the harness has not run yet; use it inside `async with`")
+        return self._module
 
     @property
     def state(self) -> State:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The `spawn` fixture (module processes driven by a test) lives in tests/processes.py.
+pytest_plugins = ["processes"]
+
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

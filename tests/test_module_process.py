@@ -4,7 +4,6 @@ dying with its parent, registration with a coordinator, and clear exits on bad i
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -12,77 +11,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import grpc
 import psutil
-import pytest
 
 from conftest import PROJECT, tool
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, lifecycle_pb2
+from processes import WAIT_SECONDS, settings
 
 GREETER = PROJECT / "modules" / "greeter"
 PROBE = PROJECT / "tests" / "fixtures" / "modules" / "probe"
-WAIT_SECONDS = 30  # an upper bound for things to happen, never a speed assertion
-
-
-class ModuleProcess:
-    """A module process started by a test, with its ready file and logs."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], ready_file: Path, log: Path) -> None:
-        self.popen = popen
-        self.ready_file = ready_file
-        self.log = log
-
-    def ready(self) -> dict:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            if self.ready_file.exists():
-                return json.loads(self.ready_file.read_text())
-            if self.popen.poll() is not None:
-                raise AssertionError(f"module exited with {self.popen.returncode}: {self.log.read_text()}")
-            time.sleep(0.02)
-        raise AssertionError(f"module not ready within {WAIT_SECONDS} s: {self.log.read_text()}")
-
-    @property
-    def address(self) -> str:
-        return self.ready()["address"]
-
-
-@pytest.fixture
-def spawn(tmp_path):
-    """Starts module processes; kills whatever is left at teardown, also on failure."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        module_dir: Path, *args: str, env: dict[str, str] | None = None, stdin=subprocess.DEVNULL
-    ) -> ModuleProcess:
-        index = len(started)
-        ready_file = tmp_path / f"ready-{index}.json"
-        log = tmp_path / f"module-{index}.log"
-        environment = {
-            **os.environ,
-            "MESH_READY_FILE": str(ready_file),
-            "MESH_STATE_DIR": str(tmp_path / f"state-{index}"),
-            **(env or {}),
-        }
-        with open(log, "wb") as output:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "sdk.run", str(module_dir), *args],
-                cwd=PROJECT,
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=stdin,
-            )
-        started.append(popen)
-        return ModuleProcess(popen, ready_file, log)
-
-    yield start
-    for popen in started:
-        if popen.poll() is None:
-            popen.kill()
-        popen.wait()
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,21 +28,7 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def probe_settings(config: dict) -> lifecycle_pb2.ModuleSettings:
-    settings = lifecycle_pb2.ModuleSettings(
-        dependencies=[lifecycle_pb2.DependencyEndpoint(name="greeter", address="127.0.0.1:9", available=True)]
-    )
-    settings.config.update(config)
-    return settings
-
-
-def drive(address: str, settings: lifecycle_pb2.ModuleSettings | None = None) -> lifecycle_pb2.StartResponse:
-    async def run() -> lifecycle_pb2.StartResponse:
-        async with grpc.aio.insecure_channel(address) as channel:
-            lifecycle = lifecycle_pb2_grpc.LifecycleStub(channel)
-            await lifecycle.Initialize(lifecycle_pb2.InitializeRequest(settings=settings))
-            return await lifecycle.Start(lifecycle_pb2.StartRequest())
-
-    return asyncio.run(run())
+    return settings(config=config, dependencies={"greeter": "127.0.0.1:9"})
 
 
 def wait_gone(pid: int) -> bool:
@@ -131,7 +55,7 @@ def test_grpcurl_lists_describes_and_health_checks_a_module_process(spawn):
     before = grpcurl(address, "grpc.health.v1.Health/Check")
     assert '"status": "NOT_SERVING"' in before.stdout
 
-    drive(address)
+    module.bring_up()
     after = grpcurl(address, "grpc.health.v1.Health/Check")
     assert after.returncode == 0, after.stderr
     assert '"status": "SERVING"' in after.stdout
@@ -151,7 +75,7 @@ def test_the_ready_file_reports_the_bound_address(spawn):
 
 def test_sigterm_stops_gracefully(spawn, tmp_path):
     module = spawn(PROBE)
-    drive(module.address, probe_settings({}))
+    module.bring_up(probe_settings({}))
     module.popen.send_signal(signal.SIGTERM)
     assert module.popen.wait(timeout=WAIT_SECONDS) == 0
     assert (tmp_path / "state-0" / "stopped").read_text() == "clean"
@@ -160,7 +84,7 @@ def test_sigterm_stops_gracefully(spawn, tmp_path):
 
 def test_sigterm_cancels_a_stop_that_outlasts_the_grace_period(spawn):
     module = spawn(PROBE, env={"MESH_STOP_GRACE_SECONDS": "0.5"})
-    drive(module.address, probe_settings({"stop_seconds": 3600}))
+    module.bring_up(probe_settings({"stop_seconds": 3600}))
     module.popen.send_signal(signal.SIGTERM)
     assert module.popen.wait(timeout=WAIT_SECONDS) == 0
     assert "stop was forced" in module.log.read_text()

@@ -7,10 +7,13 @@ import grpc
 import pytest
 
 from greeter.v1 import greeter_pb2_grpc
+from mesh.v1 import event_pb2
 from sdk import MeshError, Module
+from sdk._events import StreamSettings, codec_for, ensure_streams, event_subject, matches, pattern_subject
 from sdk._metrics import LatencyHistogram
 from sdk._module import served_services
 from sdk._state import Call, State, Verdict, illegal_message, verdict
+from sdk.testing import EmbeddedNats
 
 
 @pytest.mark.parametrize(
@@ -69,3 +72,57 @@ def test_each_reason_maps_to_one_status():
     assert MeshError("MODULE_DISABLED_FOR_TENANT", "x").status == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(ValueError, match="unknown mesh error reason"):
         MeshError("SOMETHING_ELSE", "x")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "event_type", "expected"),
+    [
+        ("order.created", "order.created", True),
+        ("order.*", "order.created", True),
+        ("*.created", "invoice.created", True),
+        ("order.>", "order.created", True),
+        (">", "anything.at_all", True),
+        ("order.*", "invoice.created", False),
+        ("order.created", "order.cancelled", False),
+    ],
+)
+def test_event_patterns_match_like_nats_wildcards(pattern, event_type, expected):
+    assert matches(pattern, event_type) is expected
+
+
+def test_event_subjects():
+    assert event_subject("order.created", "acme") == "mesh.evt.acme.order.created"
+    assert event_subject("order.created", None) == "mesh.evt._.order.created"
+    assert pattern_subject("order.*") == "mesh.evt.*.order.*"
+    assert pattern_subject(">") == "mesh.evt.>"
+
+
+def test_protobuf_payloads_travel_as_binary():
+    codec = codec_for(event_pb2.Event)
+    message = event_pb2.Event(id="e-1", type="order.created")
+    assert codec.content_type == "application/protobuf"
+    assert codec.decode(codec.encode(message)) == message
+
+
+def test_stream_settings_from_the_environment():
+    assert StreamSettings.from_env({}).max_age_seconds == 7 * 24 * 3600
+    settings = StreamSettings.from_env({"MESH_EVENTS_RETENTION": "interest", "MESH_EVENTS_MAX_AGE_SECONDS": "60"})
+    assert (settings.retention.value, settings.max_age_seconds) == ("interest", 60.0)
+    for env in ({"MESH_EVENTS_RETENTION": "forever"}, {"MESH_EVENTS_MAX_AGE_SECONDS": "soon"}):
+        with pytest.raises(MeshError) as raised:
+            StreamSettings.from_env(env)
+        assert raised.value.reason == "INVALID_CONFIG"
+
+
+async def test_streams_are_created_idempotently_with_their_settings():
+    import nats
+
+    async with EmbeddedNats() as server:
+        client = await nats.connect(server.url)
+        js = client.jetstream()
+        await ensure_streams(js, StreamSettings(max_age_seconds=3600))
+        await ensure_streams(js, StreamSettings(max_age_seconds=60))
+        info = await js.stream_info("MESH_EVENTS")
+        await client.close()
+    assert info.config.max_age == 60
+    assert sorted(info.config.subjects) == ["mesh.evt.>", "mesh.replay.>"]

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from mesh.v1 import health_pb2 as _health_pb2
 from mesh.v1 import metrics_pb2 as _metrics_pb2
 from mesh.v1 import module_pb2 as _module_pb2
@@ -55,20 +56,22 @@ class TelemetrySettings(_message.Message):
     def __init__(self, otel_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ModuleSettings(_message.Message):
-    __slots__ = ("config", "dependencies", "nats", "telemetry", "coordinator_address", "state_dir")
+    __slots__ = ("config", "dependencies", "nats", "telemetry", "coordinator_address", "state_dir", "events_since")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     NATS_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_DIR_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_SINCE_FIELD_NUMBER: _ClassVar[int]
     config: _struct_pb2.Struct
     dependencies: _containers.RepeatedCompositeFieldContainer[DependencyEndpoint]
     nats: NatsSettings
     telemetry: TelemetrySettings
     coordinator_address: str
     state_dir: str
-    def __init__(self, config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyEndpoint, _Mapping]]] = ..., nats: _Optional[_Union[NatsSettings, _Mapping]] = ..., telemetry: _Optional[_Union[TelemetrySettings, _Mapping]] = ..., coordinator_address: _Optional[str] = ..., state_dir: _Optional[str] = ...) -> None: ...
+    events_since: _timestamp_pb2.Timestamp
+    def __init__(self, config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyEndpoint, _Mapping]]] = ..., nats: _Optional[_Union[NatsSettings, _Mapping]] = ..., telemetry: _Optional[_Union[TelemetrySettings, _Mapping]] = ..., coordinator_address: _Optional[str] = ..., state_dir: _Optional[str] = ..., events_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

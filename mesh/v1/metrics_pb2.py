@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/v1/metrics.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\rMethodMetrics\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x15\n\rrequest_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x04 \x01(\x01\x12\x16\n\x0ep50_latency_ms\x18\x05 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x06 \x01(\x01\"\x7f\n\x0b\x45ventCounts\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x13\n\x0bredelivered\x18\x04 \x01(\x04\x12\x15\n\rdead_lettered\x18\x05 \x01(\x04\x12\x0f\n\x07skipped\x18\x06 \x01(\x04\"F\n\x10\x45ventTypeMetrics\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x14.mesh.v1.EventCounts\"\x8d\x03\n\rModuleMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rrequest_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x61\x63tive_workers\x18\x05 \x01(\r\x12$\n\x06\x65vents\x18\x06 \x01(\x0b\x32\x14.mesh.v1.EventCounts\x12.\n\x0b\x65vent_types\x18\x07 \x03(\x0b\x32\x19.mesh.v1.EventTypeMetrics\x12\'\n\x07methods\x18\x08 \x03(\x0b\x32\x16.mesh.v1.MethodMetrics\x12\x32\n\x06\x63ustom\x18\t \x03(\x0b\x32\".mesh.v1.ModuleMetrics.CustomEntry\x12\x30\n\x0c\x63ollected_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/v1/metrics.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\rMethodMetrics\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x15\n\rrequest_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x04 \x01(\x01\x12\x16\n\x0ep50_latency_ms\x18\x05 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x06 \x01(\x01\"\x90\x01\n\x0b\x45ventCounts\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x13\n\x0bredelivered\x18\x04 \x01(\x04\x12\x15\n\rdead_lettered\x18\x05 \x01(\x04\x12\x0f\n\x07skipped\x18\x06 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x07 \x01(\x04\"F\n\x10\x45ventTypeMetrics\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x14.mesh.v1.EventCounts\"\x8d\x03\n\rModuleMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rrequest_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x61\x63tive_workers\x18\x05 \x01(\r\x12$\n\x06\x65vents\x18\x06 \x01(\x0b\x32\x14.mesh.v1.EventCounts\x12.\n\x0b\x65vent_types\x18\x07 \x03(\x0b\x32\x19.mesh.v1.EventTypeMetrics\x12\'\n\x07methods\x18\x08 \x03(\x0b\x32\x16.mesh.v1.MethodMetrics\x12\x32\n\x06\x63ustom\x18\t \x03(\x0b\x32\".mesh.v1.ModuleMetrics.CustomEntry\x12\x30\n\x0c\x63ollected_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODULEMETRICS_CUSTOMENTRY']._serialized_options = b'8\001'
   _globals['_METHODMETRICS']._serialized_start=68
   _globals['_METHODMETRICS']._serialized_end=215
-  _globals['_EVENTCOUNTS']._serialized_start=217
-  _globals['_EVENTCOUNTS']._serialized_end=344
-  _globals['_EVENTTYPEMETRICS']._serialized_start=346
-  _globals['_EVENTTYPEMETRICS']._serialized_end=416
-  _globals['_MODULEMETRICS']._serialized_start=419
-  _globals['_MODULEMETRICS']._serialized_end=816
-  _globals['_MODULEMETRICS_CUSTOMENTRY']._serialized_start=771
-  _globals['_MODULEMETRICS_CUSTOMENTRY']._serialized_end=816
+  _globals['_EVENTCOUNTS']._serialized_start=218
+  _globals['_EVENTCOUNTS']._serialized_end=362
+  _globals['_EVENTTYPEMETRICS']._serialized_start=364
+  _globals['_EVENTTYPEMETRICS']._serialized_end=434
+  _globals['_MODULEMETRICS']._serialized_start=437
+  _globals['_MODULEMETRICS']._serialized_end=834
+  _globals['_MODULEMETRICS_CUSTOMENTRY']._serialized_start=789
+  _globals['_MODULEMETRICS_CUSTOMENTRY']._serialized_end=834
 # @@protoc_insertion_point(module_scope)

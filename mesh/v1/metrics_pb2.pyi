@@ -26,20 +26,22 @@ class MethodMetrics(_message.Message):
     def __init__(self, method: _Optional[str] = ..., request_count: _Optional[int] = ..., error_count: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p99_latency_ms: _Optional[float] = ...) -> None: ...
 
 class EventCounts(_message.Message):
-    __slots__ = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped")
+    __slots__ = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped", "dropped")
     PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     REDELIVERED_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     published: int
     received: int
     failed: int
     redelivered: int
     dead_lettered: int
     skipped: int
-    def __init__(self, published: _Optional[int] = ..., received: _Optional[int] = ..., failed: _Optional[int] = ..., redelivered: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+    dropped: int
+    def __init__(self, published: _Optional[int] = ..., received: _Optional[int] = ..., failed: _Optional[int] = ..., redelivered: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., skipped: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class EventTypeMetrics(_message.Message):
     __slots__ = ("type", "counts")

@@ -1,0 +1,99 @@
+"""The dead-letter stream: list, show and replay dead letters (what `mesh dlq` does).
+
+A replay sends the event, with its original headers, to the one consumer that failed it
+(`mesh.replay.<consumer>`), not to every subscriber of its type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+
+from sdk._events import DEAD_LETTER_STREAM, REPLAY_SUBJECT_PREFIX
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter: the original event and why it was given up on."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    module: str
+    handler: str
+    consumer: str
+    deliveries: str
+    reason: str
+    time: str
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+
+
+class DeadLetterNotFound(LookupError):
+    """No dead letter has that sequence number."""
+
+
+def _letter(seq: int, headers: dict[str, str] | None, data: bytes | None) -> DeadLetter:
+    headers = dict(headers or {})
+    return DeadLetter(
+        seq=seq,
+        event_id=headers.get("ce-id", ""),
+        event_type=headers.get("ce-type", ""),
+        module=headers.get("mesh-dlq-module", ""),
+        handler=headers.get("mesh-dlq-handler", ""),
+        consumer=headers.get("mesh-dlq-consumer", ""),
+        deliveries=headers.get("mesh-dlq-deliveries", ""),
+        reason=headers.get("mesh-dlq-reason", ""),
+        time=headers.get("mesh-dlq-time", ""),
+        subject=headers.get("mesh-dlq-subject", ""),
+        headers=headers,
+        data=data or b"",
+    )
+
+
+async def list_dead_letters(client: NatsClient, *, module: str | None = None) -> list[DeadLetter]:
+    """Every dead letter still in the stream, oldest first (optionally of one module)."""
+    js = client.jetstream()
+    try:
+        info = await js.stream_info(DEAD_LETTER_STREAM)
+    except nats.js.errors.NotFoundError:
+        return []
+    letters = []
+    if not info.state.messages:
+        return letters
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            message = await js.get_msg(DEAD_LETTER_STREAM, seq)
+        except nats.js.errors.NotFoundError:
+            continue  # deleted after a replay
+        letter = _letter(seq, message.headers, message.data)
+        if module is None or letter.module == module:
+            letters.append(letter)
+    return letters
+
+
+async def show(client: NatsClient, seq: int) -> DeadLetter:
+    try:
+        message = await client.jetstream().get_msg(DEAD_LETTER_STREAM, seq)
+    except nats.js.errors.NotFoundError:
+        raise DeadLetterNotFound(f"no dead letter {seq} in {DEAD_LETTER_STREAM}; `mesh dlq list` shows them") from None
+    return _letter(seq, message.headers, message.data)
+
+
+async def replay(client: NatsClient, seq: int, *, keep: bool) -> DeadLetter:
+    """Deliver dead letter `seq` again to the consumer that failed it; delete it unless `keep`."""
+    letter = await show(client, seq)
+    if not letter.consumer:
+        raise DeadLetterNotFound(f"dead letter {seq} names no consumer to replay to")
+    headers = {k: v for k, v in letter.headers.items() if not k.startswith("mesh-dlq-") and k != "Nats-Msg-Id"}
+    headers["mesh-replay-of"] = str(seq)
+    headers["Nats-Msg-Id"] = f"replay-{seq}-{uuid.uuid4().hex}"
+    js = client.jetstream()
+    await js.publish(f"{REPLAY_SUBJECT_PREFIX}.{letter.consumer}", letter.data, headers=headers)
+    if not keep:
+        await js.delete_msg(DEAD_LETTER_STREAM, seq)
+    return letter

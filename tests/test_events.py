@@ -1,0 +1,213 @@
+"""Events over a real nats-server: typed round trips, the wire format, durable delivery,
+redelivery and dead letters, ephemeral delivery, lifecycle-aware handling, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import nats
+import pytest
+from shop.events import OrderCreated, Ping
+
+from conftest import PROJECT
+from mesh.dlq import list_dead_letters, replay
+from mesh.v1 import lifecycle_pb2
+from sdk import MeshError
+
+FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
+SHOP = FIXTURES / "shop"
+LEDGER = FIXTURES / "ledger"
+WAIT_SECONDS = 60
+
+
+async def eventually(condition, what: str):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_typed_round_trip_with_the_tenant_in_the_subject(module_harness, mesh_nats):
+    plain = await nats.connect(mesh_nats.url)
+    seen = []
+
+    async def keep(message) -> None:
+        seen.append(message)
+
+    await plain.subscribe("mesh.evt.>", cb=keep)
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        event_id = await shop.module.ctx.publish(
+            "order.created", OrderCreated(order_id="o-1", amount=250), tenant="acme", subject="o-1"
+        )
+        await eventually(lambda: ledger.module.booked, "the order to be booked")
+        await eventually(lambda: ledger.module.audited, "the order to be audited")
+        await eventually(lambda: seen, "a plain subscriber to see the event")
+    await plain.close()
+
+    assert ledger.module.booked == [OrderCreated(order_id="o-1", amount=250)]
+    assert ledger.module.audited == [("order.created", "acme", event_id)]
+    message = seen[0]
+    assert message.subject == "mesh.evt.acme.order.created"
+    assert message.headers["ce-id"] == event_id
+    assert message.headers["ce-type"] == "order.created"
+    assert message.headers["ce-source"] == "mesh://shop"
+    assert message.headers["ce-specversion"] == "1.0"
+    assert message.headers["ce-tenant"] == "acme"
+    assert message.headers["ce-subject"] == "o-1"
+    assert message.headers["ce-time"]
+    assert message.headers["content-type"] == "application/json"
+    assert json.loads(message.data) == {"order_id": "o-1", "amount": 250}
+
+
+async def test_a_pattern_subscription_sees_every_matching_type(module_harness):
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        await shop.module.ctx.publish("order.cancelled", {"order_id": "o-2", "reason": "changed mind"})
+        await shop.module.ctx.publish("order.created", {"order_id": "o-3", "amount": 1})
+        audited = await eventually(lambda: len(ledger.module.audited) == 2 and ledger.module.audited, "two audits")
+    assert sorted(kind for kind, _, _ in audited) == ["order.cancelled", "order.created"]
+    assert [order.order_id for order in ledger.module.booked] == ["o-3"]
+
+
+async def test_undeclared_types_and_wrong_payloads_are_refused_at_the_call(module_harness):
+    async with module_harness(SHOP) as shop:
+        with pytest.raises(MeshError) as undeclared:
+            await shop.module.ctx.publish("invoice.paid", {"id": 1})
+        assert undeclared.value.reason == "UNDECLARED_EVENT"
+        assert f"{SHOP / 'module.toml'} does not declare" in undeclared.value.message
+        with pytest.raises(MeshError) as wrong:
+            await shop.module.ctx.publish("order.created", Ping(n=1))
+        assert wrong.value.reason == "INVALID_EVENT" and "must be OrderCreated" in wrong.value.message
+        with pytest.raises(MeshError) as invalid:
+            await shop.module.ctx.publish("order.created", {"order_id": "x"})
+        assert invalid.value.reason == "INVALID_EVENT" and "amount" in invalid.value.message
+        with pytest.raises(MeshError) as too_large:
+            await shop.module.ctx.publish("signal.ping", {"n": 1}, subject="x" * (2 * 1024 * 1024))
+        assert too_large.value.reason == "INVALID_EVENT" and "max_payload" in too_large.value.message
+        with pytest.raises(MeshError) as bad_tenant:
+            await shop.module.ctx.publish("signal.ping", {"n": 1}, tenant="a.b")
+        assert bad_tenant.value.reason == "INVALID_EVENT"
+
+
+def test_a_handler_of_an_undeclared_type_fails_at_start(tmp_path):
+    from sdk import load_module
+    from sdk._server import ModuleServer
+
+    folder = tmp_path / "nosy"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    (folder / "module.toml").write_text('name = "nosy"\nversion = "1.0.0"\n[run]\nentry = "module:Nosy"\n')
+    code = """
+import sdk
+
+
+class Nosy(sdk.Module):
+    @sdk.on("order.created")
+    async def see(self, event: dict) -> None:
+        pass
+"""
+    (folder / "module.py").write_text(code)
+    with pytest.raises(MeshError) as raised:
+        ModuleServer(load_module(folder))
+    assert raised.value.reason == "UNDECLARED_EVENT"
+    assert "handler see of module nosy handles 'order.created'" in raised.value.message
+
+
+async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_replayed(module_harness, mesh_nats):
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        bad_id = await shop.module.ctx.publish("order.created", OrderCreated(order_id="neg", amount=-5))
+        invalid_id = await shop.module.ctx.publish("signal.ping", {"n": 1}, event_id="not-an-order")
+        client = await nats.connect(mesh_nats.url)
+        js = client.jetstream()
+        # an invalid payload on the order.created subject, published by hand
+        await js.publish(
+            "mesh.evt._.order.created",
+            b'{"order_id": "x", "amount": "lots"}',
+            headers={
+                "ce-id": "garbled",
+                "ce-type": "order.created",
+                "ce-source": "test",
+                "ce-specversion": "1.0",
+                "Nats-Msg-Id": "garbled",
+            },
+        )
+        await js.publish("mesh.evt._.order.created", b"{}", headers={"Nats-Msg-Id": "headerless"})
+
+        async def dlq_messages():
+            return await list_dead_letters(client, module="ledger")
+
+        deadline = time.monotonic() + WAIT_SECONDS
+        letters = []
+        while time.monotonic() < deadline:
+            letters = [m for m in await dlq_messages() if m.headers.get("mesh-dlq-handler") == "book"]
+            if len(letters) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        by_id = {m.headers.get("ce-id", "(none)"): m for m in letters}
+        assert set(by_id) == {bad_id, "garbled", "(none)"}, by_id.keys()
+        failing = by_id[bad_id]
+        assert failing.headers["mesh-dlq-deliveries"] == "3"
+        assert "ValueError: negative amount -5 (after 3 deliveries)" in failing.headers["mesh-dlq-reason"]
+        assert failing.headers["mesh-dlq-module"] == "ledger"
+        assert failing.headers["mesh-dlq-subject"] == "mesh.evt._.order.created"
+        assert json.loads(failing.data) == {"order_id": "neg", "amount": -5}
+        assert ledger.module.attempts["neg"] == 3
+        assert by_id["garbled"].headers["mesh-dlq-deliveries"] == "1"
+        assert "payload does not validate" in by_id["garbled"].headers["mesh-dlq-reason"]
+        assert "not a valid event: missing header(s) ce-id" in by_id["(none)"].headers["mesh-dlq-reason"]
+
+        metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+        counts = {entry.type: entry.counts for entry in metrics.event_types}
+        assert counts["order.created"].redelivered >= 2
+        assert counts["order.created"].failed == 3
+        assert counts["order.created"].dead_lettered >= 2
+        assert invalid_id == "not-an-order"
+
+        ledger.module.fail_negative = False
+        await replay(client, failing.seq, keep=False)
+        await eventually(lambda: any(o.order_id == "neg" for o in ledger.module.booked), "the replayed order")
+        remaining = [letter.event_id for letter in await dlq_messages()]
+        assert bad_id not in remaining
+        await client.close()
+
+
+async def test_ephemeral_handlers_get_core_nats_events(module_harness):
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        for n in range(5):
+            await shop.module.ctx.publish("signal.ping", Ping(n=n), durable=False)
+        await eventually(lambda: len(ledger.module.pings) == 5, "five pings")
+    assert sorted(ledger.module.pings) == [0, 1, 2, 3, 4]
+
+
+async def test_handlers_run_only_while_running_and_stop_drains_them(module_harness):
+    async with (
+        module_harness(LEDGER, start=False, config={"handle_seconds": 0.5}) as ledger,
+        module_harness(SHOP) as shop,
+    ):
+        await ledger.initialize()
+        await shop.module.ctx.publish("order.created", OrderCreated(order_id="early", amount=1))
+        await asyncio.sleep(0.5)
+        assert ledger.module.booked == [] and ledger.module.audited == []
+        await ledger.start()
+        await eventually(lambda: ledger.module.booked, "the early order once RUNNING")
+        await shop.module.ctx.publish("order.created", OrderCreated(order_id="slow", amount=2))
+        await eventually(lambda: "slow" in ledger.module.attempts, "the slow order to be taken")
+        reply = await ledger.stop(grace_seconds=10)
+        assert not reply.forced
+        assert [order.order_id for order in ledger.module.booked] == ["early", "slow"]
+
+
+async def test_a_handler_can_ask_to_retry_later_or_to_drop(module_harness):
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        ledger.module.fail_negative = False
+        await shop.module.ctx.publish("order.created", OrderCreated(order_id="dropped", amount=-999))
+        await shop.module.ctx.publish("order.created", OrderCreated(order_id="kept", amount=7))
+        await eventually(lambda: [o.order_id for o in ledger.module.booked] == ["kept"], "the kept order")
+        metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+    counts = {entry.type: entry.counts for entry in metrics.event_types}
+    assert counts["order.created"].dropped == 1
+    assert counts["order.created"].dead_lettered == 0

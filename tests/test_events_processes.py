@@ -1,0 +1,111 @@
+"""Events between real module processes over a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from shop.events import OrderCreated
+
+from conftest import PROJECT
+from processes import WAIT_SECONDS, settings
+from sdk.testing import EmbeddedNats, ModuleHarness
+
+FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
+SHOP = FIXTURES / "shop"
+LEDGER = FIXTURES / "ledger"
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    with EmbeddedNats(data_dir=tmp_path / "jetstream") as server:
+        yield server
+
+
+def handled(record_file, handler: str, prefix: str) -> Counter[str]:
+    """How often each event id with `prefix` was handled by `handler`, from the record file."""
+    lines = record_file.read_text().splitlines() if record_file.exists() else []
+    return Counter(
+        parts[1] for parts in (line.split() for line in lines) if parts[0] == handler and parts[1].startswith(prefix)
+    )
+
+
+def wait_until(condition, what: str):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_replicas_share_the_durable_consumer_and_each_event_is_handled_once(spawn, nats_server, tmp_path):
+    record = tmp_path / "record.log"
+    env = {"MESH_TEST_RECORD": str(record)}
+    replicas = [spawn(LEDGER, env=env), spawn(LEDGER, env=env)]
+    for replica in replicas:
+        replica.bring_up(settings(nats_url=nats_server.url))
+    shop = spawn(SHOP, env=env)
+    shop.bring_up(settings(nats_url=nats_server.url, config={"burst": 200, "tenant": "acme", "prefix": "shared"}))
+
+    booked = wait_until(lambda: len(c := handled(record, "book", "shared-")) == 200 and c, "200 booked orders")
+    audited = wait_until(lambda: len(c := handled(record, "audit", "shared-")) == 200 and c, "200 audited orders")
+    assert set(booked.values()) == {1}, "an event was handled twice by the module"
+    assert set(audited.values()) == {1}
+    lines = [line.split() for line in record.read_text().splitlines() if " shared-" in line]
+    assert {tenant for _, _, _, tenant, _ in lines} == {"acme"}
+    pids = {int(pid) for _, _, pid, _, _ in lines}
+    assert pids <= {replica.popen.pid for replica in replicas}
+    for module in (*replicas, shop):
+        assert module.stop() == 0
+
+
+def test_events_published_while_the_consumer_is_stopped_are_all_handled_after_it_starts(spawn, nats_server, tmp_path):
+    record = tmp_path / "record.log"
+    env = {"MESH_TEST_RECORD": str(record)}
+    first = spawn(LEDGER, env=env)
+    first.bring_up(settings(nats_url=nats_server.url, config={"audit": False}))
+    assert first.stop() == 0
+
+    async def publish_while_stopped() -> set[str]:
+        async with ModuleHarness(SHOP, nats=nats_server) as shop:
+            return {
+                await shop.module.ctx.publish(
+                    "order.created", OrderCreated(order_id=f"late-{n}", amount=n), event_id=f"late-{n}"
+                )
+                for n in range(1000)
+            }
+
+    published = asyncio.run(publish_while_stopped())
+    assert handled(record, "book", "late-") == Counter()
+
+    second = spawn(LEDGER, env=env)
+    second.bring_up(settings(nats_url=nats_server.url, config={"audit": False}))
+    seen = wait_until(lambda: set(c := handled(record, "book", "late-")) == published and c, "all 1000 events")
+    assert set(seen) == published
+    assert second.stop() == 0
+
+
+def test_no_durable_event_is_lost_when_the_nats_server_restarts(spawn, tmp_path):
+    record = tmp_path / "record.log"
+    env = {"MESH_TEST_RECORD": str(record)}
+    server = EmbeddedNats(data_dir=tmp_path / "jetstream")
+    url = server.start()
+    try:
+        ledger = spawn(LEDGER, env=env)
+        ledger.bring_up(settings(nats_url=url, config={"audit": False}))
+        shop = spawn(SHOP, env=env)
+        shop.bring_up(settings(nats_url=url, config={"burst": 400, "prefix": "flow", "interval": 0.005}))
+        wait_until(lambda: len(handled(record, "book", "flow-")) > 20, "events flowing before the restart")
+        server.stop()
+        server = EmbeddedNats(data_dir=tmp_path / "jetstream", port=int(url.rpartition(":")[2]))
+        server.start()
+        expected = {f"flow-{n}" for n in range(400)}
+        seen = wait_until(lambda: set(c := handled(record, "book", "flow-")) == expected and c, "all 400 events")
+        assert set(seen) == expected
+        assert "stop was forced" not in ledger.log.read_text()
+    finally:
+        server.stop()
