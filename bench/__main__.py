@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.rpc", "bench.boot")
+BENCHMARKS = ("bench.rpc", "bench.boot", "bench.events")
 
 
 def main() -> int:

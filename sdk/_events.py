@@ -380,6 +380,9 @@ class EventBus:
         self._workers: list[asyncio.Task[None]] = []
         self._subscriptions: list[Any] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._ephemeral_busy = 0
+        self._ephemeral_idle = asyncio.Event()
+        self._ephemeral_idle.set()
         self._running = False
 
     # --- set-up -----------------------------------------------------------------
@@ -452,23 +455,30 @@ class EventBus:
         """Stop taking events, let in-flight handlers finish within the grace period, then
         cancel them. Returns True when some had to be cancelled."""
         self._running = False
-        for subscription in self._subscriptions:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace_seconds, 0.0)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        forced = False
+        try:
+            await asyncio.wait_for(self._ephemeral_idle.wait(), timeout=max(deadline - loop.time(), 0.0))
+        except TimeoutError:
+            forced = True
+        for subscription in self._subscriptions:  # cancels an ephemeral handler still running
             try:
                 await subscription.unsubscribe()
             except nats.errors.Error as error:
                 _log.warning("unsubscribing failed: %s", error)
         self._subscriptions.clear()
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
-        if not self._in_flight:
-            return False
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=max(grace_seconds, 0.0))
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        return bool(pending)
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=max(deadline - loop.time(), 0.0))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            forced = forced or bool(pending)
+        return forced
 
     def _track(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
@@ -618,8 +628,19 @@ class EventBus:
         await message.term()
 
     async def _on_ephemeral(self, binding: HandlerBinding, message: Msg) -> None:
-        # nats-py awaits callbacks one at a time; tracking them lets Stop drain them.
-        await self._track(self._handle_ephemeral(binding, message))
+        # nats-py runs a subscription's callbacks one at a time in a task of its own, and
+        # unsubscribing cancels that task: so drain() waits for this count to reach zero
+        # before it unsubscribes, instead of starting a task per message.
+        if not self._running:
+            return  # at most once: an event arriving while the module stops is not handled
+        self._ephemeral_busy += 1
+        self._ephemeral_idle.clear()
+        try:
+            await self._handle_ephemeral(binding, message)
+        finally:
+            self._ephemeral_busy -= 1
+            if not self._ephemeral_busy:
+                self._ephemeral_idle.set()
 
     async def _handle_ephemeral(self, binding: HandlerBinding, message: Msg) -> None:
         if not self._running:

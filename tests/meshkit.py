@@ -80,6 +80,8 @@ class MeshDir:
 
     def write_config(self) -> Path:
         path = self.root / "mesh.toml"
+        if not self._configs and path.exists():
+            return path  # written by the test itself
         lines = []
         for name, config in self._configs.items():
             lines.append(f'[modules."{name}".config]')

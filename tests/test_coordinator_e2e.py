@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +15,15 @@ import grpc
 import nats
 import pytest
 
-from conftest import tool
+from conftest import PROJECT, tool
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, module_pb2
 from meshkit import MeshDir, gone
 from sdk import State
 
 pytestmark = pytest.mark.e2e
+
+FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
 
 
 def diamond(mesh: MeshDir) -> None:
@@ -383,3 +386,25 @@ def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
         finally:
             visitor.kill()
             visitor.wait()
+
+
+def test_events_flow_between_modules_of_a_mesh(tmp_path):
+    mesh = MeshDir(tmp_path)
+    for name in ("shop", "ledger"):
+        shutil.copytree(FIXTURES / name, mesh.modules / name)
+    (tmp_path / "mesh.toml").write_text('[modules.shop.config]\nburst = 50\nprefix = "meshed"\ntenant = "acme"\n')
+    with mesh.up() as running:
+        modules = running.wait_until_up()
+        assert {State(m.state) for m in modules.values()} == {State.RUNNING}
+        # the shop published while the ledger may still have been starting: none is lost
+        booked = running.wait_for(
+            lambda: (
+                {line.split()[1] for line in mesh.record_file.read_text().splitlines() if line.startswith("book ")}
+                >= {f"meshed-{n}" for n in range(50)}
+            ),
+            "the ledger to book all 50 orders",
+        )
+        assert booked
+        metrics = running.call(lambda stub: stub.GetSystemMetrics(coordinator_pb2.GetSystemMetricsRequest()))
+        assert metrics.events.published >= 50
+        assert metrics.events.received >= 100  # book and audit

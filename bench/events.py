@@ -1,0 +1,216 @@
+"""Publish-to-handle throughput and latency through the SDK, against raw nats-py doing the
+same in the same run, both delivery modes:
+
+* ephemeral: SDK `ctx.publish(durable=False)` -> `@sdk.on(..., ephemeral=True)` handler,
+  against raw `nc.publish` -> subscription callback (core NATS);
+* durable: SDK `ctx.publish()` (waits for the JetStream ack) -> durable handler (acked after
+  it returns), against raw `js.publish` -> pull consumer fetch + ack.
+
+Publisher and handler share one process and one embedded nats-server; 20 publishing tasks.
+
+    python -m bench.events [--events 5000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import nats
+from nats.js import api
+
+from sdk._events import ensure_streams
+from sdk.testing import EmbeddedNats, ModuleHarness
+
+PUBLISHERS = 20
+
+SINK = """
+import time
+
+from pydantic import BaseModel
+
+import sdk
+
+
+class Tick(BaseModel):
+    n: int
+    sent: float
+
+
+class Sink(sdk.Module):
+    event_models = {"bench.tick": Tick, "bench.stored": Tick}
+
+    def __init__(self):
+        self.latencies = []
+        self.done = None
+
+    async def initialize(self, ctx):
+        self.ctx = ctx
+
+    @sdk.on("bench.tick", ephemeral=True)
+    async def tick(self, tick: Tick) -> None:
+        self.latencies.append(time.perf_counter() - tick.sent)
+
+    @sdk.on("bench.stored", concurrency=64)
+    async def stored(self, tick: Tick) -> None:
+        self.latencies.append(time.perf_counter() - tick.sent)
+"""
+
+
+def write_sink(root: Path) -> Path:
+    folder = root / "sink"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    (folder / "module.py").write_text(SINK)
+    (folder / "module.toml").write_text(
+        'name = "sink"\nversion = "1.0.0"\n[events]\npublishes = ["bench.tick", "bench.stored"]\n'
+        'subscribes = ["bench.tick", "bench.stored"]\n[run]\nentry = "module:Sink"\n'
+    )
+    return folder
+
+
+async def until(condition: Callable[[], bool], seconds: float = 120) -> None:
+    deadline = time.perf_counter() + seconds
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the events did not all arrive")
+        await asyncio.sleep(0.001)
+
+
+async def spread(count: int, publish: Callable[[int], Awaitable[None]]) -> None:
+    async def worker(offset: int) -> None:
+        for n in range(offset, count, PUBLISHERS):
+            await publish(n)
+
+    await asyncio.gather(*(worker(offset) for offset in range(PUBLISHERS)))
+
+
+def summary(count: int, elapsed: float, latencies: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(latencies)
+    return (
+        count / elapsed,
+        ordered[len(ordered) // 2] * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+CE_HEADERS = {
+    "ce-specversion": "1.0",
+    "ce-id": "0123456789abcdef0123456789abcdef",
+    "ce-source": "mesh://sink",
+    "ce-type": "bench.tick",
+    "ce-time": "2026-11-22T01:00:00.000000+00:00",
+    "content-type": "application/json",
+    "Nats-Msg-Id": "0123456789abcdef0123456789abcdef",
+}
+
+
+async def raw_core(url: str, count: int, headers: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Core NATS publish -> callback; with `headers`, the same CloudEvents headers the SDK sends."""
+    client = await nats.connect(url)
+    latencies: list[float] = []
+
+    async def handle(message) -> None:
+        latencies.append(time.perf_counter() - float(message.data))
+
+    await client.subscribe("raw.tick", cb=handle)
+    began = time.perf_counter()
+    await spread(count, lambda n: client.publish("raw.tick", str(time.perf_counter()).encode(), headers=headers))
+    await until(lambda: len(latencies) >= count)
+    elapsed = time.perf_counter() - began
+    await client.close()
+    return summary(count, elapsed, latencies)
+
+
+async def raw_durable(url: str, count: int, round_: int) -> tuple[float, float, float]:
+    client = await nats.connect(url)
+    js = client.jetstream()
+    stream = f"RAW{round_}"
+    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"raw{round_}.stored"]))
+    subscription = await js.pull_subscribe(f"raw{round_}.stored", durable="raw", stream=stream)
+    latencies: list[float] = []
+
+    async def consume() -> None:
+        while len(latencies) < count:
+            try:
+                messages = await subscription.fetch(64, timeout=1)
+            except TimeoutError:
+                continue
+            for message in messages:
+                latencies.append(time.perf_counter() - float(message.data))
+                await message.ack()
+
+    consumer = asyncio.create_task(consume())
+    began = time.perf_counter()
+    await spread(count, lambda n: js.publish(f"raw{round_}.stored", str(time.perf_counter()).encode()))
+    await consumer
+    elapsed = time.perf_counter() - began
+    await client.close()
+    return summary(count, elapsed, latencies)
+
+
+async def sdk_run(url: str, sink_dir: Path, count: int, event_type: str) -> tuple[float, float, float]:
+    async with ModuleHarness(sink_dir, nats=url) as harness:
+        sink = harness.module
+        tick = type(sink).event_models[event_type]
+        durable = event_type == "bench.stored"
+        began = time.perf_counter()
+        await spread(
+            count,
+            lambda n: sink.ctx.publish(event_type, tick(n=n, sent=time.perf_counter()), durable=durable),
+        )
+        await until(lambda: len(sink.latencies) >= count)
+        elapsed = time.perf_counter() - began
+        return summary(count, elapsed, sink.latencies)
+
+
+async def main_async(events: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
+        sink_dir = write_sink(Path(scratch))
+        results: dict[str, list[tuple[float, float, float]]] = {}
+        async with EmbeddedNats(data_dir=Path(scratch) / "js") as server:
+            client = await nats.connect(server.url)
+            await ensure_streams(client.jetstream())
+            await client.close()
+            for round_ in range(rounds):
+                results.setdefault("raw ephemeral", []).append(await raw_core(server.url, events))
+                results.setdefault("raw+ce headers", []).append(await raw_core(server.url, events, CE_HEADERS))
+                results.setdefault("sdk ephemeral", []).append(
+                    await sdk_run(server.url, sink_dir, events, "bench.tick")
+                )
+                results.setdefault("raw durable", []).append(await raw_durable(server.url, events, round_))
+                results.setdefault("sdk durable", []).append(
+                    await sdk_run(server.url, sink_dir, events, "bench.stored")
+                )
+    medians = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in results.items()}
+    print(f"publish -> handle, {events} events x {rounds} rounds, {PUBLISHERS} publishing tasks, one process")
+    print(f"{'path':<16}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, (rate, p50, p99) in medians.items():
+        print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+    for raw_name, ours_name in (
+        ("raw ephemeral", "sdk ephemeral"),
+        ("raw+ce headers", "sdk ephemeral"),
+        ("raw durable", "sdk durable"),
+    ):
+        raw, ours = medians[raw_name], medians[ours_name]
+        print(
+            f"ratio {ours_name} / {raw_name}: throughput {ours[0] / raw[0]:.2f}, p50 {ours[1] / raw[1]:.2f}, "
+            f"p99 {ours[2] / raw[2]:.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main_async(args.events, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
