@@ -17,6 +17,7 @@ from mesh.registry import now
 from mesh.system import SystemHealth, collect_metrics, graph_response
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, metrics_pb2
 from sdk import MeshError, manifest_from_proto
+from sdk._telemetry import server_interceptors
 
 if TYPE_CHECKING:
     from mesh.coordinator import Coordinator
@@ -153,7 +154,7 @@ async def _answer(context: grpc.aio.ServicerContext, action: Callable[[], Awaita
 
 async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server, str]:
     """Start the coordinator's gRPC server on `listen`; returns it and its "host:port"."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=server_interceptors(), options=[("grpc.so_reuseport", 0)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(coordinator), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from mesh.discovery import DiscoveryError, discover
 from mesh.statedir import StateDir
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 from sdk import State, error_info
+from sdk._logging import configure_logging
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    logging.basicConfig(
-        level=os.environ.get("MESH_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(os.environ.get("MESH_LOG_LEVEL", "WARNING"), os.environ.get("MESH_LOG_FORMAT", "text"))
+    except ValueError as error:
+        error_console.print(f"mesh: {error}", markup=False)
+        return EXIT_USAGE
     try:
         return args.run(args)
     except CliError as error:

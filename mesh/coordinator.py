@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
+from opentelemetry import metrics, trace
 
 from mesh import graph
 from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
@@ -37,6 +38,10 @@ from sdk._events import ensure_streams
 from sdk.testing import EmbeddedNats
 
 _log = logging.getLogger("mesh")
+_tracer = trace.get_tracer("mesh.coordinator")
+_restarts = metrics.get_meter("mesh.coordinator").create_counter(
+    "mesh.module.restarts", description="module processes replaced, after a crash or on request"
+)
 
 PROCESS_END_GRACE_SECONDS = 5.0
 """After a module answered Stop (or failed to), how long its process may take to exit."""
@@ -178,13 +183,16 @@ class Coordinator:
             if record.state is not State.SKIPPED:
                 self._spawning[record.name] = asyncio.create_task(self._spawn(record), name=f"spawn:{record.name}")
         plan = self.plan
-        result = await run_in_order(
-            plan.order,
-            waits_for={name: [d.name for d in plan.modules[name].dependencies] for name in plan.order},
-            requires=graph.required_dependencies(plan.modules),
-            action=self._bring_up,
-            abort_on_failure_of=plan.critical,
-        )
+        # One trace for the whole start-up: a span per module initialize and start below it,
+        # continued into each module's own server spans.
+        with _tracer.start_as_current_span("mesh up", attributes={"mesh.modules": len(plan.order)}):
+            result = await run_in_order(
+                plan.order,
+                waits_for={name: [d.name for d in plan.modules[name].dependencies] for name in plan.order},
+                requires=graph.required_dependencies(plan.modules),
+                action=self._bring_up,
+                abort_on_failure_of=plan.critical,
+            )
         if result.aborted_by is not None:
             failed = self.registry.records[result.aborted_by]
             lines = [f"start-up aborted: critical module '{failed.name}' failed: {_error_text(failed)}"]
@@ -249,11 +257,13 @@ class Coordinator:
             record.pid = described.status.pid or record.pid
             phase = "initialize"
             self.registry.update(record, State.INITIALIZING)
-            await client.initialize(self.settings_for(record))
+            with _tracer.start_as_current_span(f"initialize {record.name}", attributes={"mesh.module": record.name}):
+                await client.initialize(self.settings_for(record))
             self.registry.update(record, State.INITIALIZED)
             phase = "start"
             self.registry.update(record, State.STARTING)
-            await client.start()
+            with _tracer.start_as_current_span(f"start {record.name}", attributes={"mesh.module": record.name}):
+                await client.start()
             record.error = None
             self.registry.update(record, State.RUNNING)
         except MeshError as error:
@@ -332,6 +342,11 @@ class Coordinator:
 
     async def _replace_process(self, record: ModuleRecord) -> None:
         """A new process for `record`, initialized and started; dependents learn its address."""
+        with _tracer.start_as_current_span(f"restart {record.name}", attributes={"mesh.module": record.name}):
+            await self._replace_process_traced(record)
+        _restarts.add(1, {"mesh.module": record.name})
+
+    async def _replace_process_traced(self, record: ModuleRecord) -> None:
         old = record.process
         if old is not None and old.returncode is None:
             record.expected_exit = True

@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 
 from mesh.v1 import health_pb2, lifecycle_pb2, lifecycle_pb2_grpc, metrics_pb2, module_pb2
 from sdk import MeshError, error_info
+from sdk._telemetry import client_interceptors
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ class ModuleClient:
     def __init__(self, name: str, address: str) -> None:
         self.name = name
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors())
         self._stub = lifecycle_pb2_grpc.LifecycleStub(self._channel)
 
     async def close(self) -> None:

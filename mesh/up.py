@@ -10,6 +10,8 @@ import asyncio
 import logging
 import signal
 import sys
+import uuid
+from importlib import metadata
 
 from rich.console import Console
 from rich.live import Live
@@ -22,6 +24,7 @@ from mesh.statedir import StateDirLocked
 from mesh.v1 import module_pb2
 from sdk import State
 from sdk._nats_server import NatsServerError
+from sdk._telemetry import configure_telemetry, shutdown_telemetry
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -36,6 +39,22 @@ def run_up(config: MeshConfig, console: Console, error_console: Console) -> int:
 
 
 async def _up(config: MeshConfig, console: Console, error_console: Console) -> int:
+    try:
+        configure_telemetry(
+            service_name="mesh-coordinator",
+            service_version=metadata.version("module-mesh"),
+            instance_id=uuid.uuid4().hex,
+        )
+    except ValueError as error:
+        error_console.print(f"mesh up: {error}", markup=False, highlight=False)
+        return EXIT_INVALID
+    try:
+        return await _run(config, console, error_console)
+    finally:
+        await asyncio.to_thread(shutdown_telemetry)
+
+
+async def _run(config: MeshConfig, console: Console, error_console: Console) -> int:
     coordinator = Coordinator(config)
     try:
         remote = await coordinator.describe_remote_modules()

@@ -23,6 +23,7 @@ from sdk._errors import MeshError
 from sdk._events import EventBus
 from sdk._manifest import Manifest
 from sdk._metrics import Counter, ModuleMetricsRecorder
+from sdk._telemetry import client_interceptors
 
 ConfigT = TypeVar("ConfigT")
 StubT = TypeVar("StubT")
@@ -135,7 +136,7 @@ class Context(Generic[ConfigT]):
             )
         channel = self._channels.get(name)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self._endpoints[name].address)
+            channel = grpc.aio.insecure_channel(self._endpoints[name].address, interceptors=client_interceptors())
             self._channels[name] = channel
         return stub_class(channel)
 

@@ -36,7 +36,8 @@ from google.protobuf.message import Message as ProtoMessage
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from sdk._errors import MeshError
@@ -59,6 +60,7 @@ PUBLISH_RETRY_SECONDS = 60.0
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _log = logging.getLogger("sdk.events")
+_tracer = trace.get_tracer("mesh.sdk.events")
 
 _current_event: contextvars.ContextVar[Event[Any] | None] = contextvars.ContextVar("mesh_event", default=None)
 
@@ -545,8 +547,33 @@ class EventBus:
         finally:
             _current_event.reset(token)
 
+    def _consumer_span(self, binding: HandlerBinding, message: Msg, attempt: int) -> Any:
+        """A CONSUMER span, child of the producer's span through the headers' trace context."""
+        headers = message.headers or {}
+        event_type = headers.get("ce-type", "invalid")
+        return _tracer.start_as_current_span(
+            f"{event_type} process",
+            context=propagate.extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.subject,
+                "messaging.message.id": headers.get("ce-id", ""),
+                "messaging.consumer.group.name": consumer_name(self._manifest.name, binding.method_name),
+                "cloudevents.event_type": event_type,
+                "cloudevents.event_source": headers.get("ce-source", ""),
+                "mesh.module": self._manifest.name,
+                "mesh.event.attempt": attempt,
+            },
+        )
+
     async def _handle_durable(self, binding: HandlerBinding, message: Msg) -> None:
         attempt = message.metadata.num_delivered if message.metadata else 1
+        with self._consumer_span(binding, message, attempt):
+            await self._deliver_durable(binding, message, attempt)
+
+    async def _deliver_durable(self, binding: HandlerBinding, message: Msg, attempt: int) -> None:
         event_type = (message.headers or {}).get("ce-type", "?")
         if attempt > 1:
             self._recorder.record_event(event_type, "redelivered")
@@ -576,6 +603,9 @@ class EventBus:
             raise
         except Exception as error:
             self._recorder.record_event(event.type, "failed")
+            span = trace.get_current_span()
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             _log.warning(
                 "module %s: handler %s failed on event %s (delivery %d): %s",
                 self._manifest.name,
@@ -636,7 +666,8 @@ class EventBus:
         self._ephemeral_busy += 1
         self._ephemeral_idle.clear()
         try:
-            await self._handle_ephemeral(binding, message)
+            with self._consumer_span(binding, message, 1):
+                await self._handle_ephemeral(binding, message)
         finally:
             self._ephemeral_busy -= 1
             if not self._ephemeral_busy:
@@ -715,7 +746,27 @@ class EventBus:
                 headers[name] = value
         if isinstance(payload, ProtoMessage):
             headers["ce-dataschema"] = f"proto:{payload.DESCRIPTOR.full_name}"
-        propagate.inject(headers)
+        target = event_subject(event_type, tenant)
+        with _tracer.start_as_current_span(
+            f"{event_type} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": target,
+                "messaging.message.id": event_id,
+                "cloudevents.event_type": event_type,
+                "mesh.module": self._manifest.name,
+            },
+        ):
+            propagate.inject(headers)
+            await self._send(event_type, target, body, headers, durable)
+        self._recorder.record_event(event_type, "published")
+        return event_id
+
+    async def _send(self, event_type: str, target: str, body: bytes, headers: dict[str, str], durable: bool) -> None:
+        """Refuse what the server would refuse, then publish (durably: until acknowledged)."""
+        assert self._nats is not None
         size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
         if size > self._nats.max_payload:
             raise MeshError(
@@ -724,13 +775,10 @@ class EventBus:
                 f"{self._nats.max_payload} (max_payload); send a reference to the data instead",
                 metadata={"module": self._manifest.name, "event_type": event_type},
             )
-        target = event_subject(event_type, tenant)
         if durable:
             await self._publish_with_retry(target, body, headers)
         else:
             await self._nats.publish(target, body, headers=headers)
-        self._recorder.record_event(event_type, "published")
-        return event_id
 
     def _typed_payload(self, event_type: str, payload: Any) -> Any:
         """Check a payload against the module's declared model for the type (dicts are validated into it)."""

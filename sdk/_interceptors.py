@@ -40,7 +40,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
     def finish(started: float, context: grpc.aio.ServicerContext, failed: bool) -> None:
         code = context.code()
         ok = not failed and code in (None, grpc.StatusCode.OK, 0)
-        recorder.record_call(method, (time.perf_counter() - started) * 1000.0, ok)
+        if isinstance(code, grpc.StatusCode):
+            name = code.name
+        else:
+            name = "OK" if ok else "UNKNOWN"
+        recorder.record_call(method, (time.perf_counter() - started) * 1000.0, ok, name)
 
     async def unary_response(request_or_iterator: Any, context: grpc.aio.ServicerContext, inner: Any) -> Any:
         refusal = gate(method)

@@ -1,9 +1,10 @@
-"""In-process counters behind the Lifecycle.GetMetrics call.
+"""In-process counters behind the Lifecycle.GetMetrics call, and the OpenTelemetry
+instruments fed beside them.
 
-Why not the OpenTelemetry SDK's own aggregation: GetMetrics must answer cumulative
-counts and percentiles on demand, with no exporter configured, at the cost of a few
-integer additions per call. OpenTelemetry instruments are fed beside these (see the
-observability set-up); these are the module's answer to "how am I doing" over gRPC.
+Why not read GetMetrics from the OpenTelemetry SDK's own aggregation: GetMetrics must
+answer cumulative counts and percentiles on demand, with no exporter configured, at the
+cost of a few integer additions per call. The OpenTelemetry instruments (exported over
+OTLP when configured) carry the same facts with attributes, for dashboards.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf import timestamp_pb2
+from opentelemetry import metrics
 
 from mesh.v1 import metrics_pb2
 
@@ -109,8 +111,24 @@ class ModuleMetricsRecorder:
         self._gauges: dict[str, Callable[[], float]] = {}
         self._counters: dict[str, Counter] = {}
         self.active_workers: Callable[[], int] = lambda: 0
+        meter = metrics.get_meter("mesh.sdk")
+        self._rpc_duration = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="gRPC calls served, by method and status code"
+        )
+        self._event_counters = {
+            outcome: meter.create_counter(f"mesh.events.{outcome}", description=f"events {outcome}, by type")
+            for outcome in EVENT_COUNT_FIELDS
+        }
+        self._lifecycle_duration = meter.create_histogram(
+            "mesh.lifecycle.duration", unit="s", description="how long lifecycle hooks took, by phase"
+        )
 
-    def record_call(self, method: str, milliseconds: float, ok: bool) -> None:
+    def record_call(self, method: str, milliseconds: float, ok: bool, code: str = "OK") -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._rpc_duration.record(
+            milliseconds,
+            {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name, "rpc.grpc.status_code": code},
+        )
         stats = self.methods.get(method)
         if stats is None:
             stats = self.methods[method] = MethodStats()
@@ -126,6 +144,11 @@ class ModuleMetricsRecorder:
             raise ValueError(f"unknown event outcome {outcome!r}; expected one of {EVENT_COUNT_FIELDS}")
         counts = self.events.setdefault(event_type, dict.fromkeys(EVENT_COUNT_FIELDS, 0))
         counts[outcome] += amount
+        self._event_counters[outcome].add(amount, {"mesh.event.type": event_type, "mesh.module": self.module_name})
+
+    def record_lifecycle(self, phase: str, seconds: float) -> None:
+        """How long a lifecycle phase (initialize, start, stop, reload) took."""
+        self._lifecycle_duration.record(seconds, {"mesh.lifecycle.phase": phase, "mesh.module": self.module_name})
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Report `read()` under `name`; defining it again (e.g. at Reload) replaces the reader."""

@@ -27,6 +27,7 @@ from sdk._manifest import Manifest
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
 from sdk._state import Call, State, Verdict, illegal_message, verdict
+from sdk._telemetry import configure_telemetry, is_configured
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
@@ -203,6 +204,14 @@ class ModuleRuntime:
 
     async def _run_initialize(self, context: Context[Any], settings: lifecycle_pb2.ModuleSettings) -> None:
         self.context = context
+        if not is_configured() and settings.telemetry.otel_env:
+            configure_telemetry(
+                service_name=self.manifest.name,
+                service_version=self.manifest.version,
+                instance_id=self.instance_id,
+                module=self.manifest.name,
+                extra_env=dict(settings.telemetry.otel_env),
+            )
         try:
             await context.connect_nats()
             context.events = EventBus(
@@ -231,8 +240,10 @@ class ModuleRuntime:
 
     async def _run_hook(self, phase: str, hook: Awaitable[None]) -> None:
         """Await a hook; if it raises, the module is FAILED and the caller gets the error."""
+        began = time.monotonic()
         try:
             await hook
+            self.recorder.record_lifecycle(phase, time.monotonic() - began)
         except MeshError as error:
             await self._fail(phase, error.reason, error.message)
             raise

@@ -23,6 +23,7 @@ from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import served_services
 from sdk._runtime import ModuleRuntime
 from sdk._state import State
+from sdk._telemetry import server_interceptors
 
 LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 CONTROL_SERVICES = frozenset(
@@ -97,7 +98,7 @@ class ModuleServer:
         """Bind and start serving; returns the address."""
         own = {service.full_name for service in self.services}
         server = grpc.aio.server(
-            interceptors=[_gated_interceptor(self.recorder, self.runtime, own)],
+            interceptors=[*server_interceptors(), _gated_interceptor(self.recorder, self.runtime, own)],
             # With gRPC's default (1) a second server can silently share a port in use.
             options=[("grpc.so_reuseport", 0)],
         )

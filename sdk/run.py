@@ -15,6 +15,8 @@ Environment:
     MESH_STOP_GRACE_SECONDS: the grace period of a signal-initiated stop (default 30).
     MESH_EXIT_WITH_PARENT: "1" has the effect of `--exit-with-parent`.
     MESH_LOG_LEVEL: logging level (default INFO).
+    MESH_LOG_FORMAT: "text" (default) or "json"; lines inside a span carry its trace and span ids.
+    OTEL_*: OpenTelemetry settings (see sdk/_telemetry.py).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import grpc
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk._errors import MeshError
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
+from sdk._logging import configure_logging
 from sdk._manifest import ManifestError
 from sdk._server import ModuleServer
+from sdk._telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -76,12 +80,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the module until a signal (or the parent) ends it; returns the exit code."""
-    logging.basicConfig(
-        level=os.environ.get("MESH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     args = _arguments(argv)
+    try:
+        configure_logging(os.environ.get("MESH_LOG_LEVEL", "INFO"), os.environ.get("MESH_LOG_FORMAT", "text"))
+    except ValueError as error:
+        print(f"sdk.run: {error}", file=sys.stderr)
+        return EXIT_BAD_MODULE
     try:
         host, port = parse_listen(args.listen)
         loaded = load_module(args.module_dir)
@@ -109,6 +113,15 @@ async def _serve(loaded: LoadedModule, host: str, port: int, *, exit_with_parent
         advertise_host=os.environ.get("MESH_ADVERTISE_HOST"),
         state_dir=Path(state_dir) if state_dir else None,
     )
+    if environment_configures_export(os.environ):
+        # Now, so that even the first Initialize call is traced; otherwise the module takes
+        # the coordinator's settings at Initialize.
+        configure_telemetry(
+            service_name=loaded.manifest.name,
+            service_version=loaded.manifest.version,
+            instance_id=server.runtime.instance_id,
+            module=loaded.manifest.name,
+        )
     address = await server.start()
     _write_ready_file(loaded, server)
     stop = asyncio.Event()
@@ -137,6 +150,7 @@ async def _serve(loaded: LoadedModule, host: str, port: int, *, exit_with_parent
     grace = float(os.environ.get("MESH_STOP_GRACE_SECONDS", "30"))
     forced = await server.shutdown(grace)
     _log.info("module %s exited%s", loaded.manifest.name, " (stop was forced)" if forced else "")
+    await asyncio.to_thread(shutdown_telemetry)
     return exit_code
 
 

@@ -58,6 +58,9 @@ class MeshDir:
         flag: str | None = None,
         config: dict[str, Any] | None = None,
         restart: str = "on-failure",
+        publishes: list[str] = (),
+        subscribes: list[str] = (),
+        cls: str = "Node",
     ) -> Path:
         folder = self.modules / name.replace("-", "_")
         folder.mkdir(exist_ok=True)
@@ -69,11 +72,17 @@ class MeshDir:
             lines += ["[[dependencies]]", f'name = "{dependency}"', f'version = "{constraint}"']
         for dependency in optional:
             lines += ["[[dependencies]]", f'name = "{dependency}"', "optional = true"]
+        if publishes or subscribes:
+            lines += [
+                "[events]",
+                f"publishes = {json.dumps(list(publishes))}",
+                f"subscribes = {json.dumps(list(subscribes))}",
+            ]
         lines += ["[restart]", f'policy = "{restart}"', "backoff_initial_seconds = 0.1"]
         lines += ["[run]", 'entry = "module:Module"']
         (folder / "module.toml").write_text("\n".join(lines) + "\n")
         (folder / "__init__.py").write_text("")
-        (folder / "module.py").write_text("from meshnode import Node\n\n\nclass Module(Node):\n    pass\n")
+        (folder / "module.py").write_text(f"from meshnode import {cls}\n\n\nclass Module({cls}):\n    pass\n")
         if config:
             self._configs[name] = config
         return folder

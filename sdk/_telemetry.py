@@ -1,0 +1,141 @@
+"""OpenTelemetry set-up by convention, for module processes and the coordinator alike.
+
+Configured from the standard variables: OTEL_SERVICE_NAME (default: the module's name, or
+`mesh-coordinator`), OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (otlp | console | none,
+comma-separated; default otlp when OTEL_EXPORTER_OTLP_ENDPOINT is set, else none),
+OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER(_ARG), OTEL_METRIC_EXPORT_INTERVAL,
+OTEL_RESOURCE_ATTRIBUTES. The exporters and the sampler read their own variables; this
+module only decides which exporters exist and names the resource.
+
+gRPC spans come from opentelemetry-instrumentation-grpc (`server_interceptors`,
+`client_interceptors`); health checks and reflection are left out as noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+_log = logging.getLogger("sdk.telemetry")
+_configured: dict[str, Any] = {}
+
+_NOT_TRACED = filters.negate(
+    filters.any_of(
+        filters.service_prefix("grpc.health."),
+        filters.service_prefix("grpc.reflection."),
+    )
+)
+
+
+def exporters(kind: str, env: Mapping[str, str]) -> list[str]:
+    """The exporters named by OTEL_<KIND>_EXPORTER, defaulting to otlp only when an endpoint is set."""
+    default = (
+        "otlp" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{kind}_ENDPOINT") else "none"
+    )
+    names = [name.strip().lower() for name in env.get(f"OTEL_{kind}_EXPORTER", default).split(",") if name.strip()]
+    unknown = sorted(set(names) - {"otlp", "console", "none"})
+    if unknown:
+        raise ValueError(f"OTEL_{kind}_EXPORTER names {unknown}; expected otlp, console or none")
+    return [name for name in names if name != "none"]
+
+
+def environment_configures_export(env: Mapping[str, str]) -> bool:
+    """Whether `env` says where telemetry goes (else the coordinator's settings may)."""
+    return any(
+        env.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER")
+    )
+
+
+def is_configured() -> bool:
+    return bool(_configured)
+
+
+def configure_telemetry(
+    *,
+    service_name: str,
+    service_version: str,
+    instance_id: str,
+    module: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> bool:
+    """Install the tracer and meter providers of this process, once.
+
+    Args:
+        service_name: The default service.name (OTEL_SERVICE_NAME wins).
+        service_version: service.version.
+        instance_id: service.instance.id (unique per process).
+        module: The module's name, as the `mesh.module` resource attribute.
+        extra_env: OTEL_* settings from the coordinator; the process's own environment wins.
+
+    Returns:
+        False when telemetry was already configured in this process (the first call wins).
+    """
+    if _configured:
+        return False
+    env = {**(extra_env or {}), **os.environ}
+    for key, value in (extra_env or {}).items():
+        os.environ.setdefault(key, value)  # the exporters read their settings from the environment
+    attributes = {
+        "service.name": env.get("OTEL_SERVICE_NAME", service_name),
+        "service.version": service_version,
+        "service.instance.id": instance_id,
+    }
+    if module:
+        attributes["mesh.module"] = module
+    resource = Resource.create(attributes)
+    tracer_provider = TracerProvider(resource=resource)
+    for name in exporters("TRACES", env):
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
+    readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in exporters("METRICS", env)]
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    _configured.update(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return True
+
+
+def _span_exporter(name: str) -> Any:
+    if name == "console":
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(name: str) -> Any:
+    if name == "console":
+        return ConsoleMetricExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop the exporters (at process exit), so the last spans and metrics get out."""
+    for provider in (_configured.get("tracer_provider"), _configured.get("meter_provider")):
+        if provider is None:
+            continue
+        try:
+            provider.shutdown()
+        except Exception as error:  # exporting must never keep a process from exiting
+            _log.warning("telemetry shutdown: %s", error)
+
+
+def server_interceptors() -> list[Any]:
+    """The tracing interceptor for a grpc.aio server (spans are children of the caller's)."""
+    return [aio_server_interceptor(filter_=_NOT_TRACED)]
+
+
+def client_interceptors() -> list[Any]:
+    """The tracing interceptors for a grpc.aio channel (they carry the trace context)."""
+    return list(aio_client_interceptors(filter_=_NOT_TRACED))

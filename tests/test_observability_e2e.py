@@ -1,0 +1,198 @@
+"""One trace across gRPC and NATS, and metrics over OTLP: a real OTLP/gRPC collector in the
+test process receives what a real mesh of three module processes exports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from concurrent import futures
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from greeter.v1 import greeter_pb2, greeter_pb2_grpc
+from meshkit import WAIT_SECONDS, MeshDir
+
+pytestmark = pytest.mark.e2e
+
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # opentelemetry.proto Span.SpanKind values
+
+
+class Collector:
+    """Keeps every span and metric data point it is sent."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans: list[dict] = []
+        self.metric_names: dict[str, set[str]] = defaultdict(set)  # metric -> services
+
+    def keep(self, request):
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            with self.lock:
+                for resource_spans in request.resource_spans:
+                    service = _service(resource_spans.resource)
+                    for scope in resource_spans.scope_spans:
+                        for span in scope.spans:
+                            self.spans.append(
+                                {
+                                    "service": service,
+                                    "name": span.name,
+                                    "kind": span.kind,
+                                    "trace": span.trace_id.hex(),
+                                    "id": span.span_id.hex(),
+                                    "parent": span.parent_span_id.hex(),
+                                }
+                            )
+            return trace_service_pb2.ExportTraceServiceResponse()
+        with self.lock:
+            for resource_metrics in request.resource_metrics:
+                service = _service(resource_metrics.resource)
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        self.metric_names[metric.name].add(service)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def _service(resource) -> str:
+    return next((a.value.string_value for a in resource.attributes if a.key == "service.name"), "?")
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def Export(self, request, context):
+        return self.collector.keep(request)
+
+
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def Export(self, request, context):
+        return self.collector.keep(request)
+
+
+@pytest.fixture
+def collector():
+    keeper = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(keeper), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(keeper), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    keeper.endpoint = f"http://127.0.0.1:{port}"
+    yield keeper
+    server.stop(None)
+
+
+def wait_for(condition, what: str):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ancestors(span: dict, by_id: dict[str, dict]) -> list[dict]:
+    chain = []
+    while span["parent"] and span["parent"] in by_id:
+        span = by_id[span["parent"]]
+        chain.append(span)
+    return chain
+
+
+def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collector):
+    mesh = MeshDir(tmp_path)
+    mesh.module("back", publishes=["greeting.sent"])
+    mesh.module("front", depends=["back"])
+    mesh.module("listener", subscribes=["greeting.sent"], cls="Listener")
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "MESH_LOG_FORMAT": "json",
+    }
+    with mesh.up(**env) as running:
+        modules = running.wait_until_up()
+
+        async def greet() -> str:
+            async with grpc.aio.insecure_channel(modules["front"].address) as channel:
+                reply = await greeter_pb2_grpc.GreeterStub(channel).SayHello(
+                    greeter_pb2.SayHelloRequest(name="via:back:ada")
+                )
+                return reply.message
+
+        assert asyncio.run(greet()).startswith("front via back pid")
+        running.wait_for(lambda: ("heard", "ada") in mesh.records(), "the listener to hear the greeting")
+
+        def spans_arrived():
+            with collector.lock:
+                spans = list(collector.spans)
+            names = {(s["service"], s["name"]) for s in spans}
+            wanted = {
+                ("listener", "greeting.sent process"),
+                ("mesh-coordinator", "mesh up"),
+                ("back", "greeting.sent publish"),
+            }
+            return spans if wanted <= names else None
+
+        spans = wait_for(spans_arrived, "the spans at the collector")
+        wait_for(
+            lambda: (
+                {"rpc.server.duration", "mesh.events.published", "mesh.events.received"} <= set(collector.metric_names)
+            ),
+            "the metric points at the collector",
+        )
+        log_line = next(
+            line for line in (mesh.state / "logs" / "back.log").read_text().splitlines() if '"trace_id"' in line
+        )
+
+    by_id = {span["id"]: span for span in spans}
+    assert {"mesh-coordinator", "front", "back", "listener"} <= {span["service"] for span in spans}
+
+    # start-up: one trace, the coordinator's root, each module's initialize and start below it,
+    # continued into the modules' own server spans
+    root = next(s for s in spans if s["name"] == "mesh up" and s["service"] == "mesh-coordinator")
+    assert root["parent"] == ""
+    startup = [s for s in spans if s["trace"] == root["trace"]]
+    for module in ("back", "front", "listener"):
+        for phase in ("initialize", "start"):
+            step = next(s for s in startup if s["name"] == f"{phase} {module}")
+            assert root in ancestors(step, by_id)
+        served = next(
+            s
+            for s in startup
+            if s["service"] == module and s["name"] == "/mesh.v1.Lifecycle/Initialize" and s["kind"] == SERVER
+        )
+        assert root in ancestors(served, by_id)
+
+    # request -> publish -> handle: one trace id, each span the child of the one before
+    front_server = next(
+        s
+        for s in spans
+        if s["service"] == "front" and s["name"] == "/greeter.v1.Greeter/SayHello" and s["kind"] == SERVER
+    )
+    chain = [s for s in spans if s["trace"] == front_server["trace"]]
+    front_client = next(s for s in chain if s["service"] == "front" and s["kind"] == CLIENT)
+    back_server = next(s for s in chain if s["service"] == "back" and s["kind"] == SERVER)
+    producer = next(s for s in chain if s["service"] == "back" and s["kind"] == PRODUCER)
+    consumer = next(s for s in chain if s["service"] == "listener" and s["kind"] == CONSUMER)
+    assert front_client["parent"] == front_server["id"]
+    assert back_server["parent"] == front_client["id"]
+    assert producer["parent"] == back_server["id"]
+    assert consumer["parent"] == producer["id"]
+    assert producer["name"] == "greeting.sent publish" and consumer["name"] == "greeting.sent process"
+
+    assert {"front", "back"} <= collector.metric_names["rpc.server.duration"]
+    assert "back" in collector.metric_names["mesh.events.published"]
+    assert "listener" in collector.metric_names["mesh.events.received"]
+    assert '"trace_id": "' in log_line and '"span_id": "' in log_line
