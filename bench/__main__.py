@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.rpc", "bench.boot", "bench.events")
+BENCHMARKS = ("bench.rpc", "bench.boot", "bench.events", "bench.tracing")
 
 
 def main() -> int:

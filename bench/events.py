@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -169,6 +170,22 @@ async def sdk_run(url: str, sink_dir: Path, count: int, event_type: str) -> tupl
         return summary(count, elapsed, sink.latencies)
 
 
+async def sdk_only(events: int, rounds: int) -> dict[str, float]:
+    """Median SDK events/s of each mode (for bench.tracing, which runs this with and without OTel)."""
+    from sdk._telemetry import configure_telemetry, shutdown_telemetry
+
+    configure_telemetry(service_name="bench-events", service_version="0", instance_id="bench")
+    rates: dict[str, list[float]] = {"ephemeral": [], "durable": []}
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
+        sink_dir = write_sink(Path(scratch))
+        async with EmbeddedNats(data_dir=Path(scratch) / "js") as server:
+            for _ in range(rounds):
+                rates["ephemeral"].append((await sdk_run(server.url, sink_dir, events, "bench.tick"))[0])
+                rates["durable"].append((await sdk_run(server.url, sink_dir, events, "bench.stored"))[0])
+    shutdown_telemetry()
+    return {mode: statistics.median(values) for mode, values in rates.items()}
+
+
 async def main_async(events: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         sink_dir = write_sink(Path(scratch))
@@ -208,7 +225,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sdk-only-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sdk_only_json:
+        print(json.dumps(asyncio.run(sdk_only(args.events, args.rounds))))
+        return
     asyncio.run(main_async(args.events, args.rounds))
 
 

@@ -59,12 +59,14 @@ def start_plain() -> tuple[subprocess.Popen[str], str]:
     return process, json.loads(process.stdout.readline())["address"]
 
 
-def start_module(scratch: Path) -> tuple[subprocess.Popen[str], str]:
+def start_module(scratch: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """The greeter module as its own process, initialized and started; `env` adds variables."""
     ready = scratch / "ready.json"
+    ready.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "sdk.run", str(GREETER)],
         cwd=PROJECT,
-        env={**os.environ, "MESH_READY_FILE": str(ready), "MESH_LOG_LEVEL": "WARNING"},
+        env={**os.environ, "MESH_READY_FILE": str(ready), "MESH_LOG_LEVEL": "WARNING", **(env or {})},
         text=True,
     )
     while not ready.exists():

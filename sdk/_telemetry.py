@@ -93,14 +93,22 @@ def configure_telemetry(
     if module:
         attributes["mesh.module"] = module
     resource = Resource.create(attributes)
-    tracer_provider = TracerProvider(resource=resource)
-    for name in exporters("TRACES", env):
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
-    readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in exporters("METRICS", env)]
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(meter_provider)
-    _configured.update(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    span_exporters = exporters("TRACES", env)
+    metric_exporters = exporters("METRICS", env)
+    _configured["done"] = True
+    # With nothing to export, the API's no-op providers stay: spans that nobody receives
+    # would still cost their recording on every call.
+    if span_exporters:
+        tracer_provider = TracerProvider(resource=resource)
+        for name in span_exporters:
+            tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
+        trace.set_tracer_provider(tracer_provider)
+        _configured["tracer_provider"] = tracer_provider
+    if metric_exporters:
+        readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in metric_exporters]
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(meter_provider)
+        _configured["meter_provider"] = meter_provider
     return True
 
 

@@ -13,6 +13,7 @@ from sdk._events import StreamSettings, codec_for, ensure_streams, event_subject
 from sdk._metrics import LatencyHistogram
 from sdk._module import served_services
 from sdk._state import Call, State, Verdict, illegal_message, verdict
+from sdk._telemetry import exporters
 from sdk.testing import EmbeddedNats
 
 
@@ -126,3 +127,30 @@ async def test_streams_are_created_idempotently_with_their_settings():
         await client.close()
     assert info.config.max_age == 60
     assert sorted(info.config.subjects) == ["mesh.evt.>", "mesh.replay.>"]
+
+
+def test_exporters_default_to_otlp_only_when_an_endpoint_is_set():
+    assert exporters("TRACES", {}) == []
+    assert exporters("TRACES", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}) == ["otlp"]
+    assert exporters("METRICS", {"OTEL_METRICS_EXPORTER": "console,otlp"}) == ["console", "otlp"]
+    assert exporters("TRACES", {"OTEL_EXPORTER_OTLP_ENDPOINT": "x", "OTEL_TRACES_EXPORTER": "none"}) == []
+    with pytest.raises(ValueError, match="expected otlp, console or none"):
+        exporters("TRACES", {"OTEL_TRACES_EXPORTER": "jaeger"})
+
+
+def test_log_lines_inside_a_span_carry_its_ids():
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from sdk._logging import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("mesh.module.x", logging.INFO, __file__, 1, "hello %s", ("ada",), None)
+    assert "trace_id" not in TextFormatter().format(record)
+    with TracerProvider().get_tracer("test").start_as_current_span("work") as span:
+        ids = span.get_span_context()
+        text = TextFormatter().format(record)
+        entry = json.loads(JsonFormatter().format(record))
+    assert text.endswith(f"hello ada trace_id={ids.trace_id:032x} span_id={ids.span_id:016x}")
+    assert entry["message"] == "hello ada" and entry["trace_id"] == f"{ids.trace_id:032x}"
