@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from mesh.module_client import ModuleClient
 from mesh.registry import now
 from mesh.system import SystemHealth, collect_metrics, graph_response
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, metrics_pb2
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, metrics_pb2, tenancy_pb2, tenancy_pb2_grpc
 from sdk import MeshError, manifest_from_proto
 from sdk._telemetry import server_interceptors
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
+TENANCY_SERVICE = tenancy_pb2.DESCRIPTOR.services_by_name["Tenancy"].full_name
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -158,7 +159,11 @@ async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server,
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(coordinator), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([COORDINATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    services = [COORDINATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if coordinator.tenancy is not None:
+        tenancy_pb2_grpc.add_TenancyServicer_to_server(coordinator.tenancy, server)
+        services.append(TENANCY_SERVICE)
+    reflection.enable_server_reflection(services, server)
     host = listen.rpartition(":")[0]
     try:
         port = server.add_insecure_port(listen)

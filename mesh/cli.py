@@ -10,6 +10,9 @@
     mesh logs      one module's log
     mesh events    the event catalogue (--asyncapi FILE writes an AsyncAPI 3.0 document)
     mesh dlq       dead letters: list, show SEQ, replay SEQ
+    mesh tenant    enable | disable | list: which modules serve a tenant
+    mesh flags     set | get: feature flags of a tenant
+    mesh config    set | get | effective: layered configuration of a module
 
 Exit codes: 0 success; 1 the operation failed (or, for `status`, a module is not
 running; for `health`, the mesh is degraded); 2 bad usage or invalid input (for `health`,
@@ -37,7 +40,7 @@ from mesh import graph, render
 from mesh.config import DEFAULT_LISTEN, ConfigError, load_config
 from mesh.discovery import DiscoveryError, discover
 from mesh.statedir import StateDir
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2, tenancy_pb2, tenancy_pb2_grpc
 from sdk import State, error_info
 from sdk._logging import configure_logging
 
@@ -141,6 +144,52 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--nats-url", help="the mesh's NATS (default: env NATS_URL, then the running mesh's)")
     dlq.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
     dlq.set_defaults(run=_dlq)
+
+    tenant = commands.add_parser("tenant", help="which modules serve a tenant: enable, disable, list")
+    tenant_actions = tenant.add_subparsers(dest="tenant_action", metavar="ACTION", required=True)
+    for action, extra in (("enable", "--with-dependencies"), ("disable", "--cascade")):
+        sub = tenant_actions.add_parser(action)
+        _coordinator_option(sub)
+        sub.add_argument("tenant")
+        sub.add_argument("module")
+        sub.add_argument(
+            extra,
+            action="store_true",
+            help="also enable the dependencies" if action == "enable" else "also disable the dependents",
+        )
+        sub.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who asks, for the audit trail")
+        sub.set_defaults(run=_tenant)
+    listing = tenant_actions.add_parser("list")
+    _coordinator_option(listing)
+    listing.add_argument("tenant")
+    listing.set_defaults(run=_tenant)
+
+    flags = commands.add_parser("flags", help="feature flags of a tenant: set, get")
+    flag_actions = flags.add_subparsers(dest="flag_action", metavar="ACTION", required=True)
+    setting = flag_actions.add_parser("set")
+    _coordinator_option(setting)
+    setting.add_argument("tenant")
+    setting.add_argument("flag")
+    setting.add_argument("value", choices=("on", "off"))
+    setting.add_argument("--actor", default=os.environ.get("USER", "cli"))
+    setting.set_defaults(run=_flags)
+    getting = flag_actions.add_parser("get")
+    _coordinator_option(getting)
+    getting.add_argument("tenant")
+    getting.set_defaults(run=_flags)
+
+    config_cmd = commands.add_parser("config", help="layered configuration: set, get, effective")
+    config_actions = config_cmd.add_subparsers(dest="config_action", metavar="ACTION", required=True)
+    for action in ("set", "get", "effective"):
+        sub = config_actions.add_parser(action)
+        _coordinator_option(sub)
+        sub.add_argument("module")
+        sub.add_argument("tenant")
+        sub.add_argument("--company", default="", help="the company level (default: the tenant level)")
+        if action == "set":
+            sub.add_argument("json", help='the override, a JSON object, e.g. \'{"currency": "EUR"}\'')
+            sub.add_argument("--actor", default=os.environ.get("USER", "cli"))
+        sub.set_defaults(run=_config)
 
     logs = commands.add_parser("logs", help="one module's log")
     logs.add_argument("name")
@@ -400,6 +449,78 @@ def _restart(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tenancy(address: str, call: Callable[[tenancy_pb2_grpc.TenancyStub], Awaitable[T]]) -> T:
+    return _call(address, call, tenancy_pb2_grpc.TenancyStub)
+
+
+def _tenant(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    if args.tenant_action == "list":
+        reply = _tenancy(
+            address, lambda t: t.ListTenantModules(tenancy_pb2.ListTenantModulesRequest(tenant=args.tenant))
+        )
+        console.print(render.tenant_table(args.tenant, reply.modules))
+        return EXIT_OK
+    if args.tenant_action == "enable":
+        request = tenancy_pb2.EnableModuleRequest(
+            tenant=args.tenant, module=args.module, with_dependencies=args.with_dependencies, actor=args.actor
+        )
+        reply = _tenancy(address, lambda t: t.EnableModule(request))
+    else:
+        request = tenancy_pb2.DisableModuleRequest(
+            tenant=args.tenant, module=args.module, cascade=args.cascade, actor=args.actor
+        )
+        reply = _tenancy(address, lambda t: t.DisableModule(request))
+    changed = ", ".join(m.module for m in reply.changed) or "nothing (already so)"
+    console.print(f"mesh tenant {args.tenant_action}: {args.tenant}: {changed}")
+    return EXIT_OK
+
+
+def _flags(args: argparse.Namespace) -> int:
+    address = _coordinator_address(args)
+    if args.flag_action == "set":
+        request = tenancy_pb2.SetFeatureFlagRequest(
+            tenant=args.tenant, flag=args.flag, enabled=args.value == "on", actor=args.actor
+        )
+        reply = _tenancy(address, lambda t: t.SetFeatureFlag(request))
+        console.print(f"mesh flags: {args.tenant}: {reply.flag.name} is {'on' if reply.flag.enabled else 'off'}")
+        return EXIT_OK
+    reply = _tenancy(address, lambda t: t.GetFeatureFlags(tenancy_pb2.GetFeatureFlagsRequest(tenant=args.tenant)))
+    for flag in reply.flags:
+        console.print(f"{flag.name}\t{'on' if flag.enabled else 'off'}\t{flag.changed_by}")
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    address = _coordinator_address(args)
+    if args.config_action == "set":
+        try:
+            overrides = json.loads(args.json)
+        except ValueError as error:
+            raise CliError(f"the override is not JSON: {error}", EXIT_USAGE) from None
+        if not isinstance(overrides, dict):
+            raise CliError('the override must be a JSON object, e.g. \'{"currency": "EUR"}\'', EXIT_USAGE)
+        config = struct_pb2.Struct()
+        config.update(overrides)
+        request = tenancy_pb2.SetConfigRequest(
+            module=args.module, tenant=args.tenant, company=args.company, config=config, actor=args.actor
+        )
+        reply = _tenancy(address, lambda t: t.SetConfig(request))
+        console.print_json(json_format.MessageToJson(reply.effective))
+        return EXIT_OK
+    if args.config_action == "get":
+        request = tenancy_pb2.GetConfigRequest(module=args.module, tenant=args.tenant, company=args.company)
+        reply = _tenancy(address, lambda t: t.GetConfig(request))
+        console.print_json(json_format.MessageToJson(reply.config))
+        return EXIT_OK
+    request = tenancy_pb2.GetEffectiveConfigRequest(module=args.module, tenant=args.tenant, company=args.company)
+    reply = _tenancy(address, lambda t: t.GetEffectiveConfig(request))
+    console.print(render.config_table(json_format.MessageToDict(reply.config), reply.sources))
+    return EXIT_OK
+
+
 # --- talking to the coordinator --------------------------------------------------------
 
 
@@ -413,10 +534,12 @@ def _coordinator_address(args: argparse.Namespace) -> str:
     return info["address"] if info and info.get("address") else DEFAULT_LISTEN
 
 
-def _call(address: str, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]) -> T:
+def _call(
+    address: str, call: Callable[[Any], Awaitable[T]], stub_class: Any = coordinator_pb2_grpc.CoordinatorStub
+) -> T:
     async def run() -> T:
         async with grpc.aio.insecure_channel(address) as channel:
-            return await call(coordinator_pb2_grpc.CoordinatorStub(channel))
+            return await call(stub_class(channel))
 
     try:
         return asyncio.run(run())

@@ -32,6 +32,7 @@ from mesh.registry import ModuleRecord, Registry, now
 from mesh.restart import RestartBudget
 from mesh.statedir import StateDir
 from mesh.sysevents import LifecycleEvents
+from mesh.tenancy import TenancyServicer, TenancyStore
 from mesh.v1 import lifecycle_pb2, module_pb2
 from sdk import Manifest, MeshError, State, manifest_from_proto
 from sdk._events import ensure_streams
@@ -80,6 +81,7 @@ class Coordinator:
         self._embedded_nats: EmbeddedNats | None = None
         self._events = LifecycleEvents()
         self._events_since: timestamp_pb2.Timestamp | None = None
+        self.tenancy: TenancyServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._spawning: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -169,6 +171,9 @@ class Coordinator:
         await self._events.connect(self.nats_url)
         await ensure_streams(self._events.jetstream())
         self._events_since = now()
+        self.tenancy = TenancyServicer(
+            self.registry, TenancyStore(self._events.jetstream()), self.config.module_config, self._events.publish_json
+        )
         self.registry.listen(self._events.on_change)
         self.restart_listeners.append(self._events.on_restart)
         for record in self.registry.records.values():

@@ -191,3 +191,29 @@ def dead_letter_table(letters: Iterable[Any]) -> Table:
             letter.reason.splitlines()[0] if letter.reason else "",
         )
     return table
+
+
+def tenant_table(tenant: str, modules: Iterable[Any]) -> Table:
+    table = Table(title=f"tenant {tenant}", title_justify="left")
+    for column in ("module", "enabled", "changed by", "changed at"):
+        table.add_column(column)
+    for module in modules:
+        changed_at = (
+            module.changed_at.ToDatetime().isoformat(timespec="seconds") if module.HasField("changed_at") else "-"
+        )
+        table.add_row(module.module, "[green]yes[/]" if module.enabled else "no", module.changed_by or "-", changed_at)
+    return table
+
+
+def config_table(config: Mapping[str, Any], sources: Iterable[Any]) -> Table:
+    """Each leaf value of an effective configuration with the layer it came from."""
+    layer_names = {1: "module default", 2: "mesh", 3: "tenant", 4: "company"}
+    table = Table()
+    for column in ("path", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for source in sources:
+        value: Any = config
+        for part in source.path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        table.add_row(source.path, json.dumps(value), layer_names.get(source.layer, "?"))
+    return table

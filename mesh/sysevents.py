@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -35,6 +36,18 @@ _EVENT_OF_STATE = {
 _log = logging.getLogger("mesh")
 
 
+def cloud_event_headers(event_type: str) -> dict[str, str]:
+    """Headers of a CloudEvent the coordinator publishes (NATS binary mode)."""
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": uuid.uuid4().hex,
+        "ce-source": SOURCE,
+        "ce-type": event_type,
+        "ce-time": datetime.now(UTC).isoformat(),
+        "content-type": "application/json",
+    }
+
+
 class LifecycleEvents:
     """Publishes module lifecycle events in the order they happen."""
 
@@ -58,20 +71,17 @@ class LifecycleEvents:
         if event is not None and record.state is not previous:
             self._enqueue(record, event)
 
+    async def publish_json(self, subject: str, data: dict[str, Any]) -> None:
+        """Queue a CloudEvent of type `subject` minus `mesh.sys.` (e.g. tenant.acme.module.enabled)."""
+        headers = cloud_event_headers(subject.removeprefix("mesh.sys."))
+        self._queue.put_nowait((subject, json.dumps(data).encode(), headers))
+
     def on_restart(self, record: ModuleRecord) -> None:
         self._enqueue(record, "restarted")
 
     def _enqueue(self, record: ModuleRecord, event: str) -> None:
         body = json_format.MessageToJson(record.status(), indent=None).encode()
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-id": uuid.uuid4().hex,
-            "ce-source": SOURCE,
-            "ce-type": f"module.{event}",
-            "ce-time": datetime.now(UTC).isoformat(),
-            "ce-subject": record.name,
-            "content-type": "application/json",
-        }
+        headers = {**cloud_event_headers(f"module.{event}"), "ce-subject": record.name}
         self._queue.put_nowait((f"{SUBJECT_PREFIX}.{record.name}.{event}", body, headers))
 
     async def _publish_in_order(self) -> None:

@@ -22,8 +22,9 @@ from sdk._manifest import (
     parse_manifest,
 )
 from sdk._metrics import Counter
-from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig
+from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
 from sdk._state import State
+from sdk._tenancy import ModuleCache, TenantView, tenant_of
 
 __all__ = [
     # writing a module
@@ -35,6 +36,11 @@ __all__ = [
     "Module",
     "NoConfig",
     "State",
+    # tenancy
+    "ModuleCache",
+    "TenantView",
+    "requires_flag",
+    "tenant_of",
     # events
     "Drop",
     "Event",

@@ -24,6 +24,7 @@ from sdk._events import EventBus
 from sdk._manifest import Manifest
 from sdk._metrics import Counter, ModuleMetricsRecorder
 from sdk._telemetry import client_interceptors
+from sdk._tenancy import ModuleCache, TenantView
 
 ConfigT = TypeVar("ConfigT")
 StubT = TypeVar("StubT")
@@ -71,6 +72,10 @@ class Context(Generic[ConfigT]):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.failed_tasks: dict[str, BaseException] = {}
         self.events: EventBus | None = None
+        self.tenants: TenantView | None = None
+        """Which tenants the module serves, their flags and configuration (None without NATS)."""
+        self.cache: ModuleCache | None = None
+        """The module's key-value cache, shared by its replicas (None without NATS)."""
 
     # --- events -------------------------------------------------------------------
 
@@ -235,6 +240,8 @@ class Context(Generic[ConfigT]):
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        if self.tenants is not None:
+            await self.tenants.close()
         if self.nats is not None and not self.nats.is_closed:
             # Handlers were drained by the event bus already; flush what was published and
             # close. (nats-py's drain() waits up to 30 s on pull subscriptions after a reconnect.)

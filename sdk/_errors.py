@@ -42,6 +42,7 @@ _STATUS_OF_REASON: dict[str, grpc.StatusCode] = {
     "MODULE_SKIPPED": grpc.StatusCode.FAILED_PRECONDITION,
     "TIMEOUT": grpc.StatusCode.DEADLINE_EXCEEDED,
     "MODULE_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "INVALID_TENANT": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 REASONS = frozenset(

@@ -377,7 +377,8 @@ class EventBus:
         self._bindings = bindings
         self._recorder = recorder
         self._events_since = events_since
-        self._accepts = accepts
+        self.accepts = accepts
+        """Whether an event is for this module (its tenant enabled); others are acked and skipped."""
         self._source = f"mesh://{manifest.name}"
         self._workers: list[asyncio.Task[None]] = []
         self._subscriptions: list[Any] = []
@@ -583,7 +584,7 @@ class EventBus:
             reason = str(error) if isinstance(error, _Poison) else f"payload does not validate: {error}"
             await self._dead_letter(binding, message, reason, attempt)
             return
-        if self._accepts is not None and not await self._accepts(event):
+        if self.accepts is not None and not await self.accepts(event):
             self._recorder.record_event(event.type, "skipped")
             await message.ack()
             return
@@ -682,7 +683,7 @@ class EventBus:
             self._recorder.record_event((message.headers or {}).get("ce-type", "invalid"), "failed")
             _log.warning("module %s: dropped an invalid ephemeral event: %s", self._manifest.name, error)
             return
-        if self._accepts is not None and not await self._accepts(event):
+        if self.accepts is not None and not await self.accepts(event):
             self._recorder.record_event(event.type, "skipped")
             return
         self._recorder.record_event(event.type, "received")

@@ -1,5 +1,5 @@
-"""The module server's interceptor: request metrics for every call, and a gate that keeps
-the module's own services closed until it is RUNNING.
+"""The module server's interceptor: request metrics for every call, and a gate in front of
+the module's own services (closed until RUNNING; the tenant guard).
 
 Written by hand because it must see every call kind (unary and streaming) with the
 module's state at hand, and cost no more than a clock read and a dict update per call.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -17,8 +17,8 @@ import grpc
 from sdk._errors import MeshError
 from sdk._metrics import ModuleMetricsRecorder
 
-Gate = Callable[[str], MeshError | None]
-"""Given a full method name, the error that refuses the call, or None to let it through."""
+Gate = Callable[[str, Mapping[str, str]], MeshError | None]
+"""Given a full method name and the call's metadata, the error that refuses the call, or None."""
 
 
 class ModuleServerInterceptor(grpc.aio.ServerInterceptor):
@@ -33,10 +33,11 @@ class ModuleServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
-        return _wrap(handler, method, self._recorder, self._gate)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        return _wrap(handler, method, self._recorder, self._gate(method, metadata))
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRecorder, gate: Gate):
+def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRecorder, refusal: MeshError | None):
     def finish(started: float, context: grpc.aio.ServicerContext, failed: bool) -> None:
         code = context.code()
         ok = not failed and code in (None, grpc.StatusCode.OK, 0)
@@ -47,7 +48,6 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
         recorder.record_call(method, (time.perf_counter() - started) * 1000.0, ok, name)
 
     async def unary_response(request_or_iterator: Any, context: grpc.aio.ServicerContext, inner: Any) -> Any:
-        refusal = gate(method)
         started = time.perf_counter()
         failed = True
         try:
@@ -64,7 +64,6 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
     async def stream_response(
         request_or_iterator: Any, context: grpc.aio.ServicerContext, inner: Any
     ) -> AsyncIterator[Any]:
-        refusal = gate(method)
         started = time.perf_counter()
         failed = True
         try:

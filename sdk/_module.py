@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +15,8 @@ from mesh.v1 import health_pb2
 
 if TYPE_CHECKING:
     from sdk._context import Context
+
+T = TypeVar("T")
 
 
 class NoConfig(BaseModel):
@@ -109,6 +111,39 @@ class Module:
     async def health(self) -> Health:
         """Check the module's parts; called by GetHealth and periodically while RUNNING."""
         return Health()
+
+    async def on_tenant_enabled(self, tenant: str) -> None:
+        """The module was enabled for `tenant` (e.g. create the tenant's default data).
+
+        Runs in every running replica, once per change it observes, from the moment the
+        module is initialized; tenants enabled before that are in `ctx.tenants.enabled_tenants()`.
+        """
+
+    async def on_tenant_disabled(self, tenant: str) -> None:
+        """The module was disabled for `tenant`; same semantics as `on_tenant_enabled`."""
+
+
+def requires_flag(flag: str) -> Callable[[T], T]:
+    """Guard one gRPC method by a feature flag: a call whose tenant (x-tenant-id) has the
+    flag off fails with PERMISSION_DENIED, reason FEATURE_DISABLED. The method is returned
+    unchanged."""
+
+    def register(method: T) -> T:
+        method.__mesh_required_flag__ = flag  # type: ignore[attr-defined]
+        return method
+
+    return register
+
+
+def required_flags(module_class: type, services: list[ServedService]) -> dict[str, str]:
+    """Full method name ("/pkg.Service/Method") -> the flag it requires."""
+    flags = {}
+    for service in services:
+        for name, member in vars(module_class).items():
+            flag = getattr(member, "__mesh_required_flag__", None)
+            if flag and hasattr(service.servicer_class, name):
+                flags[f"/{service.full_name}/{name}"] = flag
+    return flags
 
 
 @dataclass(frozen=True)

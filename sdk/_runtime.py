@@ -28,9 +28,12 @@ from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
 from sdk._state import Call, State, Verdict, illegal_message, verdict
 from sdk._telemetry import configure_telemetry, is_configured
+from sdk._tenancy import CACHE_BUCKET_PREFIX, ModuleCache, TenantView, open_bucket
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
+CACHE_MAX_AGE_SECONDS = 24 * 3600.0
+"""The longest a ctx.cache entry is kept, whatever its own time to live."""
 
 _log = logging.getLogger("sdk")
 
@@ -226,6 +229,7 @@ class ModuleRuntime:
                 else None,
             )
             await context.events.prepare()
+            await self._open_tenancy(context, settings)
         except MeshError as error:
             await self._fail("initialize", error.reason, error.message)
             raise
@@ -237,6 +241,23 @@ class ModuleRuntime:
         self._settings = settings
         self.error = None
         await self._set_state(State.INITIALIZED)
+
+    async def _open_tenancy(self, context: Context[Any], settings: lifecycle_pb2.ModuleSettings) -> None:
+        """Watch this module's tenant state, and open its cache (when it has NATS)."""
+        if context.nats is None:
+            return
+        js = context.nats.jetstream()
+        base = json_format.MessageToDict(settings.config) if settings.HasField("config") else {}
+        view = TenantView(js, self.manifest.name, base, self.module.config_model)
+        view.on_enabled = self.module.on_tenant_enabled
+        view.on_disabled = self.module.on_tenant_disabled
+        await view.open()
+        context.tenants = view
+        if context.events is not None:
+            context.events.accepts = _tenant_filter(view)
+        cache = ModuleCache(await open_bucket(js, CACHE_BUCKET_PREFIX + self.manifest.name, ttl=CACHE_MAX_AGE_SECONDS))
+        context.cache = cache
+        context.gauge("cache_hit_rate", lambda: cache.hit_rate)
 
     async def _run_hook(self, phase: str, hook: Awaitable[None]) -> None:
         """Await a hook; if it raises, the module is FAILED and the caller gets the error."""
@@ -361,6 +382,15 @@ class ModuleRuntime:
             instance_id=self.instance_id,
             pid=os.getpid(),
         )
+
+
+def _tenant_filter(view: TenantView) -> Callable[[Any], Awaitable[bool]]:
+    """Events of a tenant the module is disabled for are acknowledged and skipped."""
+
+    async def accepts(event: Any) -> bool:
+        return not event.tenant or view.is_enabled(event.tenant)
+
+    return accepts
 
 
 def _same(a: lifecycle_pb2.ModuleSettings, b: lifecycle_pb2.ModuleSettings | None) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -20,10 +21,11 @@ from sdk._lifecycle import LifecycleServicer
 from sdk._loader import LoadedModule
 from sdk._manifest import ManifestError
 from sdk._metrics import ModuleMetricsRecorder
-from sdk._module import served_services
+from sdk._module import required_flags, served_services
 from sdk._runtime import ModuleRuntime
 from sdk._state import State
 from sdk._telemetry import server_interceptors
+from sdk._tenancy import TENANT_METADATA, check_id
 
 LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 CONTROL_SERVICES = frozenset(
@@ -98,7 +100,12 @@ class ModuleServer:
         """Bind and start serving; returns the address."""
         own = {service.full_name for service in self.services}
         server = grpc.aio.server(
-            interceptors=[*server_interceptors(), _gated_interceptor(self.recorder, self.runtime, own)],
+            interceptors=[
+                *server_interceptors(),
+                _gated_interceptor(
+                    self.recorder, self.runtime, own, required_flags(self.loaded.module_class, self.services)
+                ),
+            ],
             # With gRPC's default (1) a second server can silently share a port in use.
             options=[("grpc.so_reuseport", 0)],
         )
@@ -159,22 +166,63 @@ class ModuleServer:
 
 
 def _gated_interceptor(
-    recorder: ModuleMetricsRecorder, runtime: ModuleRuntime, own_services: set[str]
+    recorder: ModuleMetricsRecorder, runtime: ModuleRuntime, own_services: set[str], flags: dict[str, str]
 ) -> ModuleServerInterceptor:
-    """The interceptor, with a gate that opens the module's own services only while RUNNING."""
+    """The interceptor, with a gate in front of the module's own services: open only while
+    RUNNING, and only to tenants (metadata x-tenant-id) the module is enabled for."""
     name = runtime.manifest.name
 
-    def gate(method: str) -> MeshError | None:
+    def gate(method: str, metadata: Mapping[str, str]) -> MeshError | None:
         service = method.lstrip("/").partition("/")[0]
-        if service not in own_services or runtime.state is State.RUNNING:
+        if service not in own_services:
             return None
-        return MeshError(
-            "MODULE_UNAVAILABLE",
-            f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING",
-            metadata={"module": name, "state": runtime.state.name},
-        )
+        if runtime.state is not State.RUNNING:
+            return MeshError(
+                "MODULE_UNAVAILABLE",
+                f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING",
+                metadata={"module": name, "state": runtime.state.name},
+            )
+        return tenant_refusal(runtime, method, metadata.get(TENANT_METADATA, ""), flags.get(method))
 
     return ModuleServerInterceptor(recorder, gate)
+
+
+def tenant_refusal(runtime: ModuleRuntime, method: str, tenant: str, flag: str | None) -> MeshError | None:
+    """Why a call of `tenant` may not reach `method`, or None when it may."""
+    name = runtime.manifest.name
+    if not tenant:
+        if runtime.manifest.requires_tenant or flag:
+            return MeshError(
+                "TENANT_REQUIRED",
+                f"module {name} serves only calls of a tenant: send the {TENANT_METADATA} metadata with {method}",
+                metadata={"module": name},
+            )
+        return None
+    try:
+        check_id(tenant, "tenant")
+    except MeshError as error:
+        return error
+    view = runtime.context.tenants if runtime.context else None
+    if view is None:
+        return MeshError(
+            "MODULE_UNAVAILABLE",
+            f"module {name} cannot check tenant {tenant}: it has no NATS connection for tenancy",
+            metadata={"module": name, "tenant": tenant},
+        )
+    if not view.is_enabled(tenant):
+        return MeshError(
+            "MODULE_DISABLED_FOR_TENANT",
+            f"module {name} is disabled for tenant {tenant}; enable it with: mesh tenant enable {tenant} {name}",
+            metadata={"module": name, "tenant": tenant},
+        )
+    if flag and not view.flag(tenant, flag):
+        return MeshError(
+            "FEATURE_DISABLED",
+            f"feature flag '{flag}' is off for tenant {tenant}, and {method} needs it; turn it on with: "
+            f"mesh flags set {tenant} {flag} on",
+            metadata={"module": name, "tenant": tenant, "flag": flag},
+        )
+    return None
 
 
 def _address(host: str, port: int) -> str:

@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+from sdk._context import Context
 from sdk._loader import load_module
 from sdk._module import Module
 from sdk._nats_server import EmbeddedNats
@@ -153,6 +154,14 @@ class ModuleHarness:
         if self._module is None:
             raise RuntimeError("the harness has not run yet; use it inside `async with`")
         return self._module
+
+    @property
+    def context(self) -> Context[Any]:
+        """The module's current context (config, tenants, cache, ...); set from Initialize on."""
+        context = self._server().runtime.context
+        if context is None:
+            raise RuntimeError("the module has no context before Initialize (or after Stop)")
+        return context
 
     @property
     def state(self) -> State:

@@ -13,6 +13,7 @@ from shop.events import OrderCreated, Ping
 
 from conftest import PROJECT
 from mesh.dlq import list_dead_letters, replay
+from mesh.tenancy import TenancyStore
 from mesh.v1 import lifecycle_pb2
 from sdk import MeshError
 
@@ -32,6 +33,12 @@ async def eventually(condition, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def enable_for(nats_url: str, tenant: str, module: str) -> None:
+    client = await nats.connect(nats_url)
+    await TenancyStore(client.jetstream()).set_enabled(tenant, module, True, "test")
+    await client.close()
+
+
 async def test_a_typed_round_trip_with_the_tenant_in_the_subject(module_harness, mesh_nats):
     plain = await nats.connect(mesh_nats.url)
     seen = []
@@ -41,6 +48,8 @@ async def test_a_typed_round_trip_with_the_tenant_in_the_subject(module_harness,
 
     await plain.subscribe("mesh.evt.>", cb=keep)
     async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        await enable_for(mesh_nats.url, "acme", "ledger")
+        await eventually(lambda: ledger.context.tenants.is_enabled("acme"), "ledger enabled for acme")
         event_id = await shop.module.ctx.publish(
             "order.created", OrderCreated(order_id="o-1", amount=250), tenant="acme", subject="o-1"
         )

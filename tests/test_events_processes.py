@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections import Counter
 
+import nats
 import pytest
 from shop.events import OrderCreated
 
 from conftest import PROJECT
+from mesh.tenancy import TenancyStore
 from processes import WAIT_SECONDS, settings
 from sdk.testing import EmbeddedNats, ModuleHarness
 
@@ -45,6 +47,13 @@ def wait_until(condition, what: str):
 def test_two_replicas_share_the_durable_consumer_and_each_event_is_handled_once(spawn, nats_server, tmp_path):
     record = tmp_path / "record.log"
     env = {"MESH_TEST_RECORD": str(record)}
+
+    async def enable() -> None:
+        client = await nats.connect(nats_server.url)
+        await TenancyStore(client.jetstream()).set_enabled("acme", "ledger", True, "test")
+        await client.close()
+
+    asyncio.run(enable())
     replicas = [spawn(LEDGER, env=env), spawn(LEDGER, env=env)]
     for replica in replicas:
         replica.bring_up(settings(nats_url=nats_server.url))

@@ -1,0 +1,272 @@
+"""Tenancy as a module sees it: which tenants it serves, their feature flags and their
+configuration, kept in memory from watches on NATS JetStream key-value buckets — so every
+replica learns a change at once, with no cache TTL — and a key-value cache of its own.
+
+Buckets (created idempotently; their history is the audit trail):
+
+    mesh_tenant_modules   <tenant>.<module>            {"enabled", "changed_by", "changed_at"}
+    mesh_tenant_flags     <tenant>.<flag>              {"enabled", "changed_by", "changed_at"}
+    mesh_config           <module>.<tenant>[.<company>] {"config", "changed_by", "changed_at"}
+    mesh_cache_<module>   the module's own cache (ctx.cache)
+
+A module serves a tenant only once it is enabled for that tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import re
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import nats.js.errors
+from nats.js import api
+from pydantic import BaseModel, ValidationError
+
+from sdk._errors import MeshError
+
+MODULES_BUCKET = "mesh_tenant_modules"
+FLAGS_BUCKET = "mesh_tenant_flags"
+CONFIG_BUCKET = "mesh_config"
+CACHE_BUCKET_PREFIX = "mesh_cache_"
+HISTORY = 64  # the most NATS keeps per key: the audit trail
+TENANT_METADATA = "x-tenant-id"
+COMPANY_METADATA = "x-company-id"
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_log = logging.getLogger("sdk.tenancy")
+
+
+def check_id(value: str, what: str) -> str:
+    """A tenant, company or flag id: it is a key token, so letters, digits, '-' and '_'."""
+    if not _ID.match(value or ""):
+        raise MeshError(
+            "INVALID_TENANT",
+            f"{what} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'",
+            metadata={what: value},
+        )
+    return value
+
+
+async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: int = HISTORY) -> Any:
+    """A key-value bucket, created when missing (concurrent creators are fine)."""
+    try:
+        return await js.key_value(name)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+        pass
+    try:
+        return await js.create_key_value(api.KeyValueConfig(bucket=name, history=history, ttl=ttl))
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(name)
+
+
+def tenant_of(context: Any) -> str:
+    """The tenant of a gRPC call (its x-tenant-id metadata), "" when it has none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_METADATA:
+            return value
+    return ""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects merge key by key; anything else in `override` replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def stamp(actor: str, **fields: Any) -> bytes:
+    return json.dumps({**fields, "changed_by": actor or "unknown", "changed_at": time.time()}).encode()
+
+
+class TenantView:
+    """What one module instance knows of tenants, always current (watched, not polled)."""
+
+    def __init__(self, js: Any, module: str, base_config: Mapping[str, Any], config_model: type[BaseModel]) -> None:
+        self._js = js
+        self._module = module
+        self._base_config = dict(base_config)
+        self._config_model = config_model
+        self.enabled: dict[str, bool] = {}
+        self.flags: dict[tuple[str, str], bool] = {}
+        self.overrides: dict[tuple[str, str], dict[str, Any]] = {}
+        self._config_cache: dict[tuple[str, str], BaseModel] = {}
+        self._watchers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_enabled: Callable[[str], Awaitable[None]] | None = None
+        self.on_disabled: Callable[[str], Awaitable[None]] | None = None
+
+    async def open(self) -> None:
+        """Load the current state and keep watching it."""
+        modules = await open_bucket(self._js, MODULES_BUCKET)
+        flags = await open_bucket(self._js, FLAGS_BUCKET)
+        config = await open_bucket(self._js, CONFIG_BUCKET)
+        for bucket, keys, apply in (
+            (modules, f"*.{self._module}", self._apply_module),
+            (flags, ">", self._apply_flag),
+            (config, f"{self._module}.>", self._apply_config),
+        ):
+            watcher = await bucket.watch(keys)
+            self._watchers.append(watcher)
+            async for entry in watcher:  # the current values, then None
+                if entry is None:
+                    break
+                await apply(entry, initial=True)
+            self._tasks.append(asyncio.create_task(self._follow(watcher, apply), name=f"tenancy:{keys}"))
+
+    async def _follow(self, watcher: Any, apply: Callable[..., Awaitable[None]]) -> None:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a reconnect: the watcher resumes by itself
+                _log.debug("tenancy watch: %s", error)
+                await asyncio.sleep(0.5)
+                continue
+            if entry is not None:
+                await apply(entry, initial=False)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for watcher in self._watchers:
+            try:
+                await watcher.stop()
+            except Exception as error:  # closing must never stop the rest of Stop
+                _log.debug("stopping a watcher: %s", error)
+
+    @staticmethod
+    def _value(entry: Any) -> dict[str, Any] | None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            return None
+        try:
+            return json.loads(entry.value)
+        except ValueError:
+            _log.warning("ignoring a malformed tenancy value at %s", entry.key)
+            return None
+
+    async def _apply_module(self, entry: Any, *, initial: bool) -> None:
+        tenant = entry.key.split(".", 1)[0]
+        value = self._value(entry)
+        now_enabled = bool(value and value.get("enabled"))
+        was_enabled = self.enabled.get(tenant, False)
+        self.enabled[tenant] = now_enabled
+        if initial or now_enabled == was_enabled:
+            return
+        hook = self.on_enabled if now_enabled else self.on_disabled
+        if hook is not None:
+            try:
+                await hook(tenant)
+            except Exception:  # a hook's failure is the module's to report; the view stays right
+                _log.exception("module %s: tenant hook for %s failed", self._module, tenant)
+
+    async def _apply_flag(self, entry: Any, *, initial: bool) -> None:
+        tenant, _, flag = entry.key.partition(".")
+        value = self._value(entry)
+        self.flags[(tenant, flag)] = bool(value and value.get("enabled"))
+
+    async def _apply_config(self, entry: Any, *, initial: bool) -> None:
+        parts = entry.key.split(".")
+        tenant, company = parts[1], parts[2] if len(parts) > 2 else ""
+        value = self._value(entry)
+        if value is None:
+            self.overrides.pop((tenant, company), None)
+        else:
+            self.overrides[(tenant, company)] = dict(value.get("config") or {})
+        self._config_cache.clear()
+
+    # --- answers ------------------------------------------------------------------
+
+    def is_enabled(self, tenant: str) -> bool:
+        return self.enabled.get(tenant, False)
+
+    def enabled_tenants(self) -> list[str]:
+        return sorted(tenant for tenant, enabled in self.enabled.items() if enabled)
+
+    def flag(self, tenant: str, flag: str) -> bool:
+        return self.flags.get((tenant, flag), False)
+
+    def config_for(self, tenant: str, company: str = "") -> BaseModel:
+        """The effective configuration: the module's own (Initialize), then tenant, then company."""
+        key = (tenant, company)
+        cached = self._config_cache.get(key)
+        if cached is not None:
+            return cached
+        merged = deep_merge(self._base_config, self.overrides.get((tenant, ""), {}))
+        if company:
+            merged = deep_merge(merged, self.overrides.get((tenant, company), {}))
+        try:
+            config = self._config_model.model_validate(merged)
+        except ValidationError as error:
+            raise MeshError(
+                "INVALID_CONFIG",
+                f"the configuration of module {self._module} for tenant {tenant}"
+                + (f", company {company}" if company else "")
+                + f" does not validate: {error}",
+                metadata={"module": self._module, "tenant": tenant},
+            ) from None
+        self._config_cache[key] = config
+        return config
+
+
+class ModuleCache:
+    """`ctx.cache`: get / set with a time to live / delete, in the module's own key-value
+    bucket (shared by its replicas). Its hit rate is the metric `cache_hit_rate` (0-100).
+
+    Expiry is kept in the value (NATS key-value has no per-key TTL on overwrite); an
+    expired entry is a miss and is deleted. The bucket's own max age bounds what is kept.
+    """
+
+    _EXPIRY = struct.Struct(">d")
+
+    def __init__(self, bucket: Any) -> None:
+        self._bucket = bucket
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return 100.0 * self.hits / total if total else 0.0
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            entry = await self._bucket.get(_cache_key(key))
+        except nats.js.errors.KeyNotFoundError:
+            entry = None
+        if entry is None or entry.value is None or len(entry.value) < self._EXPIRY.size:
+            self.misses += 1
+            return None
+        (expires,) = self._EXPIRY.unpack_from(entry.value)
+        if expires and expires < time.time():
+            self.misses += 1
+            await self.delete(key)
+            return None
+        self.hits += 1
+        return entry.value[self._EXPIRY.size :]
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        expires = time.time() + ttl if ttl else 0.0
+        await self._bucket.put(_cache_key(key), self._EXPIRY.pack(expires) + bytes(value))
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._bucket.delete(_cache_key(key))
+        except nats.js.errors.KeyNotFoundError:
+            pass
+
+
+def _cache_key(key: str) -> str:
+    """Any string as a valid key-value key (hex when it holds other characters)."""
+    return key if re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key) and not key.startswith(".") else "x." + key.encode().hex()
