@@ -72,15 +72,16 @@ class TenancyStore:
 
     async def flags(self, tenant: str) -> dict[str, dict[str, Any]]:
         bucket = await self._bucket(FLAGS_BUCKET)
-        try:
-            keys = await bucket.keys(filters=[f"{tenant}.>"])
-        except nats.js.errors.NoKeysError:
-            return {}
+        watcher = await bucket.watch(f"{tenant}.>", ignore_deletes=True)
         found = {}
-        for key in keys:
-            value = await self._read(FLAGS_BUCKET, key)
-            if value is not None:
-                found[key.partition(".")[2]] = value
+        try:
+            async for entry in watcher:  # the current values, then None
+                if entry is None:
+                    break
+                if entry.value:
+                    found[entry.key.partition(".")[2]] = json.loads(entry.value)
+        finally:
+            await watcher.stop()
         return found
 
     async def set_flag(self, tenant: str, flag: str, enabled: bool, actor: str) -> dict[str, Any]:

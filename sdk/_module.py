@@ -139,8 +139,8 @@ def required_flags(module_class: type, services: list[ServedService]) -> dict[st
     """Full method name ("/pkg.Service/Method") -> the flag it requires."""
     flags = {}
     for service in services:
-        for name, member in vars(module_class).items():
-            flag = getattr(member, "__mesh_required_flag__", None)
+        for name in dir(module_class):
+            flag = getattr(getattr(module_class, name, None), "__mesh_required_flag__", None)
             if flag and hasattr(service.servicer_class, name):
                 flags[f"/{service.full_name}/{name}"] = flag
     return flags

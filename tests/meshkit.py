@@ -61,12 +61,15 @@ class MeshDir:
         publishes: list[str] = (),
         subscribes: list[str] = (),
         cls: str = "Node",
+        requires_tenant: bool = False,
     ) -> Path:
         folder = self.modules / name.replace("-", "_")
         folder.mkdir(exist_ok=True)
         lines = [f'name = "{name}"', f'version = "{version}"', f'description = "test module {name}"']
         if flag:
             lines.append(f'feature_flag = "{flag}"')
+        if requires_tenant:
+            lines.append("requires_tenant = true")
         for dependency in depends:
             constraint = (constraints or {}).get(dependency, "")
             lines += ["[[dependencies]]", f'name = "{dependency}"', f'version = "{constraint}"']

@@ -94,3 +94,12 @@ def test_config_errors_name_file_and_field(tmp_path):
     lines = str(raised.value).splitlines()
     assert lines[0].startswith(f"{path}: field 'stop_grace_seconds':")
     assert lines[1] == f"{path}: field 'lisen': Extra inputs are not permitted"
+
+
+def test_layers_merge_objects_key_by_key():
+    from sdk._tenancy import deep_merge
+
+    base = {"currency": "USD", "invoice": {"prefix": "INV", "digits": 6}}
+    merged = deep_merge(base, {"invoice": {"prefix": "ACME-"}, "tax_rate": 0.2})
+    assert merged == {"currency": "USD", "invoice": {"prefix": "ACME-", "digits": 6}, "tax_rate": 0.2}
+    assert base["invoice"]["prefix"] == "INV"

@@ -220,3 +220,20 @@ async def test_a_handler_can_ask_to_retry_later_or_to_drop(module_harness):
     counts = {entry.type: entry.counts for entry in metrics.event_types}
     assert counts["order.created"].dropped == 1
     assert counts["order.created"].dead_lettered == 0
+
+
+async def test_the_module_cache_keeps_values_with_a_time_to_live_and_reports_its_hit_rate(module_harness):
+    async with module_harness(LEDGER) as ledger:
+        cache = ledger.context.cache
+        await cache.set("order:1", b"booked")
+        await cache.set("short", b"soon gone", ttl=0.2)
+        await cache.set("any key / with spaces", b"x")
+        assert await cache.get("order:1") == b"booked"
+        assert await cache.get("any key / with spaces") == b"x"
+        await asyncio.sleep(0.3)
+        assert await cache.get("short") is None
+        await cache.delete("order:1")
+        assert await cache.get("order:1") is None
+        assert await cache.get("never-set") is None
+        metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+    assert metrics.custom["cache_hit_rate"] == pytest.approx(100 * 2 / 5)
