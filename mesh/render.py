@@ -37,7 +37,7 @@ def module_table(modules: Iterable[module_pb2.ModuleStatus], title: str | None =
     """Name, version, state, address, pid, restarts and why, one row per module."""
     table = Table(title=title, title_justify="left")
     for column in ("module", "version", "state", "address", "pid", "restarts", "detail"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "detail")
     for status in modules:
         state = State(status.state) if status.state else None
         style = STATE_STYLE.get(state, "") if state else ""

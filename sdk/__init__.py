@@ -24,7 +24,8 @@ from sdk._manifest import (
 from sdk._metrics import Counter
 from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
 from sdk._state import State
-from sdk._tenancy import ModuleCache, TenantView, tenant_of
+from sdk._storage import Database
+from sdk._tenancy import ModuleCache, TenantView, tenant_metadata, tenant_of
 
 __all__ = [
     # writing a module
@@ -36,10 +37,12 @@ __all__ = [
     "Module",
     "NoConfig",
     "State",
+    "Database",
     # tenancy
     "ModuleCache",
     "TenantView",
     "requires_flag",
+    "tenant_metadata",
     "tenant_of",
     # events
     "Drop",

@@ -73,6 +73,11 @@ def tenant_of(context: Any) -> str:
     return ""
 
 
+def tenant_metadata(tenant: str) -> list[tuple[str, str]]:
+    """Call metadata that carries `tenant` on to another module ([] for no tenant)."""
+    return [(TENANT_METADATA, tenant)] if tenant else []
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Objects merge key by key; anything else in `override` replaces."""
     merged = copy.deepcopy(dict(base))

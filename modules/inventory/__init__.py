@@ -1,0 +1,1 @@
+"""The example `inventory` module (its API is in v1/inventory.proto)."""

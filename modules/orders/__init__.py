@@ -1,0 +1,1 @@
+"""The example `orders` module (its API is in v1/orders.proto)."""

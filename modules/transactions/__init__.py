@@ -1,0 +1,1 @@
+"""The example `transactions` module (its API is in v1/transactions.proto)."""

@@ -1,0 +1,29 @@
+"""The wallet module through sdk.testing, with the real users module as its dependency."""
+
+import grpc
+import pytest
+
+from users.v1 import users_pb2, users_pb2_grpc
+from wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+
+async def test_deposits_and_withdraws_for_known_users(module_harness):
+    async with (
+        module_harness("modules/users") as users,
+        module_harness("modules/wallet", dependencies={"users": users.address}) as wallet,
+    ):
+        ada = (
+            await users.stub(users_pb2_grpc.UsersStub).CreateUser(
+                users_pb2.CreateUserRequest(name="Ada", email="ada@example.org")
+            )
+        ).user
+        stub = wallet.stub(wallet_pb2_grpc.WalletStub)
+        assert (await stub.Deposit(wallet_pb2.DepositRequest(user_id=ada.id, amount=100))).balance == 100
+        assert (await stub.Withdraw(wallet_pb2.WithdrawRequest(user_id=ada.id, amount=30))).balance == 70
+        with pytest.raises(grpc.aio.AioRpcError) as overdrawn:
+            await stub.Withdraw(wallet_pb2.WithdrawRequest(user_id=ada.id, amount=71))
+        assert overdrawn.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Deposit(wallet_pb2.DepositRequest(user_id="u-nobody", amount=5))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert (await stub.GetBalance(wallet_pb2.GetBalanceRequest(user_id=ada.id))).balance == 70
