@@ -3,11 +3,13 @@
     mesh up        run the mesh of a modules folder until interrupted
     mesh down      stop a running mesh
     mesh status    the modules and their states
+    mesh address   one module's gRPC address
     mesh health    the system health
     mesh graph     the dependency graph (text tree, --format mermaid or dot)
     mesh reload    re-initialize one module with fresh configuration
     mesh restart   replace one module's process
     mesh logs      one module's log
+    mesh new       create a module (manifest, proto, code, test, README)
     mesh events    the event catalogue (--asyncapi FILE writes an AsyncAPI 3.0 document)
     mesh dlq       dead letters: list, show SEQ, replay SEQ
     mesh tenant    enable | disable | list: which modules serve a tenant
@@ -105,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(run=_status)
 
+    address = commands.add_parser("address", help="print one module's gRPC address (for scripts and grpcurl)")
+    _coordinator_option(address)
+    address.add_argument("name")
+    address.set_defaults(run=_address)
+
     health = commands.add_parser("health", help="the system health (exit 0 healthy, 1 degraded, 2 unhealthy)")
     _coordinator_option(health)
     health.add_argument("--fresh", action="store_true", help="check now instead of a cached result")
@@ -190,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("json", help='the override, a JSON object, e.g. \'{"currency": "EUR"}\'')
             sub.add_argument("--actor", default=os.environ.get("USER", "cli"))
         sub.set_defaults(run=_config)
+
+    new = commands.add_parser("new", help="create a module that runs as it is: manifest, proto, code, test, README")
+    new.add_argument("name", help="the module's kebab-case name, e.g. shipping")
+    new.add_argument("--modules", type=Path, default=Path("modules"), help="the modules folder (default modules)")
+    new.add_argument("--description", default="", help="one sentence on what the module does")
+    new.set_defaults(run=_new)
 
     logs = commands.add_parser("logs", help="one module's log")
     logs.add_argument("name")
@@ -281,6 +294,17 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if all(module.state in settled for module in reply.modules) else EXIT_FAILED
 
 
+def _address(args: argparse.Namespace) -> int:
+    coordinator = _coordinator_address(args)
+    reply = _call(
+        coordinator, lambda stub: stub.GetModule(coordinator_pb2.GetModuleRequest(name=args.name), timeout=10)
+    )
+    if not reply.status.address:
+        raise CliError(f"module {args.name} has no address ({render.state_name(reply.status.state)})")
+    print(reply.status.address)
+    return EXIT_OK
+
+
 def _health(args: argparse.Namespace) -> int:
     address = _coordinator_address(args)
     reply = _call(
@@ -308,6 +332,22 @@ def _graph(args: argparse.Namespace) -> int:
     for problem in problems:
         error_console.print(f"mesh graph: {problem.message}", markup=False)
     return EXIT_USAGE if problems else EXIT_OK
+
+
+def _new(args: argparse.Namespace) -> int:
+    from mesh.scaffold import ScaffoldError, create
+
+    if not args.modules.is_dir():
+        raise CliError(f"{args.modules} is not a folder; pass --modules", EXIT_USAGE)
+    try:
+        folder = create(args.modules, args.name, args.description or f"The {args.name} module.")
+    except ScaffoldError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    console.print(
+        f"mesh new: created {folder} (manifest, v1 proto and its generated code, module.py, a test, README).\n"
+        f"Try it: make test, then make run (or python -m sdk.run {folder})."
+    )
+    return EXIT_OK
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -56,37 +56,46 @@ def generate(project: Path, out: Path) -> list[Path]:
     Returns:
         The generated files, relative to `out`.
     """
-    from grpc_tools import protoc  # dev dependency: imported only here
-
-    include_wkt = str(Path(protoc.__file__).parent / "_proto")
-    include_paths = [str(project / root.source) for root in ROOTS]
+    include_paths = [project / root.source for root in ROOTS]
     written: set[Path] = set()
     for root in ROOTS:
         source_dir = project / root.source
-        protos = find_protos(source_dir) if source_dir.is_dir() else []
-        if not protos:
-            continue
-        target = out / root.output
-        target.mkdir(parents=True, exist_ok=True)
-        args = [
-            "grpc_tools.protoc",
-            *(f"-I{path}" for path in include_paths),
-            f"-I{include_wkt}",
-            f"--python_out={target}",
-            f"--pyi_out={target}",
-            f"--grpc_python_out={target}",
-            *(str(path.relative_to(source_dir)) for path in protos),
-        ]
-        code = protoc.main(args)
-        if code != 0:
-            raise ProtoGenerationError(f"protoc failed with exit code {code} on {root.source}/")
-        produced = _generated_for(protos, source_dir, target)
-        for package_dir in {path.parent for path in produced}:
-            init = package_dir / "__init__.py"
-            init.write_text(GENERATED_INIT)
-            produced.add(init)
+        produced = generate_tree(source_dir, out / root.output, include_paths)
         written |= {path.relative_to(out) for path in produced}
     return sorted(written)
+
+
+def generate_tree(source_dir: Path, target: Path, include_paths: Iterable[Path] = ()) -> set[Path]:
+    """Generate the code of every .proto file below `source_dir` into `target` (same layout).
+
+    Returns:
+        The files written (absolute), `__init__.py` files of the generated packages included.
+    """
+    from grpc_tools import protoc  # dev dependency: imported only here
+
+    protos = find_protos(source_dir) if source_dir.is_dir() else []
+    if not protos:
+        return set()
+    includes = [source_dir, *(path for path in include_paths if path.is_dir() and path != source_dir)]
+    target.mkdir(parents=True, exist_ok=True)
+    args = [
+        "grpc_tools.protoc",
+        *(f"-I{path}" for path in includes),
+        f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"--python_out={target}",
+        f"--pyi_out={target}",
+        f"--grpc_python_out={target}",
+        *(str(path.relative_to(source_dir)) for path in protos),
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        raise ProtoGenerationError(f"protoc failed with exit code {code} on {source_dir}")
+    produced = _generated_for(protos, source_dir, target)
+    for package_dir in {path.parent for path in produced}:
+        init = package_dir / "__init__.py"
+        init.write_text(GENERATED_INIT)
+        produced.add(init)
+    return produced
 
 
 def _generated_for(protos: Iterable[Path], source_dir: Path, target: Path) -> set[Path]:
