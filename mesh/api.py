@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -174,4 +175,8 @@ async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server,
     await server.start()
     for name in ("", COORDINATOR_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, f"{host.strip('[]') or '127.0.0.1'}:{port}"
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        # A wildcard is no address to reach: MESH_ADVERTISE_HOST says how others reach us.
+        host = os.environ.get("MESH_ADVERTISE_HOST") or socket.gethostname()
+    return server, f"{host}:{port}"

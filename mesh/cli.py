@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     _config_options(up)
     up.add_argument("--listen", help=f"the coordinator's address (default {DEFAULT_LISTEN}; env MESH_LISTEN)")
     up.add_argument("--nats-url", help="use this NATS server or cluster instead of an embedded one (env NATS_URL)")
+    up.add_argument(
+        "--external",
+        action="store_true",
+        default=None,
+        help="the modules run elsewhere and register themselves: validate and sequence them, spawn nothing "
+        "(env MESH_EXTERNAL_MODULES)",
+    )
     up.set_defaults(run=_up)
 
     down = commands.add_parser("down", help="stop a running mesh (every module, in reverse order)")
@@ -244,7 +251,7 @@ def _load_config(args: argparse.Namespace, **extra: Any):
 def _up(args: argparse.Namespace) -> int:
     from mesh.up import run_up  # the coordinator's imports are needed by `up` alone
 
-    config = _load_config(args, listen=args.listen, nats_url=args.nats_url)
+    config = _load_config(args, listen=args.listen, nats_url=args.nats_url, external_modules=args.external)
     return run_up(config, console, error_console)
 
 

@@ -60,6 +60,10 @@ class MeshConfig(_Strict):
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     health_cache_seconds: float = Field(default=5.0, ge=0)
     health_timeout_seconds: float = Field(default=2.0, gt=0)
+    external_modules: bool = False
+    """The modules of the folder run elsewhere (containers, other hosts) and register
+    themselves; the coordinator validates them all first, then brings each up in dependency
+    order as it registers, instead of spawning it."""
     flags: dict[str, bool] = Field(default_factory=dict)
     remote: list[RemoteModule] = Field(default_factory=list)
     modules: dict[str, ModuleOverrides] = Field(default_factory=dict)
@@ -80,7 +84,7 @@ def load_config(
 ) -> MeshConfig:
     """Read `path` (or ./mesh.toml when it exists), then apply the environment and `overrides`.
 
-    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL.
+    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL, MESH_EXTERNAL_MODULES.
 
     Raises:
         ConfigError: naming the file and field of every problem.
@@ -103,6 +107,7 @@ def load_config(
         ("MESH_STATE_DIR", "state_dir"),
         ("MESH_MODULES_DIR", "modules_dir"),
         ("NATS_URL", "nats_url"),
+        ("MESH_EXTERNAL_MODULES", "external_modules"),
     ):
         if env.get(variable):
             data[key] = env[variable]

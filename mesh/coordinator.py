@@ -84,6 +84,7 @@ class Coordinator:
         self.tenancy: TenancyServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._spawning: dict[str, asyncio.Task[None]] = {}
+        self._registered: dict[str, asyncio.Event] = {}  # external modules: set when one registers
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.restart_listeners: list[Callable[[ModuleRecord], None]] = []
@@ -185,7 +186,11 @@ class Coordinator:
         self.state_dir.write_info(address=self.address, nats_url=self.nats_url)
         local = [r for r in self.registry.records.values() if r.origin == module_pb2.MODULE_ORIGIN_LOCAL]
         for record in local:
-            if record.state is not State.SKIPPED:
+            if record.state is State.SKIPPED:
+                continue
+            if self.config.external_modules:
+                self._registered[record.name] = asyncio.Event()
+            else:
                 self._spawning[record.name] = asyncio.create_task(self._spawn(record), name=f"spawn:{record.name}")
         plan = self.plan
         # One trace for the whole start-up: a span per module initialize and start below it,
@@ -250,7 +255,22 @@ class Coordinator:
         spawning = self._spawning.pop(name, None)
         if spawning is not None:
             await spawning
+        registered = self._registered.get(name)
+        if registered is not None:
+            await self._await_registration(record, registered)
         await self._initialize_and_start(record)
+
+    async def _await_registration(self, record: ModuleRecord, registered: asyncio.Event) -> None:
+        timeout = self.config.ready_timeout_seconds
+        try:
+            await asyncio.wait_for(registered.wait(), timeout=timeout)
+        except TimeoutError:
+            message = (
+                f"module {record.name} did not register within {timeout:.0f} s; start it with "
+                f"MESH_COORDINATOR={self.address} (python -m sdk.run {record.directory})"
+            )
+            self._fail(record, "register", "MODULE_UNAVAILABLE", message)
+            raise MeshError("MODULE_UNAVAILABLE", message, metadata={"module": record.name}) from None
 
     async def _initialize_and_start(self, record: ModuleRecord) -> None:
         client = ModuleClient(record.name, record.address)
@@ -410,6 +430,8 @@ class Coordinator:
         """Reload one module; on failure, take its state from the module itself (an invalid
         config changes nothing there, a failing hook leaves it FAILED)."""
         client = ModuleClient(record.name, record.address)
+        previous = record.state
+        self.registry.update(record, State.INITIALIZING, "reload")
         try:
             status = await client.reload(settings)
             self.registry.update(record, State(status.state), "reloaded")
@@ -420,6 +442,8 @@ class Coordinator:
                 status = None
             if status is None or status.state == State.FAILED.value:
                 self._fail(record, "reload", error.reason, error.message)
+            else:
+                self.registry.update(record, previous, f"reload refused: {error.message}")
             raise
         finally:
             await client.close()
@@ -459,6 +483,8 @@ class Coordinator:
     ) -> ModuleRecord:
         """Add a module started outside the coordinator, then bring it up in the background."""
         existing = self.registry.get(manifest.name)
+        if existing is not None and manifest.name in self._registered:
+            return self._accept_expected(existing, address, manifest, manifest_proto, instance_id)
         if existing is not None and existing.origin != module_pb2.MODULE_ORIGIN_REGISTERED:
             raise MeshError(
                 "MODULE_ALREADY_REGISTERED",
@@ -503,6 +529,39 @@ class Coordinator:
         self.registry.update(record, State.REGISTERED, f"registered from {address}")
         self._keep(asyncio.create_task(self._bring_up_registered(record), name=f"register:{record.name}"))
         return record
+
+    def _accept_expected(
+        self,
+        record: ModuleRecord,
+        address: str,
+        manifest: Manifest,
+        manifest_proto: module_pb2.Manifest,
+        instance_id: str,
+    ) -> ModuleRecord:
+        """A module of the folder, run elsewhere (external mode), registering: the first time
+        the ordered start-up brings it up; later (a new instance) it is brought up again at once."""
+        if manifest.version != record.manifest.version:
+            raise MeshError(
+                "INVALID_MANIFEST",
+                f"module '{manifest.name}' registered as version {manifest.version}, but {record.directory} "
+                f"holds version {record.manifest.version}; deploy the same code everywhere",
+                metadata={"module": manifest.name},
+            )
+        event = self._registered[manifest.name]
+        again = event.is_set()
+        record.address, record.instance_id, record.manifest_proto = address, instance_id, manifest_proto
+        record.origin = module_pb2.MODULE_ORIGIN_REGISTERED
+        self.registry.update(record, State.REGISTERED, f"registered from {address}")
+        if again:
+            self._keep(asyncio.create_task(self._bring_up_again(record), name=f"re-register:{record.name}"))
+        event.set()
+        return record
+
+    async def _bring_up_again(self, record: ModuleRecord) -> None:
+        with contextlib.suppress(MeshError):  # the failure is recorded on the module
+            await self._initialize_and_start(record)
+            record.restart_count += 1
+            await self._reload_dependents(record)
 
     async def _bring_up_registered(self, record: ModuleRecord) -> None:
         with contextlib.suppress(MeshError):  # the failure is recorded on the module

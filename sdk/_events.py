@@ -239,6 +239,14 @@ def check_token(value: str, what: str) -> None:
 # --- streams --------------------------------------------------------------------------
 
 
+def jetstream_replicas(env: Mapping[str, str]) -> int:
+    """MESH_JETSTREAM_REPLICAS: copies of every stream and bucket (1-5; the cluster must be that large)."""
+    value = env.get("MESH_JETSTREAM_REPLICAS", "1")
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise MeshError("INVALID_CONFIG", f"MESH_JETSTREAM_REPLICAS is {value!r}; expected 1 to 5")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """The event stream's retention, from MESH_EVENTS_RETENTION ("limits", the default:
@@ -247,6 +255,8 @@ class StreamSettings:
 
     retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
     max_age_seconds: float = 7 * 24 * 3600.0
+    replicas: int = 1
+    """Copies of each stream in a NATS cluster (MESH_JETSTREAM_REPLICAS; 3 in docker-compose)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
@@ -264,7 +274,7 @@ class StreamSettings:
             raise MeshError(
                 "INVALID_CONFIG", f"MESH_EVENTS_MAX_AGE_SECONDS is {max_age!r}; expected seconds >= 0 (0: forever)"
             )
-        return cls(api.RetentionPolicy(retention), seconds)
+        return cls(api.RetentionPolicy(retention), seconds, jetstream_replicas(env))
 
 
 async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> None:
@@ -285,6 +295,7 @@ async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> Non
             retention=retention,
             storage=api.StorageType.FILE,
             max_age=max_age,
+            num_replicas=settings.replicas,
             # NATS wants the dedupe window within the max age.
             duplicate_window=min(DUPLICATE_WINDOW_SECONDS, max_age) if max_age else DUPLICATE_WINDOW_SECONDS,
         )

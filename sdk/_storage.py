@@ -16,9 +16,9 @@ from typing import Any
 class Database:
     """One SQLite database of a module.
 
-        db = await Database.open(ctx.state_dir / "users.db", schema=SCHEMA)
-        await db.execute("INSERT INTO users VALUES (?, ?)", (user_id, name))
-        rows = await db.query("SELECT * FROM users WHERE id = ?", (user_id,))
+    db = await Database.open(ctx.state_dir / "users.db", schema=SCHEMA)
+    await db.execute("INSERT INTO users VALUES (?, ?)", (user_id, name))
+    rows = await db.query("SELECT * FROM users WHERE id = ?", (user_id,))
     """
 
     def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:

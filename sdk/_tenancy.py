@@ -18,6 +18,7 @@ import asyncio
 import copy
 import json
 import logging
+import os
 import re
 import struct
 import time
@@ -29,6 +30,7 @@ from nats.js import api
 from pydantic import BaseModel, ValidationError
 
 from sdk._errors import MeshError
+from sdk._events import jetstream_replicas
 
 MODULES_BUCKET = "mesh_tenant_modules"
 FLAGS_BUCKET = "mesh_tenant_flags"
@@ -60,7 +62,8 @@ async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: 
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
         pass
     try:
-        return await js.create_key_value(api.KeyValueConfig(bucket=name, history=history, ttl=ttl))
+        config = api.KeyValueConfig(bucket=name, history=history, ttl=ttl, replicas=jetstream_replicas(os.environ))
+        return await js.create_key_value(config)
     except nats.js.errors.BadRequestError:
         return await js.key_value(name)
 

