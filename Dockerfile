@@ -4,6 +4,9 @@
 #   docker run module-mesh                          # the coordinator
 FROM python:3.11-slim
 
+# Node.js for the module written in it (modules/audit).
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY mesh ./mesh
@@ -11,9 +14,12 @@ COPY sdk ./sdk
 COPY proto ./proto
 RUN pip install --no-cache-dir .
 COPY modules ./modules
+RUN cd modules/audit && npm install --no-audit --no-fund --no-package-lock --omit=dev
 
 ENV MESH_MODULE="" \
     MESH_LISTEN=0.0.0.0:7000 \
     PYTHONUNBUFFERED=1
 
-CMD ["sh", "-c", "if [ -n \"$MESH_MODULE\" ]; then exec python -m sdk.run \"modules/$MESH_MODULE\"; else exec mesh up --modules modules; fi"]
+# A module with a package.json runs on Node.js; any other module on the Python SDK;
+# without MESH_MODULE the container is the coordinator.
+CMD ["sh", "-c", "if [ -z \"$MESH_MODULE\" ]; then exec mesh up --modules modules; elif [ -f \"modules/$MESH_MODULE/package.json\" ]; then cd \"modules/$MESH_MODULE\" && exec node index.js; else exec python -m sdk.run \"modules/$MESH_MODULE\"; fi"]

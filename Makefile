@@ -8,7 +8,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint proto bench clean
+.PHONY: help run test lint proto bench clean node-deps
 
 help:
 	@echo "make run    - run the example mesh (embedded NATS; nothing else needed)"
@@ -29,10 +29,17 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(BASE_STAMP) $@
 
-run: $(BASE_STAMP)
+# The Node.js module's dependencies, when node is there (its tests are skipped otherwise).
+NODE_MODULE := modules/audit
+node-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		test -d $(NODE_MODULE)/node_modules || (cd $(NODE_MODULE) && npm install --no-audit --no-fund --no-package-lock --loglevel=error); \
+	else echo "node/npm not found: the Node.js module ($(NODE_MODULE)) will not run and its tests are skipped"; fi
+
+run: $(BASE_STAMP) node-deps
 	$(BIN)/mesh up --modules modules
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) node-deps
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
@@ -47,4 +54,4 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mesh
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mesh $(NODE_MODULE)/node_modules

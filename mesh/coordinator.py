@@ -27,7 +27,7 @@ from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
 from mesh.discovery import DiscoveryError, discover
 from mesh.module_client import ModuleClient
 from mesh.ordering import run_in_order
-from mesh.process import ProcessStartError, current_environment, spawn
+from mesh.process import ProcessStartError, current_environment, module_command, spawn
 from mesh.registry import ModuleRecord, Registry, now
 from mesh.restart import RestartBudget
 from mesh.statedir import StateDir
@@ -265,9 +265,10 @@ class Coordinator:
         try:
             await asyncio.wait_for(registered.wait(), timeout=timeout)
         except TimeoutError:
+            command = " ".join(module_command(record.manifest, record.directory)) if record.directory else "its command"
             message = (
                 f"module {record.name} did not register within {timeout:.0f} s; start it with "
-                f"MESH_COORDINATOR={self.address} (python -m sdk.run {record.directory})"
+                f"MESH_COORDINATOR={self.address} ({command})"
             )
             self._fail(record, "register", "MODULE_UNAVAILABLE", message)
             raise MeshError("MODULE_UNAVAILABLE", message, metadata={"module": record.name}) from None

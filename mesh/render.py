@@ -37,7 +37,9 @@ def module_table(modules: Iterable[module_pb2.ModuleStatus], title: str | None =
     """Name, version, state, address, pid, restarts and why, one row per module."""
     table = Table(title=title, title_justify="left")
     for column in ("module", "version", "state", "address", "pid", "restarts", "detail"):
-        table.add_column(column, overflow="fold", no_wrap=column != "detail")
+        table.add_column(
+            column, overflow="fold", no_wrap=column != "detail", min_width=8 if column == "detail" else None
+        )
     for status in modules:
         state = State(status.state) if status.state else None
         style = STATE_STYLE.get(state, "") if state else ""
