@@ -405,13 +405,7 @@ class Coordinator:
     # --- operations on one module ------------------------------------------------------
 
     def record_of(self, name: str) -> ModuleRecord:
-        record = self.registry.get(name)
-        if record is None:
-            known = ", ".join(sorted(self.registry.records)) or "none"
-            raise MeshError(
-                "MODULE_NOT_FOUND", f"no module '{name}' in this mesh (known: {known})", metadata={"module": name}
-            )
-        return record
+        return self.registry.require(name)
 
     async def reload_module(self, name: str, extra_config: Mapping[str, Any] | None = None) -> ModuleRecord:
         """Re-initialize one module in place with freshly resolved configuration: the mesh

@@ -17,7 +17,7 @@ from google.protobuf import timestamp_pb2
 from mesh.process import ModuleProcess
 from mesh.restart import RestartBudget
 from mesh.v1 import coordinator_pb2, health_pb2, module_pb2
-from sdk import Manifest, State
+from sdk import Manifest, MeshError, State
 
 _log = logging.getLogger("mesh")
 
@@ -93,6 +93,16 @@ class Registry:
 
     def get(self, name: str) -> ModuleRecord | None:
         return self.records.get(name)
+
+    def require(self, name: str) -> ModuleRecord:
+        """The record of `name`; MODULE_NOT_FOUND (naming the known modules) when there is none."""
+        record = self.records.get(name)
+        if record is None:
+            known = ", ".join(sorted(self.records)) or "none"
+            raise MeshError(
+                "MODULE_NOT_FOUND", f"no module '{name}' in this mesh (known: {known})", metadata={"module": name}
+            )
+        return record
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)

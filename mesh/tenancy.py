@@ -132,13 +132,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
     # --- helpers --------------------------------------------------------------------
 
     def _record(self, name: str) -> ModuleRecord:
-        record = self._registry.get(name)
-        if record is None:
-            known = ", ".join(sorted(self._registry.records)) or "none"
-            raise MeshError(
-                "MODULE_NOT_FOUND", f"no module '{name}' in this mesh (known: {known})", metadata={"module": name}
-            )
-        return record
+        return self._registry.require(name)
 
     def _required(self) -> dict[str, list[str]]:
         manifests = {name: r.manifest for name, r in self._registry.records.items() if r.state is not State.SKIPPED}
