@@ -408,3 +408,21 @@ def test_events_flow_between_modules_of_a_mesh(tmp_path):
         metrics = running.call(lambda stub: stub.GetSystemMetrics(coordinator_pb2.GetSystemMetricsRequest()))
         assert metrics.events.published >= 50
         assert metrics.events.received >= 100  # book and audit
+
+
+def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tmp_path, spawn):
+    mesh = MeshDir(tmp_path)
+    mesh.module("base")
+    elsewhere = MeshDir(tmp_path / "elsewhere")
+    folder = elsewhere.module("faraway", depends=["base"])
+    remote = spawn(folder, env=mesh.environment())
+    (tmp_path / "mesh.toml").write_text(f'[[remote]]\naddress = "{remote.address}"\n')
+    with mesh.up() as running:
+        modules = running.wait_until_up()
+        assert State(modules["faraway"].state) is State.RUNNING
+        assert modules["faraway"].origin == module_pb2.MODULE_ORIGIN_STATIC
+        assert modules["faraway"].address == remote.address
+        assert "faraway" in modules["base"].dependents
+        assert running.signal_and_wait(signal.SIGINT) == 0
+    stops = [name for event, name in mesh.records() if event == "stop"]
+    assert stops == ["faraway", "base"]

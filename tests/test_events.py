@@ -214,11 +214,14 @@ async def test_a_handler_can_ask_to_retry_later_or_to_drop(module_harness):
     async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
         ledger.module.fail_negative = False
         await shop.module.ctx.publish("order.created", OrderCreated(order_id="dropped", amount=-999))
+        await shop.module.ctx.publish("order.created", OrderCreated(order_id="later", amount=-7))
         await shop.module.ctx.publish("order.created", OrderCreated(order_id="kept", amount=7))
-        await eventually(lambda: [o.order_id for o in ledger.module.booked] == ["kept"], "the kept order")
+        await eventually(lambda: sorted(o.order_id for o in ledger.module.booked) == ["kept", "later"], "two orders")
         metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
     counts = {entry.type: entry.counts for entry in metrics.event_types}
+    assert ledger.module.attempts["later"] == 2  # retried once, as asked
     assert counts["order.created"].dropped == 1
+    assert counts["order.created"].failed == 0
     assert counts["order.created"].dead_lettered == 0
 
 
