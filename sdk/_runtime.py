@@ -311,6 +311,14 @@ class ModuleRuntime:
 
     # --- health and status --------------------------------------------------------
 
+    async def watch_health(self, interval_seconds: float) -> None:
+        """Run the health hook every `interval_seconds` while RUNNING, so that the standard
+        grpc.health.v1 status (what probes read) follows the module's own verdict."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            if self.state is State.RUNNING:
+                await self.check_health()
+
     async def check_health(self) -> health_pb2.ModuleHealth:
         """Run the module's health hook when it is RUNNING; otherwise derive health from state."""
         if self.state is State.RUNNING:

@@ -3,8 +3,10 @@ and the module's own services behind the metrics-and-state interceptor."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +79,7 @@ class ModuleServer:
         self.health = health.aio.HealthServicer()
         self.runtime.on_change(self._mirror_health)
         self._server: grpc.aio.Server | None = None
+        self._health_watch: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -129,6 +132,7 @@ class ModuleServer:
         self.runtime.address = _address(self._advertise_host or self._host, self.port)
         await self.health.set(LIFECYCLE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._mirror_health(self.runtime.state, self.runtime.serving)
+        self._health_watch = asyncio.create_task(self.runtime.watch_health(health_interval()), name="health-watch")
         _log.info("module %s %s serving on %s", self.loaded.manifest.name, self.loaded.manifest.version, self.address)
         return self.address
 
@@ -154,6 +158,9 @@ class ModuleServer:
 
     async def close(self) -> None:
         """Stop serving at once (in-flight calls get a moment to finish)."""
+        if self._health_watch is not None:
+            self._health_watch.cancel()
+            self._health_watch = None
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
@@ -223,6 +230,18 @@ def tenant_refusal(runtime: ModuleRuntime, method: str, tenant: str, flag: str |
             metadata={"module": name, "tenant": tenant, "flag": flag},
         )
     return None
+
+
+def health_interval() -> float:
+    """MESH_HEALTH_INTERVAL_SECONDS: how often a RUNNING module checks its own health (default 10)."""
+    value = os.environ.get("MESH_HEALTH_INTERVAL_SECONDS", "10")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise MeshError("INVALID_CONFIG", f"MESH_HEALTH_INTERVAL_SECONDS is {value!r}; expected seconds > 0")
+    return seconds
 
 
 def _address(host: str, port: int) -> str:

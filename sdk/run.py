@@ -14,6 +14,7 @@ Environment:
     MESH_STATE_DIR: the module's state folder unless Initialize names one.
     MESH_STOP_GRACE_SECONDS: the grace period of a signal-initiated stop (default 30).
     MESH_EXIT_WITH_PARENT: "1" has the effect of `--exit-with-parent`.
+    MESH_HEALTH_INTERVAL_SECONDS: how often a RUNNING module runs its health hook (default 10).
     MESH_LOG_LEVEL: logging level (default INFO).
     MESH_LOG_FORMAT: "text" (default) or "json"; lines inside a span carry its trace and span ids.
     OTEL_*: OpenTelemetry settings (see sdk/_telemetry.py).

@@ -3,6 +3,8 @@ health mirroring the state, failing hooks, config errors, grace periods, metrics
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -281,3 +283,15 @@ async def test_describe_carries_the_manifest_and_the_config_schema(module_harnes
     assert '"greeting"' in described.manifest.config_schema_json
     assert described.status.version == "1.0.0"
     assert described.status.instance_id
+
+
+async def test_a_running_module_checks_its_own_health_for_the_probes(probe, monkeypatch):
+    monkeypatch.setenv("MESH_HEALTH_INTERVAL_SECONDS", "0.05")
+    async with probe(start=True) as harness:
+        assert await health_of(harness) == SERVING
+        harness.module.health_verdict = Health(HealthStatus.UNHEALTHY, message="disk gone")
+        for _ in range(400):  # no GetHealth call: the periodic check must notice by itself
+            if await health_of(harness) == NOT_SERVING:
+                break
+            await asyncio.sleep(0.01)
+        assert await health_of(harness) == NOT_SERVING
