@@ -16,7 +16,15 @@ from grpc_reflection.v1alpha import reflection
 from mesh.module_client import ModuleClient
 from mesh.registry import now
 from mesh.system import SystemHealth, collect_metrics, graph_response
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, metrics_pb2, tenancy_pb2, tenancy_pb2_grpc
+from mesh.v1 import (
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    metrics_pb2,
+    tenancy_pb2,
+    tenancy_pb2_grpc,
+)
 from sdk import MeshError, manifest_from_proto
 from sdk._telemetry import server_interceptors
 
@@ -27,6 +35,7 @@ T = TypeVar("T")
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
 TENANCY_SERVICE = tenancy_pb2.DESCRIPTOR.services_by_name["Tenancy"].full_name
+EVENTS_SERVICE = event_pb2.DESCRIPTOR.services_by_name["Events"].full_name
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -164,6 +173,9 @@ async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server,
     if coordinator.tenancy is not None:
         tenancy_pb2_grpc.add_TenancyServicer_to_server(coordinator.tenancy, server)
         services.append(TENANCY_SERVICE)
+    if coordinator.events_api is not None:
+        event_pb2_grpc.add_EventsServicer_to_server(coordinator.events_api, server)
+        services.append(EVENTS_SERVICE)
     reflection.enable_server_reflection(services, server)
     host = listen.rpartition(":")[0]
     try:

@@ -25,6 +25,7 @@ from opentelemetry import metrics, trace
 from mesh import graph
 from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
 from mesh.discovery import DiscoveryError, discover
+from mesh.events_api import EventsServicer
 from mesh.module_client import ModuleClient
 from mesh.ordering import run_in_order
 from mesh.process import ProcessStartError, current_environment, module_command, spawn
@@ -82,6 +83,7 @@ class Coordinator:
         self._events = LifecycleEvents()
         self._events_since: timestamp_pb2.Timestamp | None = None
         self.tenancy: TenancyServicer | None = None
+        self.events_api: EventsServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._spawning: dict[str, asyncio.Task[None]] = {}
         self._registered: dict[str, asyncio.Event] = {}  # external modules: set when one registers
@@ -172,6 +174,7 @@ class Coordinator:
         await self._events.connect(self.nats_url)
         await ensure_streams(self._events.jetstream())
         self._events_since = now()
+        self.events_api = EventsServicer(self._events.connection)
         self.tenancy = TenancyServicer(
             self.registry, TenancyStore(self._events.jetstream()), self.config.module_config, self._events.publish_json
         )

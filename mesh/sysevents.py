@@ -60,6 +60,11 @@ class LifecycleEvents:
         self._nats = await nats.connect(url.split(","), name="mesh-coordinator", max_reconnect_attempts=-1)
         self._publisher = asyncio.create_task(self._publish_in_order(), name="lifecycle-events")
 
+    def connection(self) -> Any:
+        """The coordinator's NATS connection."""
+        assert self._nats is not None, "connect() first"
+        return self._nats
+
     def jetstream(self) -> Any:
         """JetStream over the coordinator's connection (for creating the event streams)."""
         assert self._nats is not None, "connect() first"

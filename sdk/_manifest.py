@@ -64,7 +64,7 @@ def _version_range(value: str) -> str:
     return value
 
 
-def _event_type(value: str) -> str:
+def validate_event_type(value: str) -> str:
     tokens = value.split(".")
     if len(tokens) != 2 or not all(_EVENT_TOKEN.match(token) for token in tokens):
         raise ValueError("expected an event type 'entity.action' in lowercase, e.g. 'order.created'")
@@ -104,7 +104,7 @@ def _entry(value: str) -> str:
 KebabName = Annotated[str, AfterValidator(_kebab_name)]
 SemVer = Annotated[str, AfterValidator(_semver)]
 VersionRange = Annotated[str, AfterValidator(_version_range)]
-EventType = Annotated[str, AfterValidator(_event_type)]
+EventType = Annotated[str, AfterValidator(validate_event_type)]
 EventPattern = Annotated[str, AfterValidator(_event_pattern)]
 
 

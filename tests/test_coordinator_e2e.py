@@ -17,7 +17,7 @@ import pytest
 
 from conftest import PROJECT, tool
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, module_pb2
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, event_pb2, event_pb2_grpc, module_pb2
 from meshkit import MeshDir, gone
 from sdk import State
 
@@ -426,3 +426,50 @@ def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tm
         assert running.signal_and_wait(signal.SIGINT) == 0
     stops = [name for event, name in mesh.records() if event == "stop"]
     assert stops == ["faraway", "base"]
+
+
+def test_services_without_nats_publish_and_replay_dead_letters_over_grpc(tmp_path):
+    mesh = MeshDir(tmp_path)
+    shutil.copytree(FIXTURES / "ledger", mesh.modules / "ledger")
+    shutil.copytree(FIXTURES / "shop", mesh.modules / "shop")
+    with mesh.up() as running:
+        running.wait_until_up()
+
+        def events(method: str, request):
+            address = running.address
+
+            async def call():
+                async with grpc.aio.insecure_channel(address) as channel:
+                    return await getattr(event_pb2_grpc.EventsStub(channel), method)(request, timeout=30)
+
+            return asyncio.run(call())
+
+        good = event_pb2.Event(
+            type="order.created", source="mesh://billing-service", data=b'{"order_id": "g-1", "amount": 5}'
+        )
+        published = events("Publish", event_pb2.PublishRequest(event=good))
+        assert published.subject == "mesh.evt._.order.created" and published.id
+        running.wait_for(lambda: f"book {published.id} " in mesh.record_file.read_text(), "the ledger to book it")
+
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            events("Publish", event_pb2.PublishRequest(event=event_pb2.Event(type="OrderCreated", source="x")))
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "event type 'OrderCreated'" in malformed.value.details()
+
+        bad = event_pb2.Event(
+            type="order.created", source="mesh://billing-service", data=b'{"order_id": "b-1", "amount": -3}'
+        )
+        bad_id = events("Publish", event_pb2.PublishRequest(event=bad)).id
+
+        def dead():
+            letters = events("ListDeadLetters", event_pb2.ListDeadLettersRequest(module="ledger")).dead_letters
+            return [letter for letter in letters if letter.event.id == bad_id and letter.handler == "book"]
+
+        letter = running.wait_for(dead, "the bad event among the dead letters")[0]
+        assert letter.deliveries == 3 and "negative amount -3" in letter.reason
+        assert letter.event.source == "mesh://billing-service" and letter.event.data == bad.data
+        replayed = events("ReplayDeadLetter", event_pb2.ReplayDeadLetterRequest(seq=letter.seq))
+        assert replayed.dead_letter.event.id == bad_id
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            events("ReplayDeadLetter", event_pb2.ReplayDeadLetterRequest(seq=letter.seq))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND

@@ -20,6 +20,7 @@ EXPECTED = {
     "system-health": ['"status": "HEALTH_STATUS_HEALTHY"'],
     "tenant-call": ['"name": "Ada"', '"email": "ada@example.org"'],
     "health-check": ['"status": "SERVING"'],
+    "publish-event": ['"subject": "mesh.evt._.user.created"'],
     "module-metrics": ['"name": "users"', '"request_count": "1"'],
 }
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mesh/v1/event.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0bspecversion\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x61tacontenttype\x18\t \x01(\t\x12\x12\n\ndataschema\x18\n \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x0b \x01(\x0c\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x12\n\ntracestate\x18\r \x01(\t\x12\x32\n\nextensions\x18\x0e \x03(\x0b\x32\x1e.mesh.v1.Event.ExtensionsEntry\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mesh/v1/event.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0bspecversion\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x61tacontenttype\x18\t \x01(\t\x12\x12\n\ndataschema\x18\n \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x0b \x01(\x0c\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x12\n\ntracestate\x18\r \x01(\t\x12\x32\n\nextensions\x18\x0e \x03(\x0b\x32\x1e.mesh.v1.Event.ExtensionsEntry\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0ePublishRequest\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.mesh.v1.Event\".\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"\xa7\x01\n\nDeadLetter\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.mesh.v1.Event\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x0f\n\x07handler\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\r\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x16ListDeadLettersRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\"D\n\x17ListDeadLettersResponse\x12)\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x13.mesh.v1.DeadLetter\"4\n\x17ReplayDeadLetterRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04keep\x18\x02 \x01(\x08\"D\n\x18ReplayDeadLetterResponse\x12(\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x13.mesh.v1.DeadLetter2\xf5\x01\n\x06\x45vents\x12<\n\x07Publish\x12\x17.mesh.v1.PublishRequest\x1a\x18.mesh.v1.PublishResponse\x12T\n\x0fListDeadLetters\x12\x1f.mesh.v1.ListDeadLettersRequest\x1a .mesh.v1.ListDeadLettersResponse\x12W\n\x10ReplayDeadLetter\x12 .mesh.v1.ReplayDeadLetterRequest\x1a!.mesh.v1.ReplayDeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,4 +38,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_end=431
   _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=382
   _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=431
+  _globals['_PUBLISHREQUEST']._serialized_start=433
+  _globals['_PUBLISHREQUEST']._serialized_end=480
+  _globals['_PUBLISHRESPONSE']._serialized_start=482
+  _globals['_PUBLISHRESPONSE']._serialized_end=528
+  _globals['_DEADLETTER']._serialized_start=531
+  _globals['_DEADLETTER']._serialized_end=698
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=700
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=740
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=742
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=810
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=812
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=864
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=866
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=934
+  _globals['_EVENTS']._serialized_start=937
+  _globals['_EVENTS']._serialized_end=1182
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from mesh.v1 import event_pb2 as mesh_dot_v1_dot_event__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,174 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class EventsStub:
+    """Events lets services that do not speak NATS publish events into the mesh, and operators
+    inspect and replay dead letters, over gRPC. Served by the coordinator.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Publish = channel.unary_unary(
+                '/mesh.v1.Events/Publish',
+                request_serializer=mesh_dot_v1_dot_event__pb2.PublishRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_event__pb2.PublishResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/mesh.v1.Events/ListDeadLetters',
+                request_serializer=mesh_dot_v1_dot_event__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_event__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/mesh.v1.Events/ReplayDeadLetter',
+                request_serializer=mesh_dot_v1_dot_event__pb2.ReplayDeadLetterRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_event__pb2.ReplayDeadLetterResponse.FromString,
+                _registered_method=True)
+
+
+class EventsServicer:
+    """Events lets services that do not speak NATS publish events into the mesh, and operators
+    inspect and replay dead letters, over gRPC. Served by the coordinator.
+    """
+
+    def Publish(self, request, context):
+        """Publish stores one event durably (JetStream) in the NATS binding, as a module's publish
+        does; it returns once the event is stored. `type` must be `entity.action`, `source` set;
+        an empty `id` gets a new one, an empty `time` the current time. A malformed event fails
+        with INVALID_ARGUMENT, reason INVALID_EVENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters answers the dead letters still kept, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """ReplayDeadLetter delivers one dead letter again, to the one consumer that failed it,
+        and removes it from the dead letters unless `keep` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Publish': grpc.unary_unary_rpc_method_handler(
+                    servicer.Publish,
+                    request_deserializer=mesh_dot_v1_dot_event__pb2.PublishRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_event__pb2.PublishResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=mesh_dot_v1_dot_event__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_event__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=mesh_dot_v1_dot_event__pb2.ReplayDeadLetterRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_event__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mesh.v1.Events', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mesh.v1.Events', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Events:
+    """Events lets services that do not speak NATS publish events into the mesh, and operators
+    inspect and replay dead letters, over gRPC. Served by the coordinator.
+    """
+
+    @staticmethod
+    def Publish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.Events/Publish',
+            mesh_dot_v1_dot_event__pb2.PublishRequest.SerializeToString,
+            mesh_dot_v1_dot_event__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.Events/ListDeadLetters',
+            mesh_dot_v1_dot_event__pb2.ListDeadLettersRequest.SerializeToString,
+            mesh_dot_v1_dot_event__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.Events/ReplayDeadLetter',
+            mesh_dot_v1_dot_event__pb2.ReplayDeadLetterRequest.SerializeToString,
+            mesh_dot_v1_dot_event__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
