@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_MODULE
     try:
         host, port = parse_listen(args.listen)
+        grace = _stop_grace()
         loaded = load_module(args.module_dir)
     except (ManifestError, ModuleLoadError, ValueError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_with_parent:
         _die_with_parent()
     try:
-        return asyncio.run(_serve(loaded, host, port, exit_with_parent=args.exit_with_parent))
+        return asyncio.run(_serve(loaded, host, port, grace, exit_with_parent=args.exit_with_parent))
     except (ManifestError, MeshError, TypeError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-async def _serve(loaded: LoadedModule, host: str, port: int, *, exit_with_parent: bool) -> int:
+async def _serve(loaded: LoadedModule, host: str, port: int, grace: float, *, exit_with_parent: bool) -> int:
     state_dir = os.environ.get("MESH_STATE_DIR")
     server = ModuleServer(
         loaded,
@@ -148,11 +149,22 @@ async def _serve(loaded: LoadedModule, host: str, port: int, *, exit_with_parent
     await stop.wait()
     for task in background:
         task.cancel()
-    grace = float(os.environ.get("MESH_STOP_GRACE_SECONDS", "30"))
     forced = await server.shutdown(grace)
     _log.info("module %s exited%s", loaded.manifest.name, " (stop was forced)" if forced else "")
     await asyncio.to_thread(shutdown_telemetry)
     return exit_code
+
+
+def _stop_grace() -> float:
+    """MESH_STOP_GRACE_SECONDS, or 30 (read at start, so a bad value stops nothing later)."""
+    value = os.environ.get("MESH_STOP_GRACE_SECONDS", "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise ValueError(f"MESH_STOP_GRACE_SECONDS is {value!r}; expected seconds >= 0, e.g. 30")
+    return seconds
 
 
 def _write_ready_file(loaded: LoadedModule, server: ModuleServer) -> None:
