@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -26,6 +24,7 @@ from mesh.v1 import (
     tenancy_pb2_grpc,
 )
 from sdk import MeshError, manifest_from_proto
+from sdk._errors import answer
 from sdk._telemetry import server_interceptors
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         )
 
     async def GetModule(self, request, context):
-        record = await _answer(context, lambda: self._coordinator.record_of(request.name))
+        record = await answer(context, lambda: self._coordinator.record_of(request.name))
         reply = coordinator_pb2.GetModuleResponse(
             status=record.status(), manifest=record.manifest_proto or record.manifest.to_proto()
         )
@@ -83,11 +82,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def ReloadModule(self, request, context):
         extra = json_format.MessageToDict(request.config) if request.HasField("config") else None
-        record = await _answer(context, lambda: self._coordinator.reload_module(request.name, extra))
+        record = await answer(context, lambda: self._coordinator.reload_module(request.name, extra))
         return coordinator_pb2.ReloadModuleResponse(status=record.status())
 
     async def RestartModule(self, request, context):
-        record = await _answer(context, lambda: self._coordinator.restart_module(request.name))
+        record = await answer(context, lambda: self._coordinator.restart_module(request.name))
         return coordinator_pb2.RestartModuleResponse(status=record.status())
 
     async def RegisterModule(self, request, context):
@@ -111,11 +110,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             await MeshError("INVALID_MANIFEST", "RegisterModule needs the module's address ('host:port')").abort(
                 context
             )
-        record = await _answer(context, register)
+        record = await answer(context, register)
         return coordinator_pb2.RegisterModuleResponse(status=record.status())
 
     async def DeregisterModule(self, request, context):
-        record = await _answer(
+        record = await answer(
             context, lambda: self._coordinator.deregister_module(request.name, request.instance_id, request.force)
         )
         return coordinator_pb2.DeregisterModuleResponse(status=record.status())
@@ -151,16 +150,6 @@ async def collect_metrics_for(coordinator: Coordinator, name: str) -> metrics_pb
         return None
     finally:
         await client.close()
-
-
-async def _answer(context: grpc.aio.ServicerContext, action: Callable[[], Awaitable[T] | T]) -> T:
-    """Run `action`; a MeshError ends the call with its status and ErrorInfo."""
-    try:
-        result = action()
-        return await result if inspect.isawaitable(result) else result
-    except MeshError as error:
-        await error.abort(context)
-        raise
 
 
 async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server, str]:

@@ -4,9 +4,9 @@ dead letters over gRPC (what `mesh dlq` does over NATS directly)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -16,6 +16,7 @@ from opentelemetry import propagate
 from mesh import dlq
 from mesh.v1 import event_pb2, event_pb2_grpc
 from sdk import MeshError
+from sdk._errors import answer
 from sdk._events import SPEC_VERSION, check_token, event_subject
 from sdk._manifest import validate_event_type
 
@@ -138,7 +139,7 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
             await client.jetstream().publish(subject, event.data, timeout=10, headers=event_headers(event))
             return event_pb2.PublishResponse(id=event.id, subject=subject)
 
-        return await _answer(context, publish)
+        return await answer(context, publish)
 
     async def ListDeadLetters(self, request, context):
         letters = await dlq.list_dead_letters(self._connection(), module=request.module or None)
@@ -152,12 +153,4 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
                 raise MeshError("INVALID_EVENT", str(error), status=grpc.StatusCode.NOT_FOUND) from None
             return event_pb2.ReplayDeadLetterResponse(dead_letter=dead_letter_proto(letter))
 
-        return await _answer(context, replay)
-
-
-async def _answer(context: Any, work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await work()
-    except MeshError as error:
-        await error.abort(context)
-        raise
+        return await answer(context, replay)

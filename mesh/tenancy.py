@@ -21,6 +21,7 @@ from mesh import graph
 from mesh.registry import ModuleRecord, Registry
 from mesh.v1 import tenancy_pb2, tenancy_pb2_grpc
 from sdk import MeshError, State
+from sdk._errors import answer
 from sdk._tenancy import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, check_id, deep_merge, open_bucket, stamp
 
 LAYER = {
@@ -278,19 +279,19 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
     # --- the gRPC calls --------------------------------------------------------------
 
     async def EnableModule(self, request, context):
-        changed = await _answer(
+        changed = await answer(
             context, self.enable(request.tenant, request.module, request.with_dependencies, request.actor)
         )
         return tenancy_pb2.EnableModuleResponse(changed=[await self._tenant_module(request.tenant, n) for n in changed])
 
     async def DisableModule(self, request, context):
-        changed = await _answer(context, self.disable(request.tenant, request.module, request.cascade, request.actor))
+        changed = await answer(context, self.disable(request.tenant, request.module, request.cascade, request.actor))
         return tenancy_pb2.DisableModuleResponse(
             changed=[await self._tenant_module(request.tenant, n) for n in changed]
         )
 
     async def ListTenantModules(self, request, context):
-        await _answer(context, _checked(request.tenant))
+        await answer(context, _checked(request.tenant))
         names = [n for n, r in self._registry.records.items() if r.state is not State.SKIPPED]
         return tenancy_pb2.ListTenantModulesResponse(
             modules=[await self._tenant_module(request.tenant, n) for n in names]
@@ -304,17 +305,17 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             await self._announce(request.tenant, "flag.changed", {"flag": request.flag, "enabled": request.enabled})
             return stored
 
-        stored = await _answer(context, set_flag())
+        stored = await answer(context, set_flag())
         return tenancy_pb2.SetFeatureFlagResponse(flag=_flag(request.flag, stored))
 
     async def GetFeatureFlags(self, request, context):
-        await _answer(context, _checked(request.tenant))
+        await answer(context, _checked(request.tenant))
         flags = await self._store.flags(request.tenant)
         return tenancy_pb2.GetFeatureFlagsResponse(flags=[_flag(name, value) for name, value in sorted(flags.items())])
 
     async def SetConfig(self, request, context):
         config = json_format.MessageToDict(request.config) if request.HasField("config") else {}
-        effective = await _answer(
+        effective = await answer(
             context, self.set_config(request.module, request.tenant, request.company, config, request.actor)
         )
         return tenancy_pb2.SetConfigResponse(effective=_struct(effective))
@@ -325,7 +326,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             check_id(request.tenant, "tenant")
             return (await self._store.override(request.module, request.tenant, request.company)) or {}
 
-        stored = await _answer(context, get())
+        stored = await answer(context, get())
         return tenancy_pb2.GetConfigResponse(
             config=_struct(stored.get("config", {})),
             changed_by=stored.get("changed_by", ""),
@@ -333,7 +334,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         )
 
     async def GetEffectiveConfig(self, request, context):
-        effective, sources = await _answer(context, self.effective(request.module, request.tenant, request.company))
+        effective, sources = await answer(context, self.effective(request.module, request.tenant, request.company))
         return tenancy_pb2.GetEffectiveConfigResponse(
             config=_struct(effective),
             sources=[tenancy_pb2.ConfigValueSource(path=p, layer=LAYER[layer]) for p, layer in sorted(sources.items())],
@@ -357,11 +358,3 @@ def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(dict(data))
     return struct
-
-
-async def _answer(context: Any, work: Any) -> Any:
-    try:
-        return await work
-    except MeshError as error:
-        await error.abort(context)
-        raise

@@ -8,7 +8,9 @@ reason without parsing messages.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -88,6 +90,20 @@ class MeshError(Exception):
         """End the current call with this error (raises, like `context.abort`)."""
         status = self.to_grpc_status()
         await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def answer(context: grpc.aio.ServicerContext, work: Any) -> Any:
+    """Run a servicer's work; a MeshError ends the call with its status and ErrorInfo.
+
+    Args:
+        work: An awaitable, or a callable returning a value or an awaitable.
+    """
+    try:
+        result = work() if callable(work) else work
+        return await result if inspect.isawaitable(result) else result
+    except MeshError as error:
+        await error.abort(context)
+        raise  # unreachable: abort raises
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

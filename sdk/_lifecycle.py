@@ -3,13 +3,10 @@ gRPC statuses with ErrorInfo."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import grpc
-
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from sdk._errors import MeshError
+from sdk._errors import answer
 from sdk._runtime import ModuleRuntime
 
 T = TypeVar("T")
@@ -26,20 +23,20 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         return lifecycle_pb2.DescribeResponse(manifest=self._manifest_proto, status=self._runtime.status())
 
     async def Initialize(self, request, context):
-        await _answer(context, lambda: self._runtime.initialize(request.settings))
+        await answer(context, lambda: self._runtime.initialize(request.settings))
         return lifecycle_pb2.InitializeResponse(status=self._runtime.status())
 
     async def Start(self, request, context):
-        await _answer(context, self._runtime.start)
+        await answer(context, self._runtime.start)
         return lifecycle_pb2.StartResponse(status=self._runtime.status())
 
     async def Stop(self, request, context):
         grace = request.grace.ToNanoseconds() / 1e9 if request.HasField("grace") else None
-        forced = await _answer(context, lambda: self._runtime.stop(grace, request.reason))
+        forced = await answer(context, lambda: self._runtime.stop(grace, request.reason))
         return lifecycle_pb2.StopResponse(status=self._runtime.status(), forced=forced)
 
     async def Reload(self, request, context):
-        await _answer(context, lambda: self._runtime.reload(request.settings))
+        await answer(context, lambda: self._runtime.reload(request.settings))
         return lifecycle_pb2.ReloadResponse(status=self._runtime.status())
 
     async def GetHealth(self, request, context):
@@ -47,12 +44,3 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
 
     async def GetMetrics(self, request, context):
         return lifecycle_pb2.GetMetricsResponse(metrics=self._runtime.recorder.snapshot())
-
-
-async def _answer(context: grpc.aio.ServicerContext, action: Callable[[], Awaitable[T]]) -> T:
-    """Run `action`; a MeshError ends the call with its status and ErrorInfo."""
-    try:
-        return await action()
-    except MeshError as error:
-        await error.abort(context)
-        raise  # unreachable: abort raises
