@@ -25,7 +25,7 @@ from pathlib import Path
 import nats
 from nats.js import api
 
-from sdk._events import ensure_streams
+from mesh.protocol.streams import ensure_streams
 from sdk.testing import EmbeddedNats, ModuleHarness
 
 PUBLISHERS = 20
@@ -172,7 +172,7 @@ async def sdk_run(url: str, sink_dir: Path, count: int, event_type: str) -> tupl
 
 async def sdk_only(events: int, rounds: int) -> dict[str, float]:
     """Median SDK events/s of each mode (for bench.tracing, which runs this with and without OTel)."""
-    from sdk._telemetry import configure_telemetry, shutdown_telemetry
+    from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
 
     configure_telemetry(service_name="bench-events", service_version="0", instance_id="bench")
     rates: dict[str, list[float]] = {"ephemeral": [], "durable": []}

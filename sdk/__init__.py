@@ -3,13 +3,12 @@ servicers; the SDK serves it with the mesh.v1 lifecycle, standard health, reflec
 and metrics.
 
 Serving: `python -m sdk.run modules/<name>`. Testing: `sdk.testing.ModuleHarness`.
+The names below are the SDK's public surface; the wire contract they build on (errors,
+manifests, states, subjects) lives in `mesh.protocol`, shared with the control plane.
 """
 
-from sdk._context import Context
-from sdk._errors import ERROR_DOMAIN, MeshError, error_info
-from sdk._events import Drop, Event, Retry, current_event, on
-from sdk._loader import LoadedModule, ModuleLoadError, load_module
-from sdk._manifest import (
+from mesh.protocol.errors import ERROR_DOMAIN, MeshError, error_info
+from mesh.protocol.manifest import (
     MANIFEST_FILE,
     DependencySpec,
     EventsSpec,
@@ -21,9 +20,12 @@ from sdk._manifest import (
     manifest_from_proto,
     parse_manifest,
 )
+from mesh.protocol.states import State
+from sdk._context import Context
+from sdk._events import Drop, Event, HandlerBinding, Retry, current_event, handler_bindings, on
+from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk._metrics import Counter
 from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
-from sdk._state import State
 from sdk._storage import Database
 from sdk._tenancy import ModuleCache, TenantView, tenant_metadata, tenant_of
 
@@ -54,16 +56,18 @@ __all__ = [
     "ERROR_DOMAIN",
     "MeshError",
     "error_info",
-    # manifests and loading
+    # manifests, loading and introspection (what the catalogue and tools read of a module)
     "MANIFEST_FILE",
     "DependencySpec",
     "EventsSpec",
+    "HandlerBinding",
     "LoadedModule",
     "Manifest",
     "ManifestError",
     "ModuleLoadError",
     "RestartSpec",
     "RunSpec",
+    "handler_bindings",
     "load_manifest",
     "load_module",
     "manifest_from_proto",

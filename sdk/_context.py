@@ -18,12 +18,12 @@ import nats
 from nats.aio.client import Client as NatsClient
 from opentelemetry import metrics, trace
 
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.telemetry import client_interceptors
 from mesh.v1 import lifecycle_pb2
-from sdk._errors import MeshError
 from sdk._events import EventBus
-from sdk._manifest import Manifest
 from sdk._metrics import Counter, ModuleMetricsRecorder
-from sdk._telemetry import client_interceptors
 from sdk._tenancy import ModuleCache, TenantView
 
 ConfigT = TypeVar("ConfigT")

@@ -20,13 +20,11 @@ import functools
 import inspect
 import json
 import logging
-import os
-import re
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import nats.errors
@@ -40,25 +38,27 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sdk._errors import MeshError
-from sdk._manifest import Manifest
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent, NotAnEvent
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.names import (
+    EVENT_STREAM,
+    check_token,
+    consumer_name,
+    dead_letter_subject,
+    event_subject,
+    pattern_subject,
+    replay_subject,
+)
+from mesh.protocol.streams import ensure_streams
 from sdk._metrics import ModuleMetricsRecorder
 
 T = TypeVar("T")
 
-EVENT_STREAM = "MESH_EVENTS"
-EVENT_SUBJECT_PREFIX = "mesh.evt"
-REPLAY_SUBJECT_PREFIX = "mesh.replay"
-DEAD_LETTER_STREAM = "MESH_DLQ"
-DEAD_LETTER_SUBJECT_PREFIX = "mesh.dlq"
-NO_TENANT = "_"
-SPEC_VERSION = "1.0"
-DUPLICATE_WINDOW_SECONDS = 120.0
-"""How long the server remembers event ids, so that a retried publish is stored once."""
 PUBLISH_RETRY_SECONDS = 60.0
 """How long a durable publish keeps retrying through a NATS outage before it fails."""
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _log = logging.getLogger("sdk.events")
 _tracer = trace.get_tracer("mesh.sdk.events")
 
@@ -198,127 +198,6 @@ def content_type_of(payload: Any) -> str:
     return "application/json"
 
 
-# --- subjects -------------------------------------------------------------------------
-
-
-def event_subject(event_type: str, tenant: str | None) -> str:
-    return f"{EVENT_SUBJECT_PREFIX}.{tenant or NO_TENANT}.{event_type}"
-
-
-def pattern_subject(pattern: str) -> str:
-    """An event type pattern as a NATS subject filter: `order.*` -> `mesh.evt.*.order.*`."""
-    return f"{EVENT_SUBJECT_PREFIX}.>" if pattern == ">" else f"{EVENT_SUBJECT_PREFIX}.*.{pattern}"
-
-
-def matches(pattern: str, event_type: str) -> bool:
-    """Whether an event type matches a pattern (`*` one token, `>` the rest)."""
-    if pattern == ">":
-        return True
-    wanted, given = pattern.split("."), event_type.split(".")
-    for index, token in enumerate(wanted):
-        if token == ">":
-            return len(given) > index
-        if index >= len(given) or (token != "*" and token != given[index]):
-            return False
-    return len(given) == len(wanted)
-
-
-def consumer_name(module: str, handler: str) -> str:
-    """The durable consumer of one handler: `<module>--<handler>` (no dots allowed there)."""
-    return f"{module}--{handler}".replace(".", "_")
-
-
-def check_token(value: str, what: str) -> None:
-    if not _TOKEN.match(value):
-        raise MeshError(
-            "INVALID_EVENT",
-            f"{what} {value!r} cannot be part of a NATS subject; use letters, digits, '-' and '_'",
-        )
-
-
-# --- streams --------------------------------------------------------------------------
-
-
-def jetstream_replicas(env: Mapping[str, str]) -> int:
-    """MESH_JETSTREAM_REPLICAS: copies of every stream and bucket (1-5; the cluster must be that large)."""
-    value = env.get("MESH_JETSTREAM_REPLICAS", "1")
-    if not value.isdigit() or not 1 <= int(value) <= 5:
-        raise MeshError("INVALID_CONFIG", f"MESH_JETSTREAM_REPLICAS is {value!r}; expected 1 to 5")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """The event stream's retention, from MESH_EVENTS_RETENTION ("limits", the default:
-    keep events until they are older than the max age; or "interest": drop an event once
-    every consumer has acknowledged it) and MESH_EVENTS_MAX_AGE_SECONDS (default 7 days)."""
-
-    retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
-    max_age_seconds: float = 7 * 24 * 3600.0
-    replicas: int = 1
-    """Copies of each stream in a NATS cluster (MESH_JETSTREAM_REPLICAS; 3 in docker-compose)."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
-        retention = env.get("MESH_EVENTS_RETENTION", "limits").strip().lower()
-        if retention not in ("limits", "interest"):
-            raise MeshError(
-                "INVALID_CONFIG", f"MESH_EVENTS_RETENTION is {retention!r}; expected 'limits' or 'interest'"
-            )
-        max_age = env.get("MESH_EVENTS_MAX_AGE_SECONDS", str(cls.max_age_seconds))
-        try:
-            seconds = float(max_age)
-        except ValueError:
-            seconds = -1.0
-        if seconds < 0:
-            raise MeshError(
-                "INVALID_CONFIG", f"MESH_EVENTS_MAX_AGE_SECONDS is {max_age!r}; expected seconds >= 0 (0: forever)"
-            )
-        return cls(api.RetentionPolicy(retention), seconds, jetstream_replicas(env))
-
-
-async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> None:
-    """Create the event and dead-letter streams, or bring their subjects and max age up to date."""
-    settings = settings or StreamSettings.from_env(os.environ)
-    for name, subjects, retention, max_age in (
-        (
-            EVENT_STREAM,
-            [f"{EVENT_SUBJECT_PREFIX}.>", f"{REPLAY_SUBJECT_PREFIX}.>"],
-            settings.retention,
-            settings.max_age_seconds,
-        ),
-        (DEAD_LETTER_STREAM, [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"], api.RetentionPolicy.LIMITS, 0.0),
-    ):
-        config = api.StreamConfig(
-            name=name,
-            subjects=subjects,
-            retention=retention,
-            storage=api.StorageType.FILE,
-            max_age=max_age,
-            num_replicas=settings.replicas,
-            # NATS wants the dedupe window within the max age.
-            duplicate_window=min(DUPLICATE_WINDOW_SECONDS, max_age) if max_age else DUPLICATE_WINDOW_SECONDS,
-        )
-        try:
-            info = await js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            try:
-                await js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await js.stream_info(name)  # another process created it just now
-            continue
-        if info.config.retention != retention:
-            _log.warning(
-                "stream %s keeps retention %s; NATS cannot change it to %s after creation",
-                name,
-                info.config.retention,
-                retention,
-            )
-            config.retention = info.config.retention
-        if sorted(info.config.subjects or []) != sorted(subjects) or info.config.max_age != max_age:
-            await js.update_stream(config)
-
-
 # --- the bus of one module ------------------------------------------------------------
 
 
@@ -420,7 +299,7 @@ class EventBus:
     async def _ensure_consumer(self, binding: HandlerBinding) -> None:
         assert self._js is not None
         name = consumer_name(self._manifest.name, binding.method_name)
-        filters = [pattern_subject(binding.options.pattern), f"{REPLAY_SUBJECT_PREFIX}.{name}"]
+        filters = [pattern_subject(binding.options.pattern), replay_subject(name)]
         try:
             info = await self._js.consumer_info(EVENT_STREAM, name)
         except nats.js.errors.NotFoundError:
@@ -532,23 +411,20 @@ class EventBus:
     # --- one delivery -----------------------------------------------------------
 
     def _envelope(self, binding: HandlerBinding, message: Msg, attempt: int) -> Event[Any]:
-        headers = message.headers or {}
-        missing = [name for name in ("ce-id", "ce-type", "ce-source", "ce-specversion") if not headers.get(name)]
-        if missing:
-            raise _Poison(f"not a valid event: missing header(s) {', '.join(missing)}")
-        data = binding.codec.decode(message.data)
+        wire = cloudevents.from_nats(message.headers, message.data)
+        extensions = {name: value for name, value in (("tenant", wire.tenant), ("company", wire.company)) if value}
         return Event(
-            id=headers["ce-id"],
-            type=headers["ce-type"],
-            source=headers["ce-source"],
-            time=headers.get("ce-time", ""),
-            data=data,
-            subject=headers.get("ce-subject", ""),
-            tenant=headers.get("ce-tenant", ""),
-            company=headers.get("ce-company", ""),
-            content_type=headers.get("content-type", ""),
+            id=wire.id,
+            type=wire.type,
+            source=wire.source,
+            time=wire.time,
+            data=binding.codec.decode(wire.data),
+            subject=wire.subject,
+            tenant=wire.tenant,
+            company=wire.company,
+            content_type=wire.datacontenttype,
             attempt=attempt,
-            extensions={k[3:]: v for k, v in headers.items() if k.startswith("ce-")},
+            extensions={**extensions, **wire.extensions},
         )
 
     async def _run_handler(self, binding: HandlerBinding, event: Event[Any]) -> None:
@@ -591,8 +467,8 @@ class EventBus:
             self._recorder.record_event(event_type, "redelivered")
         try:
             event = self._envelope(binding, message, attempt)
-        except (_Poison, ValidationError, DecodeError, ValueError) as error:
-            reason = str(error) if isinstance(error, _Poison) else f"payload does not validate: {error}"
+        except (NotAnEvent, ValidationError, DecodeError, ValueError) as error:
+            reason = str(error) if isinstance(error, NotAnEvent) else f"payload does not validate: {error}"
             await self._dead_letter(binding, message, reason, attempt)
             return
         if self.accepts is not None and not await self.accepts(event):
@@ -655,10 +531,10 @@ class EventBus:
             "mesh-dlq-consumer": name,
             "mesh-dlq-deliveries": str(attempt),
             "mesh-dlq-subject": message.subject,
-            "mesh-dlq-time": datetime.now(UTC).isoformat(),
+            "mesh-dlq-time": cloudevents.now(),
             "Nats-Msg-Id": f"dlq-{name}-{sequence}",
         }
-        await self._publish_with_retry(f"{DEAD_LETTER_SUBJECT_PREFIX}.{name}", message.data, headers)
+        await self._publish_with_retry(dead_letter_subject(name), message.data, headers)
         self._recorder.record_event(original.get("ce-type", "invalid"), "dead_lettered")
         _log.warning(
             "module %s: event %s dead-lettered from %s: %s",
@@ -690,7 +566,7 @@ class EventBus:
             return
         try:
             event = self._envelope(binding, message, 1)
-        except (_Poison, ValidationError, DecodeError, ValueError) as error:
+        except (NotAnEvent, ValidationError, DecodeError, ValueError) as error:
             self._recorder.record_event((message.headers or {}).get("ce-type", "invalid"), "failed")
             _log.warning("module %s: dropped an invalid ephemeral event: %s", self._manifest.name, error)
             return
@@ -744,20 +620,19 @@ class EventBus:
         payload = self._typed_payload(event_type, payload)
         event_id = event_id or uuid.uuid4().hex
         body = codec_for(type(payload)).encode(payload)
-        headers = {
-            "ce-specversion": SPEC_VERSION,
-            "ce-id": event_id,
-            "ce-source": self._source,
-            "ce-type": event_type,
-            "ce-time": datetime.now(UTC).isoformat(),
-            "content-type": content_type_of(payload),
-            "Nats-Msg-Id": event_id,
-        }
-        for name, value in (("ce-subject", subject), ("ce-tenant", tenant), ("ce-company", company)):
-            if value:
-                headers[name] = value
-        if isinstance(payload, ProtoMessage):
-            headers["ce-dataschema"] = f"proto:{payload.DESCRIPTOR.full_name}"
+        headers = cloudevents.to_nats(
+            CloudEvent(
+                id=event_id,
+                type=event_type,
+                source=self._source,
+                time=cloudevents.now(),
+                subject=subject or "",
+                tenant=tenant or "",
+                company=company or "",
+                datacontenttype=content_type_of(payload),
+                dataschema=f"proto:{payload.DESCRIPTOR.full_name}" if isinstance(payload, ProtoMessage) else "",
+            )
+        )
         target = event_subject(event_type, tenant)
         with _tracer.start_as_current_span(
             f"{event_type} publish",
@@ -840,10 +715,6 @@ class EventBus:
                     ) from error
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-
-class _Poison(Exception):
-    """A message that is not an event at all."""
 
 
 async def _quietly(work: Awaitable[Any]) -> None:

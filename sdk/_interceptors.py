@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from sdk._errors import MeshError
+from mesh.protocol.errors import MeshError
 from sdk._metrics import ModuleMetricsRecorder
 
 Gate = Callable[[str, Mapping[str, str]], MeshError | None]

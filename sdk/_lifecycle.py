@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from mesh.protocol.errors import answer
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from sdk._errors import answer
 from sdk._runtime import ModuleRuntime
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk._manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
+from mesh.protocol.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 from sdk._module import Module
 
 

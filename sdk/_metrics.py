@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from google.protobuf import timestamp_pb2
 from opentelemetry import metrics
 
+from mesh.protocol.names import EVENT_COUNT_FIELDS
 from mesh.v1 import metrics_pb2
 
 # Upper bounds in milliseconds of the latency histogram's buckets; the last is open.
@@ -83,9 +84,6 @@ class MethodStats:
             p50_latency_ms=self.histogram.quantile(0.5),
             p99_latency_ms=self.histogram.quantile(0.99),
         )
-
-
-EVENT_COUNT_FIELDS = ("published", "received", "failed", "redelivered", "dead_lettered", "skipped", "dropped")
 
 
 class Counter:

@@ -19,16 +19,18 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from pydantic import ValidationError
 
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.names import CACHE_BUCKET_PREFIX
+from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
+from mesh.protocol.streams import open_bucket
+from mesh.protocol.telemetry import configure_telemetry, is_configured
 from mesh.v1 import health_pb2, lifecycle_pb2, module_pb2
 from sdk._context import Context
-from sdk._errors import MeshError
 from sdk._events import EventBus, HandlerBinding
-from sdk._manifest import Manifest
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
-from sdk._state import Call, State, Verdict, illegal_message, verdict
-from sdk._telemetry import configure_telemetry, is_configured
-from sdk._tenancy import CACHE_BUCKET_PREFIX, ModuleCache, TenantView, open_bucket
+from sdk._tenancy import ModuleCache, TenantView
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0

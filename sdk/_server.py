@@ -15,19 +15,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import ManifestError
+from mesh.protocol.names import TENANT_METADATA, check_id
+from mesh.protocol.states import State
+from mesh.protocol.telemetry import server_interceptors
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from sdk._errors import MeshError
 from sdk._events import check_declared_handlers, handler_bindings
 from sdk._interceptors import ModuleServerInterceptor
 from sdk._lifecycle import LifecycleServicer
 from sdk._loader import LoadedModule
-from sdk._manifest import ManifestError
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import required_flags, served_services
 from sdk._runtime import ModuleRuntime
-from sdk._state import State
-from sdk._telemetry import server_interceptors
-from sdk._tenancy import TENANT_METADATA, check_id
 
 LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 CONTROL_SERVICES = frozenset(

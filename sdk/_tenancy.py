@@ -15,10 +15,8 @@ A module serves a tenant only once it is enabled for that tenant.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
-import os
 import re
 import struct
 import time
@@ -26,46 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import nats.js.errors
-from nats.js import api
 from pydantic import BaseModel, ValidationError
 
-from sdk._errors import MeshError
-from sdk._events import jetstream_replicas
+from mesh.protocol.errors import MeshError
+from mesh.protocol.layers import deep_merge
+from mesh.protocol.names import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, TENANT_METADATA
+from mesh.protocol.streams import open_bucket
 
-MODULES_BUCKET = "mesh_tenant_modules"
-FLAGS_BUCKET = "mesh_tenant_flags"
-CONFIG_BUCKET = "mesh_config"
-CACHE_BUCKET_PREFIX = "mesh_cache_"
-HISTORY = 64  # the most NATS keeps per key: the audit trail
-TENANT_METADATA = "x-tenant-id"
-COMPANY_METADATA = "x-company-id"
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _log = logging.getLogger("sdk.tenancy")
-
-
-def check_id(value: str, what: str) -> str:
-    """A tenant, company or flag id: it is a key token, so letters, digits, '-' and '_'."""
-    if not _ID.match(value or ""):
-        raise MeshError(
-            "INVALID_TENANT",
-            f"{what} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'",
-            metadata={what: value},
-        )
-    return value
-
-
-async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: int = HISTORY) -> Any:
-    """A key-value bucket, created when missing (concurrent creators are fine)."""
-    try:
-        return await js.key_value(name)
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
-        pass
-    try:
-        config = api.KeyValueConfig(bucket=name, history=history, ttl=ttl, replicas=jetstream_replicas(os.environ))
-        return await js.create_key_value(config)
-    except nats.js.errors.BadRequestError:
-        return await js.key_value(name)
 
 
 def tenant_of(context: Any) -> str:
@@ -79,21 +45,6 @@ def tenant_of(context: Any) -> str:
 def tenant_metadata(tenant: str) -> list[tuple[str, str]]:
     """Call metadata that carries `tenant` on to another module ([] for no tenant)."""
     return [(TENANT_METADATA, tenant)] if tenant else []
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Objects merge key by key; anything else in `override` replaces."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def stamp(actor: str, **fields: Any) -> bytes:
-    return json.dumps({**fields, "changed_by": actor or "unknown", "changed_at": time.time()}).encode()
 
 
 class TenantView:

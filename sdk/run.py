@@ -36,13 +36,13 @@ from pathlib import Path
 
 import grpc
 
+from mesh.protocol.errors import MeshError
+from mesh.protocol.logs import configure_logging
+from mesh.protocol.manifest import ManifestError
+from mesh.protocol.telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
-from sdk._errors import MeshError
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
-from sdk._logging import configure_logging
-from sdk._manifest import ManifestError
 from sdk._server import ModuleServer
-from sdk._telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

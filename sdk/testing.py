@@ -26,13 +26,13 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2_grpc
 
+from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.states import State
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._context import Context
 from sdk._loader import load_module
 from sdk._module import Module
-from sdk._nats_server import EmbeddedNats
 from sdk._server import ModuleServer
-from sdk._state import State
 
 __all__ = ["EmbeddedNats", "ModuleHarness"]
 

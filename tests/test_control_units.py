@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from mesh.config import ConfigError, load_config
-from mesh.ordering import run_in_order
-from mesh.restart import RestartBudget
+from mesh.control.config import ConfigError, load_config
+from mesh.control.ordering import run_in_order
+from mesh.control.restart import RestartBudget
 from sdk import RestartSpec
 
 
@@ -97,7 +97,7 @@ def test_config_errors_name_file_and_field(tmp_path):
 
 
 def test_layers_merge_objects_key_by_key():
-    from sdk._tenancy import deep_merge
+    from mesh.protocol.layers import deep_merge
 
     base = {"currency": "USD", "invoice": {"prefix": "INV", "digits": 6}}
     merged = deep_merge(base, {"invoice": {"prefix": "ACME-"}, "tax_rate": 0.2})

@@ -12,8 +12,8 @@ import time
 from shop.events import OrderCreated
 
 from conftest import PROJECT
-from mesh.catalog import build_catalog
-from mesh.discovery import discover
+from mesh.control.catalog import build_catalog
+from mesh.control.discovery import discover
 
 FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
 

@@ -12,8 +12,8 @@ import pytest
 from shop.events import OrderCreated, Ping
 
 from conftest import PROJECT
-from mesh.dlq import list_dead_letters, replay
-from mesh.tenancy import TenancyStore
+from mesh.control.dlq import list_dead_letters, replay
+from mesh.control.tenancy import TenancyStore
 from mesh.v1 import lifecycle_pb2
 from sdk import MeshError
 
@@ -179,7 +179,7 @@ async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_re
         ledger.module.fail_negative = False
         await replay(client, failing.seq, keep=False)
         await eventually(lambda: any(o.order_id == "neg" for o in ledger.module.booked), "the replayed order")
-        remaining = [letter.event_id for letter in await dlq_messages()]
+        remaining = [letter.event.id for letter in await dlq_messages()]
         assert bad_id not in remaining
         await client.close()
 

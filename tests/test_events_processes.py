@@ -11,7 +11,7 @@ import pytest
 from shop.events import OrderCreated
 
 from conftest import PROJECT
-from mesh.tenancy import TenancyStore
+from mesh.control.tenancy import TenancyStore
 from processes import WAIT_SECONDS, settings
 from sdk.testing import EmbeddedNats, ModuleHarness
 

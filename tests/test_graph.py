@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh import graph
+from mesh.control import graph
 from sdk import parse_manifest
 
 

@@ -7,13 +7,15 @@ import grpc
 import pytest
 
 from greeter.v1 import greeter_pb2_grpc
+from mesh.protocol.names import event_subject, matches, pattern_subject
+from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
+from mesh.protocol.streams import StreamSettings, ensure_streams
+from mesh.protocol.telemetry import exporters
 from mesh.v1 import event_pb2
 from sdk import MeshError, Module
-from sdk._events import StreamSettings, codec_for, ensure_streams, event_subject, matches, pattern_subject
+from sdk._events import codec_for
 from sdk._metrics import LatencyHistogram
 from sdk._module import served_services
-from sdk._state import Call, State, Verdict, illegal_message, verdict
-from sdk._telemetry import exporters
 from sdk.testing import EmbeddedNats
 
 
@@ -144,7 +146,7 @@ def test_log_lines_inside_a_span_carry_its_ids():
 
     from opentelemetry.sdk.trace import TracerProvider
 
-    from sdk._logging import JsonFormatter, TextFormatter
+    from mesh.protocol.logs import JsonFormatter, TextFormatter
 
     record = logging.LogRecord("mesh.module.x", logging.INFO, __file__, 1, "hello %s", ("ada",), None)
     assert "trace_id" not in TextFormatter().format(record)

@@ -4,7 +4,7 @@ import asyncio
 
 import nats
 
-from mesh.tenancy import TenancyStore
+from mesh.control.tenancy import TenancyStore
 from orders.events import OrderCreated
 from pricing.v1 import pricing_pb2, pricing_pb2_grpc
 

@@ -11,9 +11,12 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mesh.module_client import ModuleClient
-from mesh.registry import now
-from mesh.system import SystemHealth, collect_metrics, graph_response
+from mesh.control.module_client import ModuleClient
+from mesh.control.registry import now
+from mesh.control.system import SystemHealth, collect_metrics, graph_response
+from mesh.protocol.errors import MeshError, answer
+from mesh.protocol.manifest import manifest_from_proto
+from mesh.protocol.telemetry import server_interceptors
 from mesh.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
@@ -23,12 +26,9 @@ from mesh.v1 import (
     tenancy_pb2,
     tenancy_pb2_grpc,
 )
-from sdk import MeshError, manifest_from_proto
-from sdk._errors import answer
-from sdk._telemetry import server_interceptors
 
 if TYPE_CHECKING:
-    from mesh.coordinator import Coordinator
+    from mesh.control.coordinator import Coordinator
 
 T = TypeVar("T")
 

@@ -13,99 +13,75 @@ from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NatsClient
 from opentelemetry import propagate
 
-from mesh import dlq
+from mesh.control import dlq
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent
+from mesh.protocol.errors import MeshError, answer
+from mesh.protocol.manifest import validate_event_type
+from mesh.protocol.names import check_token, event_subject
 from mesh.v1 import event_pb2, event_pb2_grpc
-from sdk import MeshError
-from sdk._errors import answer
-from sdk._events import SPEC_VERSION, check_token, event_subject
-from sdk._manifest import validate_event_type
 
 T = TypeVar("T")
 
-_ATTRIBUTES = {
-    "ce-id",
-    "ce-source",
-    "ce-type",
-    "ce-specversion",
-    "ce-time",
-    "ce-subject",
-    "ce-tenant",
-    "ce-company",
-    "ce-dataschema",
-    "content-type",
-    "traceparent",
-    "tracestate",
-}
 
-
-def event_headers(event: event_pb2.Event) -> dict[str, str]:
-    """The NATS binary-mode headers of an event (what a module's publish sends)."""
-    headers = {
-        "ce-specversion": SPEC_VERSION,
-        "ce-id": event.id,
-        "ce-source": event.source,
-        "ce-type": event.type,
-        "ce-time": event.time.ToDatetime(tzinfo=UTC).isoformat(),
-        "content-type": event.datacontenttype or "application/json",
-        "Nats-Msg-Id": event.id,
-    }
-    for name, value in (
-        ("ce-subject", event.subject),
-        ("ce-tenant", event.tenant),
-        ("ce-company", event.company),
-        ("ce-dataschema", event.dataschema),
-        ("traceparent", event.traceparent),
-        ("tracestate", event.tracestate),
-    ):
-        if value:
-            headers[name] = value
-    for name, value in event.extensions.items():
-        headers[f"ce-{name}"] = value
-    if "traceparent" not in headers:
-        propagate.inject(headers)  # the caller's trace (the gRPC server span), when there is one
-    return headers
-
-
-def event_of(headers: dict[str, str], data: bytes) -> event_pb2.Event:
-    """An event read back from NATS headers and body."""
+def _timestamp(text: str) -> timestamp_pb2.Timestamp:
+    """An RFC 3339 time as a Timestamp; unset when the text is not one."""
     time = timestamp_pb2.Timestamp()
     try:
-        time.FromDatetime(datetime.fromisoformat(headers.get("ce-time", "")))
+        time.FromDatetime(datetime.fromisoformat(text))
     except ValueError:
         pass
+    return time
+
+
+def wire_event(event: event_pb2.Event) -> CloudEvent:
+    """A mesh.v1.Event as it travels on NATS."""
+    return CloudEvent(
+        id=event.id,
+        type=event.type,
+        source=event.source,
+        data=event.data,
+        time=event.time.ToDatetime(tzinfo=UTC).isoformat(),
+        subject=event.subject,
+        tenant=event.tenant,
+        company=event.company,
+        datacontenttype=event.datacontenttype,
+        dataschema=event.dataschema,
+        traceparent=event.traceparent,
+        tracestate=event.tracestate,
+        extensions=dict(event.extensions),
+    )
+
+
+def event_proto(wire: CloudEvent) -> event_pb2.Event:
+    """An event read back from NATS, as a mesh.v1.Event."""
     return event_pb2.Event(
-        id=headers.get("ce-id", ""),
-        source=headers.get("ce-source", ""),
-        type=headers.get("ce-type", ""),
-        specversion=headers.get("ce-specversion", ""),
-        time=time,
-        subject=headers.get("ce-subject", ""),
-        tenant=headers.get("ce-tenant", ""),
-        company=headers.get("ce-company", ""),
-        datacontenttype=headers.get("content-type", ""),
-        dataschema=headers.get("ce-dataschema", ""),
-        data=data,
-        traceparent=headers.get("traceparent", ""),
-        tracestate=headers.get("tracestate", ""),
-        extensions={k[3:]: v for k, v in headers.items() if k.startswith("ce-") and k not in _ATTRIBUTES},
+        id=wire.id,
+        source=wire.source,
+        type=wire.type,
+        specversion=wire.specversion,
+        time=_timestamp(wire.time),
+        subject=wire.subject,
+        tenant=wire.tenant,
+        company=wire.company,
+        datacontenttype=wire.datacontenttype,
+        dataschema=wire.dataschema,
+        data=wire.data,
+        traceparent=wire.traceparent,
+        tracestate=wire.tracestate,
+        extensions=dict(wire.extensions),
     )
 
 
 def dead_letter_proto(letter: dlq.DeadLetter) -> event_pb2.DeadLetter:
-    time = timestamp_pb2.Timestamp()
-    try:
-        time.FromDatetime(datetime.fromisoformat(letter.time))
-    except ValueError:
-        pass
-    original = {k: v for k, v in letter.headers.items() if not k.startswith("mesh-dlq-")}
     return event_pb2.DeadLetter(
         seq=letter.seq,
-        event=event_of(original, letter.data),
+        event=event_proto(letter.event),
         module=letter.module,
         handler=letter.handler,
         reason=letter.reason,
         deliveries=int(letter.deliveries) if letter.deliveries.isdigit() else 0,
-        time=time,
+        time=_timestamp(letter.time),
     )
 
 
@@ -136,7 +112,10 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
                 raise MeshError(
                     "INVALID_EVENT", f"the event's data is {len(event.data)} bytes; NATS takes {client.max_payload}"
                 )
-            await client.jetstream().publish(subject, event.data, timeout=10, headers=event_headers(event))
+            headers = cloudevents.to_nats(wire_event(event))
+            if "traceparent" not in headers:
+                propagate.inject(headers)  # the caller's trace (the gRPC server span), when there is one
+            await client.jetstream().publish(subject, event.data, timeout=10, headers=headers)
             return event_pb2.PublishResponse(id=event.id, subject=subject)
 
         return await answer(context, publish)

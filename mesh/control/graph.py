@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import nodesemver
 
-from sdk import Manifest
+from mesh.protocol.manifest import Manifest
 
 
 @dataclass(frozen=True)

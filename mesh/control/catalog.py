@@ -11,9 +11,9 @@ from typing import Any
 from google.protobuf.message import Message as ProtoMessage
 from pydantic import BaseModel, TypeAdapter
 
-from mesh.discovery import DiscoveredModule
-from sdk import load_module
-from sdk._events import EVENT_SUBJECT_PREFIX, handler_bindings, matches
+from mesh.control.discovery import DiscoveredModule
+from mesh.protocol.names import EVENT_SUBJECT_PREFIX, matches
+from sdk import handler_bindings, load_module
 
 CLOUDEVENTS_HEADERS = {
     "type": "object",

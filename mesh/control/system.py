@@ -8,12 +8,13 @@ import time
 
 from google.protobuf import duration_pb2
 
-from mesh import graph
-from mesh.module_client import ModuleClient
-from mesh.registry import ModuleRecord, Registry, now
+from mesh.control import graph
+from mesh.control.module_client import ModuleClient
+from mesh.control.registry import ModuleRecord, Registry, now
+from mesh.protocol.errors import MeshError
+from mesh.protocol.names import EVENT_COUNT_FIELDS
+from mesh.protocol.states import State
 from mesh.v1 import coordinator_pb2, health_pb2, metrics_pb2
-from sdk import MeshError, State
-from sdk._metrics import EVENT_COUNT_FIELDS
 
 HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
 DEGRADED = health_pb2.HEALTH_STATUS_DEGRADED

@@ -9,9 +9,9 @@ from typing import TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
+from mesh.protocol.errors import MeshError, error_info
+from mesh.protocol.telemetry import client_interceptors
 from mesh.v1 import health_pb2, lifecycle_pb2, lifecycle_pb2_grpc, metrics_pb2, module_pb2
-from sdk import MeshError, error_info
-from sdk._telemetry import client_interceptors
 
 T = TypeVar("T")
 

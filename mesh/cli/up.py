@@ -16,15 +16,15 @@ from importlib import metadata
 from rich.console import Console
 from rich.live import Live
 
-from mesh.config import MeshConfig
-from mesh.coordinator import Coordinator, StartupFailed, ValidationFailed
-from mesh.registry import ModuleRecord
-from mesh.render import module_table
-from mesh.statedir import StateDirLocked
+from mesh.cli.render import module_table
+from mesh.control.config import MeshConfig
+from mesh.control.coordinator import Coordinator, StartupFailed, ValidationFailed
+from mesh.control.registry import ModuleRecord
+from mesh.control.statedir import StateDirLocked
+from mesh.protocol.nats_server import NatsServerError
+from mesh.protocol.states import State
+from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
 from mesh.v1 import module_pb2
-from sdk import State
-from sdk._nats_server import NatsServerError
-from sdk._telemetry import configure_telemetry, shutdown_telemetry
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1

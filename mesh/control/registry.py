@@ -14,10 +14,12 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from mesh.process import ModuleProcess
-from mesh.restart import RestartBudget
+from mesh.control.process import ModuleProcess
+from mesh.control.restart import RestartBudget
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.states import State
 from mesh.v1 import coordinator_pb2, health_pb2, module_pb2
-from sdk import Manifest, MeshError, State
 
 _log = logging.getLogger("mesh")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk import MANIFEST_FILE, Manifest, ManifestError, load_manifest
+from mesh.protocol.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 
 
 @dataclass(frozen=True)

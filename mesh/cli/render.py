@@ -10,8 +10,9 @@ from typing import Any
 
 from rich.table import Table
 
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.states import State
 from mesh.v1 import health_pb2, module_pb2
-from sdk import Manifest, State
 
 STATE_STYLE = {
     State.RUNNING: "green",
@@ -165,8 +166,8 @@ def dead_letter_fields(letter: Any) -> dict[str, Any]:
         body = letter.data.decode(errors="replace")
     return {
         "seq": letter.seq,
-        "event_id": letter.event_id,
-        "event_type": letter.event_type,
+        "event_id": letter.event.id,
+        "event_type": letter.event.type,
         "module": letter.module,
         "handler": letter.handler,
         "deliveries": letter.deliveries,
@@ -187,8 +188,8 @@ def dead_letter_table(letters: Iterable[Any]) -> Table:
             letter.time[:19],
             letter.module,
             letter.handler,
-            letter.event_type,
-            letter.event_id,
+            letter.event.type,
+            letter.event.id,
             letter.deliveries,
             letter.reason.splitlines()[0] if letter.reason else "",
         )

@@ -38,13 +38,15 @@ import grpc
 from google.protobuf import struct_pb2
 from rich.console import Console
 
-from mesh import graph, render
-from mesh.config import DEFAULT_LISTEN, ConfigError, load_config
-from mesh.discovery import DiscoveryError, discover
-from mesh.statedir import StateDir
+from mesh.cli import render
+from mesh.control import graph
+from mesh.control.config import DEFAULT_LISTEN, ConfigError, load_config
+from mesh.control.discovery import DiscoveryError, discover
+from mesh.control.statedir import StateDir
+from mesh.protocol.errors import error_info
+from mesh.protocol.logs import configure_logging
+from mesh.protocol.states import State
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2, tenancy_pb2, tenancy_pb2_grpc
-from sdk import State, error_info
-from sdk._logging import configure_logging
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -249,7 +251,7 @@ def _load_config(args: argparse.Namespace, **extra: Any):
 
 
 def _up(args: argparse.Namespace) -> int:
-    from mesh.up import run_up  # the coordinator's imports are needed by `up` alone
+    from mesh.cli.up import run_up  # the coordinator's imports are needed by `up` alone
 
     config = _load_config(args, listen=args.listen, nats_url=args.nats_url, external_modules=args.external)
     return run_up(config, console, error_console)
@@ -342,7 +344,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _new(args: argparse.Namespace) -> int:
-    from mesh.scaffold import ScaffoldError, create
+    from mesh.cli.scaffold import ScaffoldError, create
 
     if not args.modules.is_dir():
         raise CliError(f"{args.modules} is not a folder; pass --modules", EXIT_USAGE)
@@ -378,7 +380,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from mesh.catalog import asyncapi, build_catalog
+    from mesh.control.catalog import asyncapi, build_catalog
 
     config = _load_config(args)
     try:
@@ -413,7 +415,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from mesh import dlq
+    from mesh.control import dlq
 
     if args.action in ("show", "replay") and args.seq is None and not (args.action == "replay" and args.all):
         raise CliError(f"`mesh dlq {args.action}` needs a sequence number (see `mesh dlq list`)", EXIT_USAGE)
@@ -443,7 +445,7 @@ def _dlq(args: argparse.Namespace) -> int:
                 console.print(f"mesh dlq: replayed {len(letters)} dead letters")
             else:
                 letter = await dlq.replay(client, args.seq, keep=args.keep)
-                console.print(f"mesh dlq: replayed {letter.seq} (event {letter.event_id}) to {letter.consumer}")
+                console.print(f"mesh dlq: replayed {letter.seq} (event {letter.event.id}) to {letter.consumer}")
         except dlq.DeadLetterNotFound as error:
             raise CliError(str(error), EXIT_USAGE) from None
         finally:

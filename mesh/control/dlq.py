@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from sdk._events import DEAD_LETTER_STREAM, REPLAY_SUBJECT_PREFIX
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent
+from mesh.protocol.names import DEAD_LETTER_STREAM, replay_subject
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class DeadLetter:
     """One dead letter: the original event and why it was given up on."""
 
     seq: int
-    event_id: str
-    event_type: str
+    event: CloudEvent
+    """The original event, read leniently: a dead letter may be a message that was never an event."""
     module: str
     handler: str
     consumer: str
@@ -41,8 +43,7 @@ def _letter(seq: int, headers: dict[str, str] | None, data: bytes | None) -> Dea
     headers = dict(headers or {})
     return DeadLetter(
         seq=seq,
-        event_id=headers.get("ce-id", ""),
-        event_type=headers.get("ce-type", ""),
+        event=cloudevents.from_nats(headers, data, strict=False),
         module=headers.get("mesh-dlq-module", ""),
         handler=headers.get("mesh-dlq-handler", ""),
         consumer=headers.get("mesh-dlq-consumer", ""),
@@ -93,7 +94,7 @@ async def replay(client: NatsClient, seq: int, *, keep: bool) -> DeadLetter:
     headers["mesh-replay-of"] = str(seq)
     headers["Nats-Msg-Id"] = f"replay-{seq}-{uuid.uuid4().hex}"
     js = client.jetstream()
-    await js.publish(f"{REPLAY_SUBJECT_PREFIX}.{letter.consumer}", letter.data, headers=headers)
+    await js.publish(replay_subject(letter.consumer), letter.data, headers=headers)
     if not keep:
         await js.delete_msg(DEAD_LETTER_STREAM, seq)
     return letter

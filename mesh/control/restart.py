@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from sdk import RestartSpec
+from mesh.protocol.manifest import RestartSpec
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,18 @@ import contextlib
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import nats
 from google.protobuf import json_format
 from nats.aio.client import Client as NatsClient
 
-from mesh.registry import ModuleRecord
-from sdk import State
+from mesh.control.registry import ModuleRecord
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent
+from mesh.protocol.names import MODULE_EVENTS_PREFIX, SYSTEM_SUBJECT_PREFIX
+from mesh.protocol.states import State
 
-SUBJECT_PREFIX = "mesh.sys.module"
 SOURCE = "mesh://coordinator"
 
 _EVENT_OF_STATE = {
@@ -36,16 +37,10 @@ _EVENT_OF_STATE = {
 _log = logging.getLogger("mesh")
 
 
-def cloud_event_headers(event_type: str) -> dict[str, str]:
+def cloud_event_headers(event_type: str, subject: str = "") -> dict[str, str]:
     """Headers of a CloudEvent the coordinator publishes (NATS binary mode)."""
-    return {
-        "ce-specversion": "1.0",
-        "ce-id": uuid.uuid4().hex,
-        "ce-source": SOURCE,
-        "ce-type": event_type,
-        "ce-time": datetime.now(UTC).isoformat(),
-        "content-type": "application/json",
-    }
+    event = CloudEvent(id=uuid.uuid4().hex, type=event_type, source=SOURCE, time=cloudevents.now(), subject=subject)
+    return cloudevents.to_nats(event)
 
 
 class LifecycleEvents:
@@ -78,7 +73,7 @@ class LifecycleEvents:
 
     async def publish_json(self, subject: str, data: dict[str, Any]) -> None:
         """Queue a CloudEvent of type `subject` minus `mesh.sys.` (e.g. tenant.acme.module.enabled)."""
-        headers = cloud_event_headers(subject.removeprefix("mesh.sys."))
+        headers = cloud_event_headers(subject.removeprefix(f"{SYSTEM_SUBJECT_PREFIX}."))
         self._queue.put_nowait((subject, json.dumps(data).encode(), headers))
 
     def on_restart(self, record: ModuleRecord) -> None:
@@ -86,8 +81,8 @@ class LifecycleEvents:
 
     def _enqueue(self, record: ModuleRecord, event: str) -> None:
         body = json_format.MessageToJson(record.status(), indent=None).encode()
-        headers = {**cloud_event_headers(f"module.{event}"), "ce-subject": record.name}
-        self._queue.put_nowait((f"{SUBJECT_PREFIX}.{record.name}.{event}", body, headers))
+        headers = cloud_event_headers(f"module.{event}", subject=record.name)
+        self._queue.put_nowait((f"{MODULE_EVENTS_PREFIX}.{record.name}.{event}", body, headers))
 
     async def _publish_in_order(self) -> None:
         while (item := await self._queue.get()) is not None:

@@ -17,12 +17,14 @@ import jsonschema
 import nats.js.errors
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from mesh import graph
-from mesh.registry import ModuleRecord, Registry
+from mesh.control import graph
+from mesh.control.registry import ModuleRecord, Registry
+from mesh.protocol.errors import MeshError, answer
+from mesh.protocol.layers import deep_merge
+from mesh.protocol.names import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, check_id
+from mesh.protocol.states import State
+from mesh.protocol.streams import open_bucket, stamp
 from mesh.v1 import tenancy_pb2, tenancy_pb2_grpc
-from sdk import MeshError, State
-from sdk._errors import answer
-from sdk._tenancy import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, check_id, deep_merge, open_bucket, stamp
 
 LAYER = {
     "default": tenancy_pb2.CONFIG_LAYER_MODULE_DEFAULT,

@@ -22,22 +22,24 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from opentelemetry import metrics, trace
 
-from mesh import graph
-from mesh.config import ConfigError, MeshConfig, ModuleOverrides, load_config
-from mesh.discovery import DiscoveryError, discover
-from mesh.events_api import EventsServicer
-from mesh.module_client import ModuleClient
-from mesh.ordering import run_in_order
-from mesh.process import ProcessStartError, current_environment, module_command, spawn
-from mesh.registry import ModuleRecord, Registry, now
-from mesh.restart import RestartBudget
-from mesh.statedir import StateDir
-from mesh.sysevents import LifecycleEvents
-from mesh.tenancy import TenancyServicer, TenancyStore
+from mesh.control import graph
+from mesh.control.config import ConfigError, MeshConfig, ModuleOverrides, load_config
+from mesh.control.discovery import DiscoveryError, discover
+from mesh.control.events_api import EventsServicer
+from mesh.control.module_client import ModuleClient
+from mesh.control.ordering import run_in_order
+from mesh.control.process import ProcessStartError, current_environment, module_command, spawn
+from mesh.control.registry import ModuleRecord, Registry, now
+from mesh.control.restart import RestartBudget
+from mesh.control.statedir import StateDir
+from mesh.control.sysevents import LifecycleEvents
+from mesh.control.tenancy import TenancyServicer, TenancyStore
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest, manifest_from_proto
+from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.states import State
+from mesh.protocol.streams import ensure_streams
 from mesh.v1 import lifecycle_pb2, module_pb2
-from sdk import Manifest, MeshError, State, manifest_from_proto
-from sdk._events import ensure_streams
-from sdk.testing import EmbeddedNats
 
 _log = logging.getLogger("mesh")
 _tracer = trace.get_tracer("mesh.coordinator")
@@ -183,7 +185,7 @@ class Coordinator:
         for record in self.registry.records.values():
             if record.state is State.SKIPPED:
                 self._events.on_change(record, State.REGISTERED)
-        from mesh.api import serve  # the API needs the coordinator; imported late to keep layers one-way
+        from mesh.control.api import serve  # the API needs the coordinator; imported late to keep layers one-way
 
         self._server, self.address = await serve(self, self.config.listen)
         self.state_dir.write_info(address=self.address, nats_url=self.nats_url)

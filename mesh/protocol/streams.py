@@ -1,0 +1,133 @@
+"""JetStream provisioning: the event and dead-letter streams and the key-value buckets,
+created when missing and brought up to date, with their settings read from the
+environment.
+
+Both the coordinator (at `mesh up`) and each module (at Initialize, for a module started
+elsewhere) call these, so a module can run against a NATS server nobody prepared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats.js.errors
+from nats.js import api
+
+from mesh.protocol.errors import MeshError
+from mesh.protocol.names import (
+    BUCKET_HISTORY,
+    DEAD_LETTER_STREAM,
+    DEAD_LETTER_SUBJECT_PREFIX,
+    EVENT_STREAM,
+    EVENT_SUBJECT_PREFIX,
+    REPLAY_SUBJECT_PREFIX,
+)
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+"""How long the server remembers event ids, so that a retried publish is stored once."""
+
+_log = logging.getLogger("mesh.protocol.streams")
+
+
+def jetstream_replicas(env: Mapping[str, str]) -> int:
+    """MESH_JETSTREAM_REPLICAS: copies of every stream and bucket (1-5; the cluster must be that large)."""
+    value = env.get("MESH_JETSTREAM_REPLICAS", "1")
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise MeshError("INVALID_CONFIG", f"MESH_JETSTREAM_REPLICAS is {value!r}; expected 1 to 5")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The event stream's retention, from MESH_EVENTS_RETENTION ("limits", the default:
+    keep events until they are older than the max age; or "interest": drop an event once
+    every consumer has acknowledged it) and MESH_EVENTS_MAX_AGE_SECONDS (default 7 days)."""
+
+    retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
+    max_age_seconds: float = 7 * 24 * 3600.0
+    replicas: int = 1
+    """Copies of each stream in a NATS cluster (MESH_JETSTREAM_REPLICAS; 3 in docker-compose)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
+        retention = env.get("MESH_EVENTS_RETENTION", "limits").strip().lower()
+        if retention not in ("limits", "interest"):
+            raise MeshError(
+                "INVALID_CONFIG", f"MESH_EVENTS_RETENTION is {retention!r}; expected 'limits' or 'interest'"
+            )
+        max_age = env.get("MESH_EVENTS_MAX_AGE_SECONDS", str(cls.max_age_seconds))
+        try:
+            seconds = float(max_age)
+        except ValueError:
+            seconds = -1.0
+        if seconds < 0:
+            raise MeshError(
+                "INVALID_CONFIG", f"MESH_EVENTS_MAX_AGE_SECONDS is {max_age!r}; expected seconds >= 0 (0: forever)"
+            )
+        return cls(api.RetentionPolicy(retention), seconds, jetstream_replicas(env))
+
+
+async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> None:
+    """Create the event and dead-letter streams, or bring their subjects and max age up to date."""
+    settings = settings or StreamSettings.from_env(os.environ)
+    for name, subjects, retention, max_age in (
+        (
+            EVENT_STREAM,
+            [f"{EVENT_SUBJECT_PREFIX}.>", f"{REPLAY_SUBJECT_PREFIX}.>"],
+            settings.retention,
+            settings.max_age_seconds,
+        ),
+        (DEAD_LETTER_STREAM, [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"], api.RetentionPolicy.LIMITS, 0.0),
+    ):
+        config = api.StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=retention,
+            storage=api.StorageType.FILE,
+            max_age=max_age,
+            num_replicas=settings.replicas,
+            # NATS wants the dedupe window within the max age.
+            duplicate_window=min(DUPLICATE_WINDOW_SECONDS, max_age) if max_age else DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.stream_info(name)  # another process created it just now
+            continue
+        if info.config.retention != retention:
+            _log.warning(
+                "stream %s keeps retention %s; NATS cannot change it to %s after creation",
+                name,
+                info.config.retention,
+                retention,
+            )
+            config.retention = info.config.retention
+        if sorted(info.config.subjects or []) != sorted(subjects) or info.config.max_age != max_age:
+            await js.update_stream(config)
+
+
+async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: int = BUCKET_HISTORY) -> Any:
+    """A key-value bucket, created when missing (concurrent creators are fine)."""
+    try:
+        return await js.key_value(name)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+        pass
+    try:
+        config = api.KeyValueConfig(bucket=name, history=history, ttl=ttl, replicas=jetstream_replicas(os.environ))
+        return await js.create_key_value(config)
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(name)
+
+
+def stamp(actor: str, **fields: Any) -> bytes:
+    """A tenancy value: the fields plus who changed it and when (the audit trail)."""
+    return json.dumps({**fields, "changed_by": actor or "unknown", "changed_at": time.time()}).encode()
