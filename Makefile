@@ -13,7 +13,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 help:
 	@echo "make run    - run the example mesh (embedded NATS; nothing else needed)"
 	@echo "make test   - run the whole test suite"
-	@echo "make lint   - buf lint on the contracts, ruff on the code"
+	@echo "make lint   - buf lint on the contracts, ruff, mypy and the import contracts on the code"
 	@echo "make proto  - regenerate mesh/v1 and the modules' code from the .proto files"
 	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
 
@@ -46,6 +46,8 @@ lint: $(DEV_STAMP)
 	$(BIN)/buf lint
 	$(BIN)/ruff check mesh sdk modules tests bench
 	$(BIN)/ruff format --check mesh sdk modules tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 proto: $(DEV_STAMP)
 	$(PY) -m mesh.protogen
