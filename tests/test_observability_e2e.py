@@ -134,24 +134,26 @@ def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collecto
         assert asyncio.run(greet()).startswith("front via back pid")
         running.wait_for(lambda: ("heard", "ada") in mesh.records(), "the listener to hear the greeting")
 
-        def spans_arrived():
+        def spans_asserted_on():
             with collector.lock:
                 spans = list(collector.spans)
-            names = {(s["service"], s["name"]) for s in spans}
-            wanted = {
-                ("listener", "greeting.sent process"),
-                ("mesh-coordinator", "mesh up"),
-                ("back", "greeting.sent publish"),
-            }
-            return spans if wanted <= names else None
+            try:
+                return spans, locate(spans)
+            except StopIteration:  # some span asserted on below has not arrived yet
+                return None
 
-        spans = wait_for(spans_arrived, "the spans at the collector")
-        wait_for(
-            lambda: (
-                {"rpc.server.duration", "mesh.events.published", "mesh.events.received"} <= set(collector.metric_names)
-            ),
-            "the metric points at the collector",
-        )
+        spans, found = wait_for(spans_asserted_on, "every span asserted on at the collector")
+
+        def metrics_asserted_on():
+            with collector.lock:
+                names = {name: set(services) for name, services in collector.metric_names.items()}
+            return (
+                {"front", "back"} <= names.get("rpc.server.duration", set())
+                and "back" in names.get("mesh.events.published", set())
+                and "listener" in names.get("mesh.events.received", set())
+            )
+
+        wait_for(metrics_asserted_on, "the metric points of every module asserted on at the collector")
         log_line = next(
             line for line in (mesh.state / "logs" / "back.log").read_text().splitlines() if '"trace_id"' in line
         )
@@ -161,38 +163,44 @@ def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collecto
 
     # start-up: one trace, the coordinator's root, each module's initialize and start below it,
     # continued into the modules' own server spans
-    root = next(s for s in spans if s["name"] == "mesh up" and s["service"] == "mesh-coordinator")
+    root = found["root"]
     assert root["parent"] == ""
-    startup = [s for s in spans if s["trace"] == root["trace"]]
     for module in ("back", "front", "listener"):
         for phase in ("initialize", "start"):
-            step = next(s for s in startup if s["name"] == f"{phase} {module}")
-            assert root in ancestors(step, by_id)
-        served = next(
+            assert root in ancestors(found[f"{phase} {module}"], by_id)
+        assert root in ancestors(found[f"served {module}"], by_id)
+
+    # request -> publish -> handle: one trace id, each span the child of the one before
+    assert found["front client"]["parent"] == found["front server"]["id"]
+    assert found["back server"]["parent"] == found["front client"]["id"]
+    assert found["producer"]["parent"] == found["back server"]["id"]
+    assert found["consumer"]["parent"] == found["producer"]["id"]
+    assert found["producer"]["name"] == "greeting.sent publish"
+    assert found["consumer"]["name"] == "greeting.sent process"
+
+    assert '"trace_id": "' in log_line and '"span_id": "' in log_line
+
+
+def locate(spans: list[dict]) -> dict[str, dict]:
+    """The spans the test asserts on, by role; StopIteration while one is missing."""
+    found = {"root": next(s for s in spans if s["name"] == "mesh up" and s["service"] == "mesh-coordinator")}
+    startup = [s for s in spans if s["trace"] == found["root"]["trace"]]
+    for module in ("back", "front", "listener"):
+        for phase in ("initialize", "start"):
+            found[f"{phase} {module}"] = next(s for s in startup if s["name"] == f"{phase} {module}")
+        found[f"served {module}"] = next(
             s
             for s in startup
             if s["service"] == module and s["name"] == "/mesh.v1.Lifecycle/Initialize" and s["kind"] == SERVER
         )
-        assert root in ancestors(served, by_id)
-
-    # request -> publish -> handle: one trace id, each span the child of the one before
-    front_server = next(
+    found["front server"] = next(
         s
         for s in spans
         if s["service"] == "front" and s["name"] == "/greeter.v1.Greeter/SayHello" and s["kind"] == SERVER
     )
-    chain = [s for s in spans if s["trace"] == front_server["trace"]]
-    front_client = next(s for s in chain if s["service"] == "front" and s["kind"] == CLIENT)
-    back_server = next(s for s in chain if s["service"] == "back" and s["kind"] == SERVER)
-    producer = next(s for s in chain if s["service"] == "back" and s["kind"] == PRODUCER)
-    consumer = next(s for s in chain if s["service"] == "listener" and s["kind"] == CONSUMER)
-    assert front_client["parent"] == front_server["id"]
-    assert back_server["parent"] == front_client["id"]
-    assert producer["parent"] == back_server["id"]
-    assert consumer["parent"] == producer["id"]
-    assert producer["name"] == "greeting.sent publish" and consumer["name"] == "greeting.sent process"
-
-    assert {"front", "back"} <= collector.metric_names["rpc.server.duration"]
-    assert "back" in collector.metric_names["mesh.events.published"]
-    assert "listener" in collector.metric_names["mesh.events.received"]
-    assert '"trace_id": "' in log_line and '"span_id": "' in log_line
+    chain = [s for s in spans if s["trace"] == found["front server"]["trace"]]
+    found["front client"] = next(s for s in chain if s["service"] == "front" and s["kind"] == CLIENT)
+    found["back server"] = next(s for s in chain if s["service"] == "back" and s["kind"] == SERVER)
+    found["producer"] = next(s for s in chain if s["service"] == "back" and s["kind"] == PRODUCER)
+    found["consumer"] = next(s for s in chain if s["service"] == "listener" and s["kind"] == CONSUMER)
+    return found

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 STARTUP_TIMEOUT_SECONDS = 10.0
 
@@ -100,7 +101,7 @@ class EmbeddedNats:
             str(scratch),
             *self._extra_args,
         ]
-        output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
+        output: IO[bytes] | int = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(
                 args,
@@ -110,7 +111,7 @@ class EmbeddedNats:
                 preexec_fn=_terminate_with_parent if self._die_with_parent else None,
             )
         finally:
-            if self._log_file:
+            if not isinstance(output, int):
                 output.close()
         self.url = self._wait_for_ports_file(scratch)
         return self.url
@@ -132,7 +133,7 @@ class EmbeddedNats:
                 )
             if ports_file.exists():
                 try:
-                    return json.loads(ports_file.read_text())["nats"][0]
+                    return str(json.loads(ports_file.read_text())["nats"][0])
                 except (ValueError, KeyError, IndexError):
                     pass  # written but not complete yet
             time.sleep(0.01)

@@ -144,6 +144,7 @@ def tracing() -> bool:
     return "tracer_provider" in _configured
 
 
+# opentelemetry-instrumentation-grpc ships no annotations, hence the ignores below.
 def server_interceptors() -> list[Any]:
     """The tracing interceptor for a grpc.aio server (spans are children of the caller's).
 
@@ -152,10 +153,10 @@ def server_interceptors() -> list[Any]:
     Telemetry is configured before a module's server starts (from the environment), so a
     traced process always has it.
     """
-    return [aio_server_interceptor(filter_=_NOT_TRACED)] if tracing() else []
+    return [aio_server_interceptor(filter_=_NOT_TRACED)] if tracing() else []  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> list[Any]:
     """The tracing interceptors for a grpc.aio channel (they carry the trace context); none
     when the process does not trace."""
-    return list(aio_client_interceptors(filter_=_NOT_TRACED)) if tracing() else []
+    return list(aio_client_interceptors(filter_=_NOT_TRACED)) if tracing() else []  # type: ignore[no-untyped-call]

@@ -1,0 +1,62 @@
+"""The protocol layer as data: the reason table mirrors errors.proto, and the CloudEvents
+NATS codec round-trips every attribute and refuses what is not an event."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent, NotAnEvent
+from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
+
+
+def test_reason_enum_mirrors_errors_proto() -> None:
+    assert {reason.value for reason in Reason} == PROTO_REASONS
+
+
+def test_every_reason_has_one_status() -> None:
+    for reason in Reason:
+        assert isinstance(status_of(reason), grpc.StatusCode)
+    assert MeshError(Reason.MODULE_NOT_FOUND, "x").status is grpc.StatusCode.NOT_FOUND
+    assert MeshError("MODULE_NOT_FOUND", "x").reason is Reason.MODULE_NOT_FOUND
+
+
+def test_unknown_reason_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown mesh error reason 'NOPE'.*MODULE_NOT_FOUND"):
+        MeshError("NOPE", "x")
+
+
+def test_codec_round_trips_every_attribute() -> None:
+    event = CloudEvent(
+        id="e1",
+        type="order.created",
+        source="mesh://orders",
+        data=b'{"id": 1}',
+        time="2026-11-24T10:00:00+00:00",
+        subject="order-1",
+        tenant="acme",
+        company="acme-eu",
+        datacontenttype="application/json",
+        dataschema="https://example.org/order.json",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="vendor=1",
+        extensions={"priority": "high"},
+    )
+    headers = cloudevents.to_nats(event)
+    assert headers["Nats-Msg-Id"] == "e1" and headers["ce-specversion"] == "1.0"
+    assert headers["ce-priority"] == "high" and headers["ce-tenant"] == "acme"
+    assert cloudevents.from_nats(headers, event.data) == event
+
+
+def test_codec_leaves_out_empty_optional_attributes() -> None:
+    headers = cloudevents.to_nats(CloudEvent(id="e2", type="a.b", source="s"))
+    assert set(headers) == {"ce-specversion", "ce-id", "ce-source", "ce-type", "content-type", "Nats-Msg-Id"}
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_message_without_required_attributes_is_not_an_event() -> None:
+    with pytest.raises(NotAnEvent, match=r"missing header\(s\) ce-id, ce-specversion"):
+        cloudevents.from_nats({"ce-type": "a.b", "ce-source": "s"}, b"")
+    lenient = cloudevents.from_nats(None, None, strict=False)
+    assert lenient.id == "" and lenient.data == b""
