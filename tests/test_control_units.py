@@ -1,4 +1,5 @@
-"""Control-plane parts that need no process: restart budgets, ordered runs, configuration."""
+"""Control-plane parts that need no process: restart budgets, ordered runs, configuration,
+registration's validation, the lifecycle's failure record."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ import asyncio
 import pytest
 
 from mesh.control.config import ConfigError, load_config
+from mesh.control.lifecycle import ModuleLifecycle
 from mesh.control.ordering import run_in_order
+from mesh.control.registration import Registration
+from mesh.control.registry import ModuleRecord, Registry
 from mesh.control.restart import RestartBudget
-from sdk import RestartSpec
+from mesh.control.tasks import BackgroundTasks
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.states import State
+from mesh.v1 import lifecycle_pb2, module_pb2
+from sdk import RestartSpec, parse_manifest
 
 
 def test_restart_backoff_doubles_up_to_the_cap_and_the_window_caps_restarts():
@@ -103,3 +112,66 @@ def test_layers_merge_objects_key_by_key():
     merged = deep_merge(base, {"invoice": {"prefix": "ACME-"}, "tax_rate": 0.2})
     assert merged == {"currency": "USD", "invoice": {"prefix": "ACME-", "digits": 6}, "tax_rate": 0.2}
     assert base["invoice"]["prefix"] == "INV"
+
+
+def _registration() -> tuple[Registry, Registration]:
+    """A registry with 'base' 1.4.0 running and 'beta' skipped, and its registration desk."""
+    registry = Registry()
+    for name, state in (("base", State.RUNNING), ("beta", State.SKIPPED)):
+        record = ModuleRecord(manifest=_manifest(name, version="1.4.0"), origin=module_pb2.MODULE_ORIGIN_LOCAL)
+        registry.add(record)
+        registry.update(record, state)
+
+    def no_settings(record: ModuleRecord, extra: object) -> lifecycle_pb2.ModuleSettings:
+        raise AssertionError("a refused module is never initialized")
+
+    lifecycle = ModuleLifecycle(registry, no_settings, stop_grace_seconds=1)
+    return registry, Registration(registry, lifecycle, BackgroundTasks(), ready_timeout_seconds=1)
+
+
+def _manifest(name: str, *deps: str, version: str = "1.0.0", constraint: str = "") -> Manifest:
+    data = {
+        "name": name,
+        "version": version,
+        "dependencies": [{"name": d, "version": constraint} for d in deps],
+        "run": {"entry": "module:Module"},
+    }
+    return parse_manifest(data, f"{name}/module.toml")
+
+
+@pytest.mark.parametrize(
+    ("newcomer", "reason", "fix"),
+    [
+        (_manifest("visitor", "base", constraint="^2.0.0"), "VERSION_CONSTRAINT_UNMET", "change the constraint"),
+        (_manifest("visitor", "beta"), "MODULE_DEPENDENCY_MISSING", "mark the dependency optional"),
+        (_manifest("base"), "MODULE_ALREADY_REGISTERED", "registered modules need a name of their own"),
+    ],
+)
+async def test_registration_refuses_what_the_graph_validation_refuses_and_names_the_fix(newcomer, reason, fix):
+    registry, registration = _registration()
+    with pytest.raises(MeshError) as refused:
+        await registration.register("127.0.0.1:1", newcomer, newcomer.to_proto(), "instance-1")
+    assert refused.value.reason == reason
+    assert fix in refused.value.message
+    assert registry.get("visitor") is None
+
+
+def test_only_registered_modules_deregister():
+    _, registration = _registration()
+    with pytest.raises(MeshError) as refused:
+        registration.deregister("base", "", force=False)
+    assert refused.value.reason == "MODULE_NOT_FOUND"
+    assert "only registered modules deregister" in refused.value.message
+
+
+def test_a_failure_is_recorded_with_its_phase_and_told_to_listeners():
+    registry, _ = _registration()
+    changes: list[tuple[str, State, State]] = []
+    registry.listen(lambda record, previous: changes.append((record.name, previous, record.state)))
+    lifecycle = ModuleLifecycle(registry, lambda record, extra: lifecycle_pb2.ModuleSettings(), stop_grace_seconds=1)
+    lifecycle.fail(registry.require("base"), "initialize", "HOOK_FAILED", "on_initialize raised")
+    base = registry.require("base")
+    assert changes == [("base", State.RUNNING, State.FAILED)]
+    assert base.error is not None
+    assert (base.error.phase, base.error.reason) == ("initialize", "HOOK_FAILED")
+    assert base.state_reason == "on_initialize raised"

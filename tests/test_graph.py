@@ -116,3 +116,26 @@ def test_plan_keeps_what_runs_and_orders_it():
     plan = graph.plan(DIAMOND, env={}, flags={})
     assert plan.valid and not plan.skipped
     assert plan.order[0] == "base"
+
+
+def test_a_newcomer_is_refused_for_what_it_breaks_with_the_fix_named():
+    running = mesh(manifest("base", version="1.4.0"), manifest("extras", optional=("visitor",)))
+    newcomer = manifest("visitor", "base", "ghost", constraints={"base": "^2.0.0"})
+    problems = graph.problems_on_joining(running, newcomer)
+    assert [(p.reason, p.module) for p in problems] == [
+        ("VERSION_CONSTRAINT_UNMET", "visitor"),
+        ("MODULE_DEPENDENCY_MISSING", "visitor"),
+    ]
+    assert problems[0].message.endswith("change the constraint or the module's version")
+    assert problems[1].message.endswith("add the module 'ghost' or mark the dependency optional")
+
+
+def test_a_newcomer_closing_a_cycle_through_an_optional_dependency_is_refused():
+    running = mesh(manifest("base", optional=("visitor",)))
+    problems = graph.problems_on_joining(running, manifest("visitor", "base"))
+    assert [p.reason for p in problems] == ["CIRCULAR_DEPENDENCY"]
+
+
+def test_a_newcomer_answers_only_for_its_own_problems_and_may_replace_its_namesake():
+    running = mesh(manifest("broken", "ghost"), manifest("base"), manifest("visitor", "base", "ghost"))
+    assert graph.problems_on_joining(running, manifest("visitor", "base")) == []

@@ -1,19 +1,24 @@
-"""The mesh.v1.Coordinator service, with grpc.health.v1 and reflection, over the coordinator."""
+"""The mesh.v1.Coordinator service, and the coordinator's gRPC server (with the Tenancy and
+Events services, grpc.health.v1 and reflection)."""
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.control.events_api import EventsServicer
 from mesh.control.module_client import ModuleClient
-from mesh.control.registry import now
+from mesh.control.operations import MeshOperations
+from mesh.control.registry import ModuleRecord, now
 from mesh.control.system import SystemHealth, collect_metrics, graph_response
+from mesh.control.tenancy import TenancyServicer
 from mesh.protocol.errors import MeshError, answer
 from mesh.protocol.manifest import manifest_from_proto
 from mesh.protocol.telemetry import server_interceptors
@@ -27,10 +32,7 @@ from mesh.v1 import (
     tenancy_pb2_grpc,
 )
 
-if TYPE_CHECKING:
-    from mesh.control.coordinator import Coordinator
-
-T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
 TENANCY_SERVICE = tenancy_pb2.DESCRIPTOR.services_by_name["Tenancy"].full_name
@@ -38,17 +40,17 @@ EVENTS_SERVICE = event_pb2.DESCRIPTOR.services_by_name["Events"].full_name
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    """Answers mesh.v1.Coordinator from the coordinator's registry."""
+    """Answers mesh.v1.Coordinator from the control plane's operations and registry."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
-        self._coordinator = coordinator
-        self._registry = coordinator.registry
-        config = coordinator.config
-        self._health = SystemHealth(
-            coordinator.registry, timeout=config.health_timeout_seconds, cache_seconds=config.health_cache_seconds
-        )
+    def __init__(self, operations: MeshOperations, health: SystemHealth, *, metrics_timeout_seconds: float) -> None:
+        self._operations = operations
+        self._registry = operations.registry
+        self._health = health
+        self._metrics_timeout_seconds = metrics_timeout_seconds
 
-    async def ListModules(self, request, context):
+    async def ListModules(
+        self, request: coordinator_pb2.ListModulesRequest, context: Context
+    ) -> coordinator_pb2.ListModulesResponse:
         wanted = set(request.states)
         return coordinator_pb2.ListModulesResponse(
             modules=[
@@ -58,39 +60,63 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             ]
         )
 
-    async def GetModule(self, request, context):
-        record = await answer(context, lambda: self._coordinator.record_of(request.name))
+    async def GetModule(
+        self, request: coordinator_pb2.GetModuleRequest, context: Context
+    ) -> coordinator_pb2.GetModuleResponse:
+        record = await answer(context, lambda: self._operations.record_of(request.name))
         reply = coordinator_pb2.GetModuleResponse(
             status=record.status(), manifest=record.manifest_proto or record.manifest.to_proto()
         )
         if record.last_health is not None:
             reply.health.CopyFrom(record.last_health)
         if record.address:
-            metrics = await collect_metrics_for(self._coordinator, record.name)
+            metrics = await self._metrics_of(record)
             if metrics is not None:
                 reply.metrics.CopyFrom(metrics)
         return reply
 
-    async def GetSystemHealth(self, request, context):
+    async def _metrics_of(self, record: ModuleRecord) -> metrics_pb2.ModuleMetrics | None:
+        """One module's metrics, or None when it does not answer."""
+        client = ModuleClient(record.name, record.address)
+        try:
+            return await client.metrics(self._metrics_timeout_seconds)
+        except MeshError:
+            return None
+        finally:
+            await client.close()
+
+    async def GetSystemHealth(
+        self, request: coordinator_pb2.GetSystemHealthRequest, context: Context
+    ) -> coordinator_pb2.GetSystemHealthResponse:
         return await self._health.check(fresh=request.fresh)
 
-    async def GetSystemMetrics(self, request, context):
-        return await collect_metrics(self._registry, self._coordinator.config.health_timeout_seconds)
+    async def GetSystemMetrics(
+        self, request: coordinator_pb2.GetSystemMetricsRequest, context: Context
+    ) -> coordinator_pb2.GetSystemMetricsResponse:
+        return await collect_metrics(self._registry, self._metrics_timeout_seconds)
 
-    async def GetGraph(self, request, context):
+    async def GetGraph(
+        self, request: coordinator_pb2.GetGraphRequest, context: Context
+    ) -> coordinator_pb2.GetGraphResponse:
         return graph_response(self._registry)
 
-    async def ReloadModule(self, request, context):
+    async def ReloadModule(
+        self, request: coordinator_pb2.ReloadModuleRequest, context: Context
+    ) -> coordinator_pb2.ReloadModuleResponse:
         extra = json_format.MessageToDict(request.config) if request.HasField("config") else None
-        record = await answer(context, lambda: self._coordinator.reload_module(request.name, extra))
+        record = await answer(context, lambda: self._operations.reload_module(request.name, extra))
         return coordinator_pb2.ReloadModuleResponse(status=record.status())
 
-    async def RestartModule(self, request, context):
-        record = await answer(context, lambda: self._coordinator.restart_module(request.name))
+    async def RestartModule(
+        self, request: coordinator_pb2.RestartModuleRequest, context: Context
+    ) -> coordinator_pb2.RestartModuleResponse:
+        record = await answer(context, lambda: self._operations.restart_module(request.name))
         return coordinator_pb2.RestartModuleResponse(status=record.status())
 
-    async def RegisterModule(self, request, context):
-        async def register():
+    async def RegisterModule(
+        self, request: coordinator_pb2.RegisterModuleRequest, context: Context
+    ) -> coordinator_pb2.RegisterModuleResponse:
+        async def register() -> ModuleRecord:
             manifest_proto = request.manifest
             if not request.HasField("manifest"):
                 client = ModuleClient("registering module", request.address)
@@ -102,7 +128,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 manifest = manifest_from_proto(manifest_proto, f"module registering from {request.address}")
             except ValueError as error:
                 raise MeshError("INVALID_MANIFEST", str(error)) from None
-            return await self._coordinator.register_module(
+            return await self._operations.register_module(
                 request.address, manifest, manifest_proto, request.instance_id
             )
 
@@ -113,13 +139,17 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         record = await answer(context, register)
         return coordinator_pb2.RegisterModuleResponse(status=record.status())
 
-    async def DeregisterModule(self, request, context):
+    async def DeregisterModule(
+        self, request: coordinator_pb2.DeregisterModuleRequest, context: Context
+    ) -> coordinator_pb2.DeregisterModuleResponse:
         record = await answer(
-            context, lambda: self._coordinator.deregister_module(request.name, request.instance_id, request.force)
+            context, lambda: self._operations.deregister_module(request.name, request.instance_id, request.force)
         )
         return coordinator_pb2.DeregisterModuleResponse(status=record.status())
 
-    async def WatchModules(self, request, context):
+    async def WatchModules(
+        self, request: coordinator_pb2.WatchModulesRequest, context: Context
+    ) -> AsyncIterator[coordinator_pb2.WatchModulesResponse]:
         names = set(request.names)
         queue = self._registry.watch()
         try:
@@ -134,36 +164,44 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         finally:
             self._registry.unwatch(queue)
 
-    async def Shutdown(self, request, context):
-        self._coordinator.shutdown_reason = request.reason or "Shutdown requested"
-        self._coordinator.shutdown_requested.set()
+    async def Shutdown(
+        self, request: coordinator_pb2.ShutdownRequest, context: Context
+    ) -> coordinator_pb2.ShutdownResponse:
+        self._operations.request_shutdown(request.reason or "Shutdown requested")
         return coordinator_pb2.ShutdownResponse(pid=os.getpid())
 
 
-async def collect_metrics_for(coordinator: Coordinator, name: str) -> metrics_pb2.ModuleMetrics | None:
-    """One module's metrics, or None when it does not answer."""
-    record = coordinator.registry.records[name]
-    client = ModuleClient(name, record.address)
-    try:
-        return await client.metrics(coordinator.config.health_timeout_seconds)
-    except MeshError:
-        return None
-    finally:
-        await client.close()
+async def serve(
+    listen: str,
+    coordinator: CoordinatorServicer,
+    *,
+    tenancy: TenancyServicer | None = None,
+    events: EventsServicer | None = None,
+) -> tuple[grpc.aio.Server, str]:
+    """Start the coordinator's gRPC server.
 
+    Args:
+        listen: "host:port" to bind (port 0: any free port).
+        coordinator: The mesh.v1.Coordinator servicer.
+        tenancy: The mesh.v1.Tenancy servicer, when the mesh has NATS.
+        events: The mesh.v1.Events servicer, when the mesh has NATS.
 
-async def serve(coordinator: Coordinator, listen: str) -> tuple[grpc.aio.Server, str]:
-    """Start the coordinator's gRPC server on `listen`; returns it and its "host:port"."""
+    Returns:
+        The server and the "host:port" others reach it at.
+
+    Raises:
+        OSError: `listen` cannot be bound.
+    """
     server = grpc.aio.server(interceptors=server_interceptors(), options=[("grpc.so_reuseport", 0)])
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(coordinator), server)
-    health_servicer = health.aio.HealthServicer()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc_health-stubs lack health.aio
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [COORDINATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    if coordinator.tenancy is not None:
-        tenancy_pb2_grpc.add_TenancyServicer_to_server(coordinator.tenancy, server)
+    if tenancy is not None:
+        tenancy_pb2_grpc.add_TenancyServicer_to_server(tenancy, server)
         services.append(TENANCY_SERVICE)
-    if coordinator.events_api is not None:
-        event_pb2_grpc.add_EventsServicer_to_server(coordinator.events_api, server)
+    if events is not None:
+        event_pb2_grpc.add_EventsServicer_to_server(events, server)
         services.append(EVENTS_SERVICE)
     reflection.enable_server_reflection(services, server)
     host = listen.rpartition(":")[0]

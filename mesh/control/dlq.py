@@ -63,7 +63,7 @@ async def list_dead_letters(client: NatsClient, *, module: str | None = None) ->
         info = await js.stream_info(DEAD_LETTER_STREAM)
     except nats.js.errors.NotFoundError:
         return []
-    letters = []
+    letters: list[DeadLetter] = []
     if not info.state.messages:
         return letters
     for seq in range(info.state.first_seq, info.state.last_seq + 1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -20,8 +20,6 @@ from mesh.protocol.errors import MeshError, answer
 from mesh.protocol.manifest import validate_event_type
 from mesh.protocol.names import check_token, event_subject
 from mesh.v1 import event_pb2, event_pb2_grpc
-
-T = TypeVar("T")
 
 
 def _timestamp(text: str) -> timestamp_pb2.Timestamp:
@@ -91,7 +89,9 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
     def __init__(self, connection: Callable[[], NatsClient]) -> None:
         self._connection = connection
 
-    async def Publish(self, request, context):
+    async def Publish(
+        self, request: event_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> event_pb2.PublishResponse:
         async def publish() -> event_pb2.PublishResponse:
             event = event_pb2.Event()
             event.CopyFrom(request.event)
@@ -120,11 +120,15 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
 
         return await answer(context, publish)
 
-    async def ListDeadLetters(self, request, context):
+    async def ListDeadLetters(
+        self, request: event_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> event_pb2.ListDeadLettersResponse:
         letters = await dlq.list_dead_letters(self._connection(), module=request.module or None)
         return event_pb2.ListDeadLettersResponse(dead_letters=[dead_letter_proto(letter) for letter in letters])
 
-    async def ReplayDeadLetter(self, request, context):
+    async def ReplayDeadLetter(
+        self, request: event_pb2.ReplayDeadLetterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> event_pb2.ReplayDeadLetterResponse:
         async def replay() -> event_pb2.ReplayDeadLetterResponse:
             try:
                 letter = await dlq.replay(self._connection(), request.seq, keep=request.keep)

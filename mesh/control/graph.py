@@ -132,6 +132,21 @@ def find_problems(manifests: Mapping[str, Manifest]) -> list[GraphProblem]:
     return problems
 
 
+def problems_on_joining(manifests: Mapping[str, Manifest], newcomer: Manifest) -> list[GraphProblem]:
+    """What `newcomer` would break by joining a running graph (or replacing its namesake there).
+
+    The same validation as at start-up, so a refused registration names the fix too; only
+    the problems the graph did not have without the newcomer count.
+
+    Args:
+        manifests: The modules of the mesh now (skipped ones left out).
+        newcomer: The module that asks to join.
+    """
+    without = {name: manifest for name, manifest in manifests.items() if name != newcomer.name}
+    known = set(find_problems(without))
+    return [problem for problem in find_problems({**without, newcomer.name: newcomer}) if problem not in known]
+
+
 def _edges(manifest: Manifest, present: Iterable[str]) -> list[str]:
     """The dependencies of a module that are in the graph, optional ones included."""
     present = set(present)

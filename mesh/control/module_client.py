@@ -29,7 +29,7 @@ class ModuleClient:
         self._stub = lifecycle_pb2_grpc.LifecycleStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)  # None: cancel calls in flight at once
 
     async def describe(self, deadline_seconds: float = 10.0) -> lifecycle_pb2.DescribeResponse:
         return await self._call(
@@ -37,7 +37,7 @@ class ModuleClient:
         )
 
     async def initialize(self, settings: lifecycle_pb2.ModuleSettings) -> module_pb2.ModuleStatus:
-        reply = await self._call(
+        reply: lifecycle_pb2.InitializeResponse = await self._call(
             "Initialize",
             lambda: self._stub.Initialize(
                 lifecycle_pb2.InitializeRequest(settings=settings), timeout=CALL_TIMEOUT_SECONDS
@@ -46,13 +46,13 @@ class ModuleClient:
         return reply.status
 
     async def start(self) -> module_pb2.ModuleStatus:
-        reply = await self._call(
+        reply: lifecycle_pb2.StartResponse = await self._call(
             "Start", lambda: self._stub.Start(lifecycle_pb2.StartRequest(), timeout=CALL_TIMEOUT_SECONDS)
         )
         return reply.status
 
     async def reload(self, settings: lifecycle_pb2.ModuleSettings) -> module_pb2.ModuleStatus:
-        reply = await self._call(
+        reply: lifecycle_pb2.ReloadResponse = await self._call(
             "Reload",
             lambda: self._stub.Reload(lifecycle_pb2.ReloadRequest(settings=settings), timeout=CALL_TIMEOUT_SECONDS),
         )
@@ -67,13 +67,13 @@ class ModuleClient:
         )
 
     async def health(self, deadline_seconds: float) -> health_pb2.ModuleHealth:
-        reply = await self._call(
+        reply: lifecycle_pb2.GetHealthResponse = await self._call(
             "GetHealth", lambda: self._stub.GetHealth(lifecycle_pb2.GetHealthRequest(), timeout=deadline_seconds)
         )
         return reply.health
 
     async def metrics(self, deadline_seconds: float) -> metrics_pb2.ModuleMetrics:
-        reply = await self._call(
+        reply: lifecycle_pb2.GetMetricsResponse = await self._call(
             "GetMetrics", lambda: self._stub.GetMetrics(lifecycle_pb2.GetMetricsRequest(), timeout=deadline_seconds)
         )
         return reply.metrics

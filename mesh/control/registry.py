@@ -38,7 +38,7 @@ class ModuleRecord:
     """One module as the coordinator sees it."""
 
     manifest: Manifest
-    origin: int  # mesh.v1.ModuleOrigin
+    origin: module_pb2.ModuleOrigin
     directory: Path | None = None
     state: State = State.REGISTERED
     state_reason: str = ""
@@ -82,6 +82,15 @@ class ModuleRecord:
         )
 
 
+def describe_origin(record: ModuleRecord) -> str:
+    """Where a module comes from, for messages: "spawned from modules/orders", ..."""
+    if record.origin == module_pb2.MODULE_ORIGIN_STATIC:
+        return "a remote module of the mesh configuration"
+    if record.origin == module_pb2.MODULE_ORIGIN_REGISTERED:
+        return f"registered from {record.address}"
+    return f"spawned from {record.directory}"
+
+
 class Registry:
     """The module records, in initialization order, with change listeners."""
 
@@ -92,6 +101,13 @@ class Registry:
 
     def add(self, record: ModuleRecord) -> None:
         self.records[record.name] = record
+
+    def remove(self, name: str) -> None:
+        """Forget module `name`, also as a dependent of the others."""
+        del self.records[name]
+        for other in self.records.values():
+            if name in other.dependents:
+                other.dependents.remove(name)
 
     def get(self, name: str) -> ModuleRecord | None:
         return self.records.get(name)

@@ -66,6 +66,7 @@ class StateDir:
 
     def read_info(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.info_file.read_text())
+            info: dict[str, Any] = json.loads(self.info_file.read_text())
         except (FileNotFoundError, ValueError):
             return None
+        return info

@@ -76,7 +76,7 @@ class SystemHealth:
             await client.close()
 
 
-def overall(records: list[ModuleRecord], checked: list[health_pb2.ModuleHealth]) -> int:
+def overall(records: list[ModuleRecord], checked: list[health_pb2.ModuleHealth]) -> health_pb2.HealthStatus:
     """HEALTHY when every module is; UNHEALTHY when a critical module is; else DEGRADED."""
     if all(health.status == HEALTHY for health in checked):
         return HEALTHY

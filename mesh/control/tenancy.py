@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import grpc
 import jsonschema
 import nats.js.errors
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -61,7 +62,8 @@ class TenancyStore:
             return None
         if entry is None or not entry.value:
             return None
-        return json.loads(entry.value)
+        value: dict[str, Any] = json.loads(entry.value)
+        return value
 
     async def module_state(self, tenant: str, module: str) -> dict[str, Any] | None:
         return await self._read(MODULES_BUCKET, f"{tenant}.{module}")
@@ -90,7 +92,8 @@ class TenancyStore:
     async def set_flag(self, tenant: str, flag: str, enabled: bool, actor: str) -> dict[str, Any]:
         body = stamp(actor, enabled=enabled)
         await (await self._bucket(FLAGS_BUCKET)).put(f"{tenant}.{flag}", body)
-        return json.loads(body)
+        stored: dict[str, Any] = json.loads(body)
+        return stored
 
     async def override(self, module: str, tenant: str, company: str = "") -> dict[str, Any] | None:
         key = f"{module}.{tenant}" + (f".{company}" if company else "")
@@ -220,7 +223,8 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 "start it before configuring it",
                 metadata={"module": module},
             )
-        return json.loads(text)
+        schema: dict[str, Any] = json.loads(text)
+        return schema
 
     async def layers(self, module: str, tenant: str, company: str) -> list[tuple[str, dict[str, Any]]]:
         """The configuration layers, lowest first: defaults, mesh, tenant, company."""
@@ -280,26 +284,34 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
 
     # --- the gRPC calls --------------------------------------------------------------
 
-    async def EnableModule(self, request, context):
+    async def EnableModule(
+        self, request: tenancy_pb2.EnableModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.EnableModuleResponse:
         changed = await answer(
             context, self.enable(request.tenant, request.module, request.with_dependencies, request.actor)
         )
         return tenancy_pb2.EnableModuleResponse(changed=[await self._tenant_module(request.tenant, n) for n in changed])
 
-    async def DisableModule(self, request, context):
+    async def DisableModule(
+        self, request: tenancy_pb2.DisableModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.DisableModuleResponse:
         changed = await answer(context, self.disable(request.tenant, request.module, request.cascade, request.actor))
         return tenancy_pb2.DisableModuleResponse(
             changed=[await self._tenant_module(request.tenant, n) for n in changed]
         )
 
-    async def ListTenantModules(self, request, context):
+    async def ListTenantModules(
+        self, request: tenancy_pb2.ListTenantModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.ListTenantModulesResponse:
         await answer(context, _checked(request.tenant))
         names = [n for n, r in self._registry.records.items() if r.state is not State.SKIPPED]
         return tenancy_pb2.ListTenantModulesResponse(
             modules=[await self._tenant_module(request.tenant, n) for n in names]
         )
 
-    async def SetFeatureFlag(self, request, context):
+    async def SetFeatureFlag(
+        self, request: tenancy_pb2.SetFeatureFlagRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.SetFeatureFlagResponse:
         async def set_flag() -> dict[str, Any]:
             check_id(request.tenant, "tenant")
             check_id(request.flag, "flag")
@@ -310,19 +322,25 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         stored = await answer(context, set_flag())
         return tenancy_pb2.SetFeatureFlagResponse(flag=_flag(request.flag, stored))
 
-    async def GetFeatureFlags(self, request, context):
+    async def GetFeatureFlags(
+        self, request: tenancy_pb2.GetFeatureFlagsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.GetFeatureFlagsResponse:
         await answer(context, _checked(request.tenant))
         flags = await self._store.flags(request.tenant)
         return tenancy_pb2.GetFeatureFlagsResponse(flags=[_flag(name, value) for name, value in sorted(flags.items())])
 
-    async def SetConfig(self, request, context):
+    async def SetConfig(
+        self, request: tenancy_pb2.SetConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.SetConfigResponse:
         config = json_format.MessageToDict(request.config) if request.HasField("config") else {}
         effective = await answer(
             context, self.set_config(request.module, request.tenant, request.company, config, request.actor)
         )
         return tenancy_pb2.SetConfigResponse(effective=_struct(effective))
 
-    async def GetConfig(self, request, context):
+    async def GetConfig(
+        self, request: tenancy_pb2.GetConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.GetConfigResponse:
         async def get() -> dict[str, Any]:
             self._record(request.module)
             check_id(request.tenant, "tenant")
@@ -335,7 +353,9 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             changed_at=_timestamp(stored.get("changed_at")),
         )
 
-    async def GetEffectiveConfig(self, request, context):
+    async def GetEffectiveConfig(
+        self, request: tenancy_pb2.GetEffectiveConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tenancy_pb2.GetEffectiveConfigResponse:
         effective, sources = await answer(context, self.effective(request.module, request.tenant, request.company))
         return tenancy_pb2.GetEffectiveConfigResponse(
             config=_struct(effective),

@@ -1,0 +1,138 @@
+"""The one place where a call to a module's mesh.v1.Lifecycle and the change of its record's
+state go together: the record says INITIALIZING while Initialize runs, INITIALIZED after it,
+FAILED (with the error and the phase) when it fails, and so on for Start and Reload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+
+from mesh.control.module_client import ModuleClient
+from mesh.control.registry import ModuleRecord, Registry, now
+from mesh.protocol.errors import MeshError
+from mesh.protocol.states import State
+from mesh.v1 import lifecycle_pb2, module_pb2
+
+T = TypeVar("T")
+
+SettingsFor = Callable[[ModuleRecord, Mapping[str, Any] | None], lifecycle_pb2.ModuleSettings]
+"""The settings a module gets at Initialize and Reload (extra configuration on top, or None)."""
+
+_log = logging.getLogger("mesh")
+_tracer = trace.get_tracer("mesh.coordinator")
+
+
+class ModuleLifecycle:
+    """Drives one module at a time through Describe, Initialize, Start, Reload and Stop."""
+
+    def __init__(self, registry: Registry, settings_for: SettingsFor, *, stop_grace_seconds: float) -> None:
+        self._registry = registry
+        self._settings_for = settings_for
+        self._stop_grace_seconds = stop_grace_seconds
+
+    def fail(self, record: ModuleRecord, phase: str, reason: str, message: str) -> None:
+        """Mark `record` FAILED with an error naming the phase that failed."""
+        error = module_pb2.ModuleError(reason=reason, message=message, phase=phase, time=now())
+        self._registry.update(record, State.FAILED, message, error=error)
+
+    async def _step(
+        self,
+        record: ModuleRecord,
+        phase: str,
+        during: State | None,
+        call: Callable[[], Awaitable[T]],
+        *,
+        traced: bool = True,
+    ) -> T:
+        """Run one call with `record` in state `during`; a failure marks it FAILED in `phase`.
+
+        A traced call gets a span of its own below the caller's (the start-up trace).
+        """
+        if during is not None:
+            self._registry.update(record, during)
+        try:
+            if not traced:
+                return await call()
+            with _tracer.start_as_current_span(f"{phase} {record.name}", attributes={"mesh.module": record.name}):
+                return await call()
+        except MeshError as error:
+            self.fail(record, phase, error.reason, error.message)
+            raise
+
+    async def bring_up(self, record: ModuleRecord) -> None:
+        """Describe, Initialize and Start the module at `record.address`, until it is RUNNING.
+
+        Raises:
+            MeshError: a call failed; the record is FAILED with the phase and the error.
+        """
+        client = ModuleClient(record.name, record.address)
+        try:
+            described = await self._step(record, "describe", None, client.describe, traced=False)
+            record.manifest_proto = described.manifest
+            record.instance_id = described.status.instance_id or record.instance_id
+            record.pid = described.status.pid or record.pid
+            settings = self._settings_for(record, None)
+            await self._step(record, "initialize", State.INITIALIZING, lambda: client.initialize(settings))
+            self._registry.update(record, State.INITIALIZED)
+            await self._step(record, "start", State.STARTING, client.start)
+            record.error = None
+            self._registry.update(record, State.RUNNING)
+        finally:
+            await client.close()
+
+    async def reload(self, record: ModuleRecord, extra_config: Mapping[str, Any] | None = None) -> None:
+        """Reload one module with fresh settings.
+
+        On failure its state is taken from the module itself: an invalid configuration
+        changes nothing there, a failing hook leaves it FAILED.
+
+        Raises:
+            MeshError: the module refused or failed the reload.
+        """
+        client = ModuleClient(record.name, record.address)
+        previous = record.state
+        self._registry.update(record, State.INITIALIZING, "reload")
+        try:
+            status = await client.reload(self._settings_for(record, extra_config))
+            self._registry.update(record, State(status.state), "reloaded")
+        except MeshError as error:
+            try:
+                state: int | None = (await client.describe()).status.state
+            except MeshError:
+                state = None
+            if state is None or state == State.FAILED.value:
+                self.fail(record, "reload", error.reason, error.message)
+            else:
+                self._registry.update(record, previous, f"reload refused: {error.message}")
+            raise
+        finally:
+            await client.close()
+
+    async def reload_dependents(self, record: ModuleRecord) -> None:
+        """Tell the modules that depend on `record` its new address; their failures are only logged."""
+        for name in record.dependents:
+            dependent = self._registry.get(name)
+            if dependent is None or dependent.state not in (State.RUNNING, State.INITIALIZED) or not dependent.address:
+                continue
+            try:
+                await self.reload(dependent)
+                _log.info("module %s reloaded with the new address of %s", name, record.name)
+            except MeshError as error:
+                _log.warning("module %s: reload with the new address of %s failed: %s", name, record.name, error)
+
+    async def ask_to_stop(self, record: ModuleRecord, reason: str) -> None:
+        """The Stop call with the mesh's grace period; a failure is logged, never raised,
+        because the process is ended after it either way."""
+        client = ModuleClient(record.name, record.address)
+        try:
+            reply = await client.stop(self._stop_grace_seconds, reason)
+            if reply.forced:
+                _log.warning("module %s: stop ran past its %.0f s grace", record.name, self._stop_grace_seconds)
+        except MeshError as error:
+            _log.warning("module %s: Stop failed: %s", record.name, error.message)
+        finally:
+            await client.close()
