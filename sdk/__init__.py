@@ -22,12 +22,12 @@ from mesh.protocol.manifest import (
 )
 from mesh.protocol.states import State
 from sdk._context import Context
-from sdk._events import Drop, Event, HandlerBinding, Retry, current_event, handler_bindings, on
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk._metrics import Counter
 from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
 from sdk._storage import Database
 from sdk._tenancy import ModuleCache, TenantView, tenant_metadata, tenant_of
+from sdk.events import Drop, Durable, Ephemeral, Event, HandlerBinding, Retry, current_event, handler_bindings, on
 
 __all__ = [
     # writing a module
@@ -48,6 +48,8 @@ __all__ = [
     "tenant_of",
     # events
     "Drop",
+    "Durable",
+    "Ephemeral",
     "Event",
     "Retry",
     "current_event",

@@ -1,8 +1,9 @@
 """What a module receives at initialize: its config, clients to its dependencies, its
-logger, tracer and meter, background tasks and its own metrics.
+logger, tracer and meter, tenancy, a cache, background tasks and its own metrics.
 
-A context lives from one Initialize (or Reload) to the next Stop (or Reload); closing it
-cancels its background tasks and closes its channels and its NATS connection.
+A context lives from one Initialize (or Reload) to the next Stop (or Reload). It is built
+whole by the runtime once the module's connections are open, so every member is there
+from the first line of `initialize`; the connections themselves belong to the runtime.
 """
 
 from __future__ import annotations
@@ -11,25 +12,42 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
-import nats
 from nats.aio.client import Client as NatsClient
 from opentelemetry import metrics, trace
+from pydantic import BaseModel
 
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
-from mesh.protocol.telemetry import client_interceptors
 from mesh.v1 import lifecycle_pb2
-from sdk._events import EventBus
 from sdk._metrics import Counter, ModuleMetricsRecorder
 from sdk._tenancy import ModuleCache, TenantView
 
-ConfigT = TypeVar("ConfigT")
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 StubT = TypeVar("StubT")
 
-_log = logging.getLogger("sdk")
+
+class Resources(Protocol[ConfigT]):
+    """What a context needs from the runtime that owns the module's connections.
+
+    The runtime's `ModuleResources` serves a module in a mesh; the unit test tier serves
+    one with the test's own stand-ins. A protocol, so the context never imports the runtime.
+    """
+
+    @property
+    def tenants(self) -> TenantView[ConfigT] | None: ...
+    @property
+    def cache(self) -> ModuleCache | None: ...
+    @property
+    def nats(self) -> NatsClient | None: ...
+    @property
+    def active_workers(self) -> int: ...
+    def endpoint(self, name: str) -> lifecycle_pb2.DependencyEndpoint | None: ...
+    def client(self, name: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT: ...
+    async def publish(self, event_type: str, payload: Any, **attributes: Any) -> str: ...
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
 
 
 class Context(Generic[ConfigT]):
@@ -43,7 +61,6 @@ class Context(Generic[ConfigT]):
         tracer: An OpenTelemetry tracer named after the module.
         meter: An OpenTelemetry meter named after the module.
         state_dir: A folder where the module may keep state; it exists.
-        nats: The NATS connection, or None when the module was given no NATS servers.
     """
 
     def __init__(
@@ -52,8 +69,8 @@ class Context(Generic[ConfigT]):
         manifest: Manifest,
         manifest_path: Path,
         config: ConfigT,
-        settings: lifecycle_pb2.ModuleSettings,
         state_dir: Path,
+        resources: Resources[ConfigT],
         recorder: ModuleMetricsRecorder,
     ) -> None:
         self.name = manifest.name
@@ -63,19 +80,52 @@ class Context(Generic[ConfigT]):
         self.tracer = trace.get_tracer(f"mesh.module.{manifest.name}", manifest.version)
         self.meter = metrics.get_meter(f"mesh.module.{manifest.name}", manifest.version)
         self.state_dir = state_dir
-        self.nats: NatsClient | None = None
-        self.settings = settings
         self._manifest_path = manifest_path
+        self._resources = resources
         self._recorder = recorder
-        self._endpoints = {endpoint.name: endpoint for endpoint in settings.dependencies}
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.failed_tasks: dict[str, BaseException] = {}
-        self.events: EventBus | None = None
-        self.tenants: TenantView | None = None
-        """Which tenants the module serves, their flags and configuration (None without NATS)."""
-        self.cache: ModuleCache | None = None
-        """The module's key-value cache, shared by its replicas (None without NATS)."""
+
+    # --- tenancy, cache, NATS -------------------------------------------------------
+
+    @property
+    def tenants(self) -> TenantView[ConfigT]:
+        """Which tenants the module serves, their flags and configuration (kept current by watches).
+
+        Raises:
+            MeshError: MODULE_UNAVAILABLE when the module was given no NATS servers.
+        """
+        if self._resources.tenants is None:
+            raise self._without_nats("tenancy (ctx.tenants)")
+        return self._resources.tenants
+
+    @property
+    def cache(self) -> ModuleCache:
+        """The module's key-value cache, shared by its replicas.
+
+        Raises:
+            MeshError: MODULE_UNAVAILABLE when the module was given no NATS servers.
+        """
+        if self._resources.cache is None:
+            raise self._without_nats("the cache (ctx.cache)")
+        return self._resources.cache
+
+    @property
+    def nats(self) -> NatsClient:
+        """The module's NATS connection, for what the SDK does not cover.
+
+        Raises:
+            MeshError: MODULE_UNAVAILABLE when the module was given no NATS servers.
+        """
+        if self._resources.nats is None:
+            raise self._without_nats("a NATS connection (ctx.nats)")
+        return self._resources.nats
+
+    def _without_nats(self, what: str) -> MeshError:
+        return MeshError(
+            "MODULE_UNAVAILABLE",
+            f"module {self.name} has no {what}: it was given no NATS servers at Initialize; "
+            "run it in a mesh (`mesh up`) or give sdk.testing.ModuleHarness a NATS server",
+            metadata={"module": self.name},
+        )
 
     # --- events -------------------------------------------------------------------
 
@@ -110,9 +160,7 @@ class Context(Generic[ConfigT]):
             MeshError: UNDECLARED_EVENT for a type the manifest does not declare; INVALID_EVENT
                 for a payload larger than the server takes.
         """
-        if self.events is None:
-            raise MeshError("MODULE_UNAVAILABLE", f"module {self.name} cannot publish before Initialize")
-        return await self.events.publish(
+        return await self._resources.publish(
             event_type, payload, tenant=tenant, company=company, subject=subject, event_id=event_id, durable=durable
         )
 
@@ -121,7 +169,7 @@ class Context(Generic[ConfigT]):
     def has_dependency(self, name: str) -> bool:
         """True when dependency `name` is declared and available (an optional one may not be)."""
         self._require_declared(name)
-        endpoint = self._endpoints.get(name)
+        endpoint = self._resources.endpoint(name)
         return endpoint is not None and endpoint.available and bool(endpoint.address)
 
     def client(self, name: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
@@ -139,11 +187,7 @@ class Context(Generic[ConfigT]):
                 f"and absent or failed); check ctx.has_dependency('{name}') before asking for a client",
                 metadata={"module": self.name, "dependency": name},
             )
-        channel = self._channels.get(name)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(self._endpoints[name].address, interceptors=client_interceptors())
-            self._channels[name] = channel
-        return stub_class(channel)
+        return self._resources.client(name, stub_class)
 
     def _require_declared(self, name: str) -> None:
         if self.manifest.dependency(name) is None:
@@ -164,24 +208,12 @@ class Context(Generic[ConfigT]):
         Running tasks count as the module's active workers. A task that raises is logged
         and makes the module's health DEGRADED. Stop cancels what is still running.
         """
-        task = asyncio.get_running_loop().create_task(work, name=f"{self.name}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            self.failed_tasks[task.get_name()] = error
-            self.logger.error("background task %s failed", task.get_name(), exc_info=error)
+        return self._resources.spawn(work, name)
 
     @property
     def active_workers(self) -> int:
         """How many background tasks are running."""
-        return len(self._tasks)
+        return self._resources.active_workers
 
     # --- module-defined metrics ---------------------------------------------------
 
@@ -194,62 +226,3 @@ class Context(Generic[ConfigT]):
         """A counter reported under `name` in the module's metrics; call `.add(n)`.
         Asking again, as a Reload does, returns the same counter with its count."""
         return self._recorder.counter(name)
-
-    # --- owned resources ----------------------------------------------------------
-
-    async def connect_nats(self) -> None:
-        """Connect to the NATS servers of the settings, if any were given."""
-        nats_settings = self.settings.nats
-        if not nats_settings.servers:
-            return
-        options: dict[str, Any] = {
-            "servers": list(nats_settings.servers),
-            "name": f"mesh-module-{self.name}",
-            "connect_timeout": 5,
-            "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
-        }
-        if nats_settings.token:
-            options["token"] = nats_settings.token
-        if nats_settings.user:
-            options["user"] = nats_settings.user
-            options["password"] = nats_settings.password
-        if nats_settings.credentials_file:
-            options["user_credentials"] = nats_settings.credentials_file
-        try:
-            self.nats = await nats.connect(**options)
-        except Exception as error:
-            raise MeshError(
-                "MODULE_UNAVAILABLE",
-                f"module {self.name} cannot reach NATS at {', '.join(nats_settings.servers)}: "
-                f"{error}; check the NATS settings passed to Initialize",
-                metadata={"module": self.name},
-            ) from error
-
-    async def close(self, grace_seconds: float) -> bool:
-        """Cancel background tasks, then close channels and NATS.
-
-        Returns:
-            True when some task did not finish within `grace_seconds` after cancellation.
-        """
-        for task in self._tasks:
-            task.cancel()
-        pending: set[asyncio.Task[Any]] = set()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=max(grace_seconds, 0.0))
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        if self.tenants is not None:
-            await self.tenants.close()
-        if self.nats is not None and not self.nats.is_closed:
-            # Handlers were drained by the event bus already; flush what was published and
-            # close. (nats-py's drain() waits up to 30 s on pull subscriptions after a reconnect.)
-            try:
-                await self.nats.flush(timeout=2)
-            except Exception as error:  # closing must never stop the rest of Stop
-                _log.warning("module %s: flushing NATS failed: %s", self.name, error)
-            await self.nats.close()
-        for task in pending:
-            _log.warning("module %s: background task %s ignored cancellation", self.name, task.get_name())
-        return bool(pending)

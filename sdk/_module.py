@@ -180,5 +180,5 @@ def _service_full_name(grpc_module: ModuleType, short_name: str) -> str | None:
         descriptor = getattr(value, "DESCRIPTOR", None)
         services = getattr(descriptor, "services_by_name", None)
         if isinstance(value, ModuleType) and services and short_name in services:
-            return services[short_name].full_name
+            return str(services[short_name].full_name)
     return None

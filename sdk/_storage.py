@@ -47,11 +47,13 @@ class Database:
 
     async def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
-        return await self._run(lambda: self._connection.execute(sql, parameters).rowcount)
+        changed: int = await self._run(lambda: self._connection.execute(sql, parameters).rowcount)
+        return changed
 
     async def query(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         """Run one query; returns every row."""
-        return await self._run(lambda: self._connection.execute(sql, parameters).fetchall())
+        rows: list[sqlite3.Row] = await self._run(lambda: self._connection.execute(sql, parameters).fetchall())
+        return rows
 
     async def transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Run statements all or nothing."""

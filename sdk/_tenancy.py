@@ -21,7 +21,7 @@ import re
 import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import nats.js.errors
 from pydantic import BaseModel, ValidationError
@@ -38,7 +38,7 @@ def tenant_of(context: Any) -> str:
     """The tenant of a gRPC call (its x-tenant-id metadata), "" when it has none."""
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
-            return value
+            return str(value)
     return ""
 
 
@@ -47,10 +47,16 @@ def tenant_metadata(tenant: str) -> list[tuple[str, str]]:
     return [(TENANT_METADATA, tenant)] if tenant else []
 
 
-class TenantView:
-    """What one module instance knows of tenants, always current (watched, not polled)."""
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
-    def __init__(self, js: Any, module: str, base_config: Mapping[str, Any], config_model: type[BaseModel]) -> None:
+
+class TenantView(Generic[ConfigT]):
+    """What one module instance knows of tenants, always current (watched, not polled).
+
+    Generic in the module's config model, so `config_for` returns that model's type.
+    """
+
+    def __init__(self, js: Any, module: str, base_config: Mapping[str, Any], config_model: type[ConfigT]) -> None:
         self._js = js
         self._module = module
         self._base_config = dict(base_config)
@@ -58,7 +64,7 @@ class TenantView:
         self.enabled: dict[str, bool] = {}
         self.flags: dict[tuple[str, str], bool] = {}
         self.overrides: dict[tuple[str, str], dict[str, Any]] = {}
-        self._config_cache: dict[tuple[str, str], BaseModel] = {}
+        self._config_cache: dict[tuple[str, str], ConfigT] = {}
         self._watchers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.on_enabled: Callable[[str], Awaitable[None]] | None = None
@@ -110,7 +116,8 @@ class TenantView:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
             return None
         try:
-            return json.loads(entry.value)
+            value: dict[str, Any] = json.loads(entry.value)
+            return value
         except ValueError:
             _log.warning("ignoring a malformed tenancy value at %s", entry.key)
             return None
@@ -156,7 +163,7 @@ class TenantView:
     def flag(self, tenant: str, flag: str) -> bool:
         return self.flags.get((tenant, flag), False)
 
-    def config_for(self, tenant: str, company: str = "") -> BaseModel:
+    def config_for(self, tenant: str, company: str = "") -> ConfigT:
         """The effective configuration: the module's own (Initialize), then tenant, then company."""
         key = (tenant, company)
         cached = self._config_cache.get(key)
@@ -213,7 +220,8 @@ class ModuleCache:
             await self.delete(key)
             return None
         self.hits += 1
-        return entry.value[self._EXPIRY.size :]
+        data: bytes = entry.value[self._EXPIRY.size :]
+        return data
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         expires = time.time() + ttl if ttl else 0.0

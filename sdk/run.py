@@ -42,7 +42,7 @@ from mesh.protocol.manifest import ManifestError
 from mesh.protocol.telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
-from sdk._server import ModuleServer
+from sdk.runtime import ModuleServer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -102,14 +102,23 @@ async def test_undeclared_types_and_wrong_payloads_are_refused_at_the_call(modul
         assert bad_tenant.value.reason == "INVALID_EVENT"
 
 
-def test_a_handler_of_an_undeclared_type_fails_at_start(tmp_path):
+def nosy_module(tmp_path, code: str, events: str = "", package: str = "nosy"):
+    """A module `nosy` in folder `package` (a name not imported before) with `code` as
+    module.py and `events` as its [events] table."""
     from sdk import load_module
-    from sdk._server import ModuleServer
 
-    folder = tmp_path / "nosy"
+    folder = tmp_path / package
     folder.mkdir()
     (folder / "__init__.py").write_text("")
-    (folder / "module.toml").write_text('name = "nosy"\nversion = "1.0.0"\n[run]\nentry = "module:Nosy"\n')
+    manifest = 'name = "nosy"\nversion = "1.0.0"\n[run]\nentry = "module:Nosy"\n'
+    (folder / "module.toml").write_text(manifest + (f"[events]\n{events}\n" if events else ""))
+    (folder / "module.py").write_text(code)
+    return load_module(folder)
+
+
+def test_a_handler_of_an_undeclared_type_fails_at_start(tmp_path):
+    from sdk.runtime import ModuleServer
+
     code = """
 import sdk
 
@@ -119,11 +128,46 @@ class Nosy(sdk.Module):
     async def see(self, event: dict) -> None:
         pass
 """
-    (folder / "module.py").write_text(code)
     with pytest.raises(MeshError) as raised:
-        ModuleServer(load_module(folder))
+        ModuleServer(nosy_module(tmp_path, code))
     assert raised.value.reason == "UNDECLARED_EVENT"
     assert "handler see of module nosy handles 'order.created'" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("package", "models", "reason", "advice"),
+    [
+        (
+            "undeclared_model",
+            '{"order.created": Order, "order.shipped": Order}',
+            "UNDECLARED_EVENT",
+            "add it to [events] publishes",
+        ),
+        ("untyped_model", '{"order.created": dict}', "INVALID_EVENT", "use a pydantic model class"),
+    ],
+)
+def test_event_models_are_checked_against_the_manifest_at_start(tmp_path, package, models, reason, advice):
+    from sdk.runtime import ModuleServer
+
+    code = f"""
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+import sdk
+
+
+class Order(BaseModel):
+    order_id: str
+
+
+class Nosy(sdk.Module):
+    event_models: ClassVar = {models}
+"""
+    with pytest.raises(MeshError) as raised:
+        ModuleServer(nosy_module(tmp_path, code, 'publishes = ["order.created"]', package))
+    assert raised.value.reason == reason
+    assert "Nosy.event_models" in raised.value.message and advice in raised.value.message
 
 
 async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_replayed(module_harness, mesh_nats):

@@ -1,21 +1,26 @@
 """SDK parts that need no server: the state machine rules, latency quantiles, servicer
-discovery and the error mapping."""
+discovery, the error mapping, and the event handlers' options and delivery outcomes."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
+from nats.aio.msg import Msg
+from pydantic import BaseModel
 
 from greeter.v1 import greeter_pb2_grpc
+from mesh.protocol.cloudevents import CloudEvent, to_nats
 from mesh.protocol.names import event_subject, matches, pattern_subject
 from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
 from mesh.protocol.streams import StreamSettings, ensure_streams
 from mesh.protocol.telemetry import exporters
 from mesh.v1 import event_pb2
-from sdk import MeshError, Module
-from sdk._events import codec_for
-from sdk._metrics import LatencyHistogram
+from sdk import Drop, Durable, Ephemeral, Event, MeshError, Module, Retry, handler_bindings, on
+from sdk._metrics import LatencyHistogram, ModuleMetricsRecorder
 from sdk._module import served_services
+from sdk.events._delivery import Dispatcher
+from sdk.events._delivery import Verdict as Delivered
+from sdk.events._payloads import codec_for
 from sdk.testing import EmbeddedNats
 
 
@@ -156,3 +161,109 @@ def test_log_lines_inside_a_span_carry_its_ids():
         entry = json.loads(JsonFormatter().format(record))
     assert text.endswith(f"hello ada trace_id={ids.trace_id:032x} span_id={ids.span_id:016x}")
     assert entry["message"] == "hello ada" and entry["trace_id"] == f"{ids.trace_id:032x}"
+
+
+# --- events: the options of @on and the outcome of one delivery -------------------------
+
+
+class Note(BaseModel):
+    text: str
+
+
+class Noter(Module):
+    @on("note.added", delivery=Durable(max_deliveries=3, retry_delay=0.5))
+    async def keep(self, note: Note) -> None:
+        if note.text == "drop":
+            raise Drop("not wanted")
+        if note.text == "later":
+            raise Retry(delay=2.0)
+        if note.text == "boom":
+            raise ValueError("boom")
+
+    @on("note.*", delivery=Ephemeral(concurrency=2))
+    async def glance(self, event: Event[Note]) -> None:
+        if event.data.text == "boom":
+            raise ValueError("boom")
+
+
+def test_on_registers_and_returns_the_method_unchanged():
+    async def handle(self, note: Note) -> None:
+        pass
+
+    assert on("note.added")(handle) is handle
+    bindings = {binding.method_name: binding for binding in handler_bindings(Noter)}
+    assert bindings["keep"].durable == Durable(max_deliveries=3, retry_delay=0.5)
+    assert bindings["glance"].ephemeral == Ephemeral(concurrency=2) and bindings["glance"].wants_envelope
+
+
+@pytest.mark.parametrize(
+    ("delivery", "error", "advice"),
+    [
+        (Durable(max_deliveries=0), ValueError, "max_deliveries is 0; use at least 1"),
+        (Durable(retry_delay=-1), ValueError, "delays cannot be negative"),
+        (Durable(retry_delay=10, max_retry_delay=5), ValueError, "raise max_retry_delay or lower retry_delay"),
+        (Durable(concurrency=0), ValueError, "concurrency is 0; use at least 1"),
+        (Durable(ack_wait=0), ValueError, "ack_wait is 0"),
+        (Ephemeral(concurrency=0), ValueError, "concurrency is 0"),
+        (Durable, TypeError, "pass an instance, delivery=sdk.Durable(...)"),
+    ],
+)
+def test_delivery_settings_that_mean_nothing_are_refused_when_the_handler_is_defined(delivery, error, advice):
+    async def handle(self, note: Note) -> None:
+        pass
+
+    with pytest.raises(error) as raised:
+        on("note.added", delivery=delivery)(handle)
+    assert "@sdk.on('note.added') on" in str(raised.value) and "handle" in str(raised.value)
+    assert advice in str(raised.value)
+
+
+def test_an_ephemeral_handler_has_no_redelivery_settings():
+    with pytest.raises(TypeError, match="max_deliveries"):
+        Ephemeral(max_deliveries=3)
+
+
+def note_message(text: str, event_type: str = "note.added") -> Msg:
+    headers = to_nats(CloudEvent(id=f"n-{text}", type=event_type, source="test", tenant="acme"))
+    body = Note(text=text).model_dump_json().encode()
+    return Msg(_client=None, subject=f"mesh.evt.acme.{event_type}", data=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("handler", "text", "attempt", "verdict", "delay", "reason", "counted"),
+    [
+        ("keep", "fine", 1, Delivered.ACK, 0.0, "", "received"),
+        ("keep", "drop", 1, Delivered.DROP, 0.0, "", "dropped"),
+        ("keep", "later", 1, Delivered.RETRY, 2.0, "", "received"),
+        ("keep", "boom", 1, Delivered.RETRY, 0.5, "", "failed"),
+        ("keep", "boom", 2, Delivered.RETRY, 1.0, "", "failed"),
+        ("keep", "boom", 3, Delivered.DEAD_LETTER, 0.0, "ValueError: boom (after 3 deliveries)", "failed"),
+        ("keep", "later", 3, Delivered.DEAD_LETTER, 0.0, "retry asked: ", "received"),
+        ("glance", "boom", 1, Delivered.FAILED, 0.0, "ValueError: boom", "failed"),
+    ],
+)
+async def test_one_delivery_says_what_became_of_the_event(handler, text, attempt, verdict, delay, reason, counted):
+    recorder = ModuleMetricsRecorder("noter", frozenset())
+    binding = next(b for b in handler_bindings(Noter) if b.method_name == handler)
+    outcome = await Dispatcher(Noter(), "noter", recorder).deliver(binding, note_message(text), attempt, None)
+    assert (outcome.verdict, outcome.delay) == (verdict, delay)
+    assert outcome.reason.startswith(reason)
+    assert recorder.events["note.added"][counted] == 1
+    assert recorder.events["note.added"]["redelivered"] == (attempt > 1)
+
+
+async def test_an_unreadable_or_foreign_tenant_event_is_not_handled():
+    recorder = ModuleMetricsRecorder("noter", frozenset())
+    keep, glance = (next(b for b in handler_bindings(Noter) if b.method_name == n) for n in ("keep", "glance"))
+    dispatcher = Dispatcher(Noter(), "noter", recorder)
+    garbled = Msg(_client=None, subject="mesh.evt._.note.added", data=b"{}", headers=note_message("x").headers)
+
+    async def refuse(event: Event[Note]) -> bool:
+        return False
+
+    assert (await dispatcher.deliver(keep, note_message("fine"), 1, refuse)).verdict is Delivered.SKIP
+    dead = await dispatcher.deliver(keep, garbled, 1, None)
+    assert dead.verdict is Delivered.DEAD_LETTER and dead.reason.startswith("payload does not validate")
+    assert (await dispatcher.deliver(glance, garbled, 1, None)).verdict is Delivered.FAILED
+    counts = recorder.events["note.added"]
+    assert (counts["skipped"], counts["failed"], counts["received"], counts["dead_lettered"]) == (1, 1, 0, 0)

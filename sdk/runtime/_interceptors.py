@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -21,24 +21,34 @@ Gate = Callable[[str, Mapping[str, str]], MeshError | None]
 """Given a full method name and the call's metadata, the error that refuses the call, or None."""
 
 
-class ModuleServerInterceptor(grpc.aio.ServerInterceptor):
+class ModuleServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
     """Counts and times every call, and refuses calls the gate refuses."""
 
     def __init__(self, recorder: ModuleMetricsRecorder, gate: Gate) -> None:
         self._recorder = recorder
         self._gate = gate
 
-    async def intercept_service(self, continuation, handler_call_details):
+    # grpc.aio lets an interceptor answer None for a method no servicer has; grpc-stubs does not.
+    async def intercept_service(  # type: ignore[override]
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method: str = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
+        # Binary (-bin) metadata is bytes; the gate reads text keys only.
+        metadata = {
+            key: value for key, value in handler_call_details.invocation_metadata or () if isinstance(value, str)
+        }
         return _wrap(handler, method, self._recorder, self._gate(method, metadata))
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRecorder, refusal: MeshError | None):
-    def finish(started: float, context: grpc.aio.ServicerContext, failed: bool) -> None:
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, recorder: ModuleMetricsRecorder, refusal: MeshError | None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    def finish(started: float, context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> None:
         code = context.code()
         ok = not failed and code in (None, grpc.StatusCode.OK, 0)
         if isinstance(code, grpc.StatusCode):
@@ -47,7 +57,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
             name = "OK" if ok else "UNKNOWN"
         recorder.record_call(method, (time.perf_counter() - started) * 1000.0, ok, name)
 
-    async def unary_response(request_or_iterator: Any, context: grpc.aio.ServicerContext, inner: Any) -> Any:
+    async def unary_response(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any], inner: Any) -> Any:
         started = time.perf_counter()
         failed = True
         try:
@@ -62,7 +72,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
             finish(started, context, failed)
 
     async def stream_response(
-        request_or_iterator: Any, context: grpc.aio.ServicerContext, inner: Any
+        request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any], inner: Any
     ) -> AsyncIterator[Any]:
         started = time.perf_counter()
         failed = True
@@ -92,7 +102,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
         inner = handler.unary_unary or handler.stream_unary
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             return await unary_response(request, context, inner)
 
         return make(unary, **options)
@@ -102,7 +112,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, recorder: ModuleMetricsRe
         grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     )
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async for response in stream_response(request, context, inner_stream):
             yield response
 

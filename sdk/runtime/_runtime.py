@@ -12,30 +12,26 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
-from mesh.protocol.names import CACHE_BUCKET_PREFIX
 from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
-from mesh.protocol.streams import open_bucket
 from mesh.protocol.telemetry import configure_telemetry, is_configured
 from mesh.v1 import health_pb2, lifecycle_pb2, module_pb2
 from sdk._context import Context
-from sdk._events import EventBus, HandlerBinding
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
-from sdk._tenancy import ModuleCache, TenantView
+from sdk._tenancy import TenantView
+from sdk.events import HandlerBinding
+from sdk.runtime._resources import ModuleResources
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
-CACHE_MAX_AGE_SECONDS = 24 * 3600.0
-"""The longest a ctx.cache entry is kept, whatever its own time to live."""
 
 _log = logging.getLogger("sdk")
 
@@ -66,7 +62,10 @@ class ModuleRuntime:
         self.state_reason = ""
         self.error: module_pb2.ModuleError | None = None
         self.context: Context[Any] | None = None
-        self._default_state_dir = default_state_dir
+        """The author's view of the current initialization; None outside one."""
+        self._resources: ModuleResources[Any] | None = None
+        self.default_state_dir = default_state_dir
+        """Where the module keeps state when the settings name no folder."""
         self._handlers = handlers or []
         self._settings: lifecycle_pb2.ModuleSettings | None = None
         self._state_changed_at = _now()
@@ -76,11 +75,16 @@ class ModuleRuntime:
         self._last_checked: timestamp_pb2.Timestamp | None = None
         self._lock = asyncio.Lock()
         self._listeners: list[StateListener] = []
-        recorder.active_workers = lambda: self.context.active_workers if self.context else 0
+        recorder.active_workers = lambda: self._resources.active_workers if self._resources else 0
 
     def on_change(self, listener: StateListener) -> None:
         """Call `listener` after every state change and health verdict."""
         self._listeners.append(listener)
+
+    @property
+    def tenants(self) -> TenantView[Any] | None:
+        """The tenant view of the current initialization (None without one, or without NATS)."""
+        return self._resources.tenants if self._resources else None
 
     @property
     def serving(self) -> bool:
@@ -101,9 +105,9 @@ class ModuleRuntime:
                     "use Reload to re-initialize it with new ones",
                     metadata={"module": self.manifest.name, "state": self.state.name},
                 )
-            context = self._new_context(settings)
+            config = self._validated_config(settings)
             await self._set_state(State.INITIALIZING)
-            await self._run_initialize(context, settings)
+            await self._run_initialize(config, settings)
 
     async def start(self) -> None:
         async with self._lock:
@@ -134,10 +138,10 @@ class ModuleRuntime:
         async with self._lock:
             self._check(Call.RELOAD)
             was_running = self.state is State.RUNNING
-            context = self._new_context(settings)  # invalid config: nothing changes
+            config = self._validated_config(settings)  # invalid config: nothing changes
             await self._set_state(State.INITIALIZING, "reload")
             await self._teardown(DEFAULT_STOP_GRACE_SECONDS)
-            await self._run_initialize(context, settings)
+            await self._run_initialize(config, settings)
             if was_running:
                 await self._set_state(State.STARTING, "reload")
                 await self._run_hook("start", self.module.start())
@@ -146,8 +150,8 @@ class ModuleRuntime:
                 await self._set_state(State.RUNNING, "reload")
 
     async def _start_events(self) -> None:
-        if self.context is not None and self.context.events is not None:
-            await self.context.events.start()
+        if self._resources is not None:
+            await self._resources.events.start()
 
     def _check(self, call: Call) -> Verdict:
         found = verdict(call, self.state)
@@ -159,8 +163,9 @@ class ModuleRuntime:
             )
         return found
 
-    def _new_context(self, settings: lifecycle_pb2.ModuleSettings) -> Context[Any]:
-        config_data = json_format.MessageToDict(settings.config) if settings.HasField("config") else {}
+    def _validated_config(self, settings: lifecycle_pb2.ModuleSettings) -> BaseModel:
+        """The module's config model from the settings; INVALID_CONFIG names the field."""
+        config_data = _config_data(settings)
         self._refuse_unknown_config_keys(config_data)
         try:
             config = self.module.config_model.model_validate(config_data)
@@ -178,16 +183,7 @@ class ModuleRuntime:
                     "field": ".".join(str(p) for p in error.errors()[0]["loc"]),
                 },
             ) from None
-        state_dir = Path(settings.state_dir) if settings.state_dir else self._default_state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-        return Context(
-            manifest=self.manifest,
-            manifest_path=self.manifest_path,
-            config=config,
-            settings=settings,
-            state_dir=state_dir,
-            recorder=self.recorder,
-        )
+        return config
 
     def _refuse_unknown_config_keys(self, config_data: dict[str, Any]) -> None:
         """A misspelt key must not be ignored silently: pydantic's default ('ignore') would.
@@ -207,8 +203,7 @@ class ModuleRuntime:
                 metadata={"module": self.manifest.name, "field": unknown[0]},
             )
 
-    async def _run_initialize(self, context: Context[Any], settings: lifecycle_pb2.ModuleSettings) -> None:
-        self.context = context
+    async def _run_initialize(self, config: BaseModel, settings: lifecycle_pb2.ModuleSettings) -> None:
         if not is_configured() and settings.telemetry.otel_env:
             configure_telemetry(
                 service_name=self.manifest.name,
@@ -218,20 +213,16 @@ class ModuleRuntime:
                 extra_env=dict(settings.telemetry.otel_env),
             )
         try:
-            await context.connect_nats()
-            context.events = EventBus(
-                nats_client=context.nats,
+            resources: ModuleResources[Any] = await ModuleResources.open(
                 module=self.module,
                 manifest=self.manifest,
-                manifest_path=str(self.manifest_path),
-                bindings=self._handlers,
+                manifest_path=self.manifest_path,
+                settings=settings,
+                config_model=self.module.config_model,
+                base_config=_config_data(settings),
+                handlers=self._handlers,
                 recorder=self.recorder,
-                events_since=settings.events_since.ToDatetime(tzinfo=UTC)
-                if settings.HasField("events_since")
-                else None,
             )
-            await context.events.prepare()
-            await self._open_tenancy(context, settings)
         except MeshError as error:
             await self._fail("initialize", error.reason, error.message)
             raise
@@ -239,27 +230,21 @@ class ModuleRuntime:
             message = f"module {self.manifest.name} could not set up its event consumers: {error!r}"
             await self._fail("initialize", "MODULE_UNAVAILABLE", message)
             raise MeshError("MODULE_UNAVAILABLE", message, metadata={"module": self.manifest.name}) from error
-        await self._run_hook("initialize", self.module.initialize(context))
+        state_dir = Path(settings.state_dir) if settings.state_dir else self.default_state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._resources = resources
+        self.context = Context(
+            manifest=self.manifest,
+            manifest_path=self.manifest_path,
+            config=config,
+            state_dir=state_dir,
+            resources=resources,
+            recorder=self.recorder,
+        )
+        await self._run_hook("initialize", self.module.initialize(self.context))
         self._settings = settings
         self.error = None
         await self._set_state(State.INITIALIZED)
-
-    async def _open_tenancy(self, context: Context[Any], settings: lifecycle_pb2.ModuleSettings) -> None:
-        """Watch this module's tenant state, and open its cache (when it has NATS)."""
-        if context.nats is None:
-            return
-        js = context.nats.jetstream()
-        base = json_format.MessageToDict(settings.config) if settings.HasField("config") else {}
-        view = TenantView(js, self.manifest.name, base, self.module.config_model)
-        view.on_enabled = self.module.on_tenant_enabled
-        view.on_disabled = self.module.on_tenant_disabled
-        await view.open()
-        context.tenants = view
-        if context.events is not None:
-            context.events.accepts = _tenant_filter(view)
-        cache = ModuleCache(await open_bucket(js, CACHE_BUCKET_PREFIX + self.manifest.name, ttl=CACHE_MAX_AGE_SECONDS))
-        context.cache = cache
-        context.gauge("cache_hit_rate", lambda: cache.hit_rate)
 
     async def _run_hook(self, phase: str, hook: Awaitable[None]) -> None:
         """Await a hook; if it raises, the module is FAILED and the caller gets the error."""
@@ -283,13 +268,11 @@ class ModuleRuntime:
 
     async def _teardown(self, grace: float) -> bool:
         """Run the stop hook, then close the context, all within `grace` seconds."""
-        context, self.context = self.context, None
-        if context is None:
+        resources, self._resources, self.context = self._resources, None, None
+        if resources is None:
             return False
         deadline = time.monotonic() + grace
-        forced = False
-        if context.events is not None:
-            forced = await context.events.drain(grace)
+        forced = await resources.events.drain(grace)
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
                 await self.module.stop()
@@ -299,7 +282,7 @@ class ModuleRuntime:
         except Exception:
             # An error while stopping is reported, never allowed to block the stop.
             _log.exception("module %s: stop hook raised", self.manifest.name)
-        return await context.close(deadline - time.monotonic()) or forced
+        return await resources.close(deadline - time.monotonic()) or forced
 
     async def _set_state(self, state: State, reason: str = "") -> None:
         self.state = state
@@ -358,7 +341,7 @@ class ModuleRuntime:
             return Health(
                 HealthStatus.UNHEALTHY, message=f"health hook returned {type(verdict_).__name__}, expected sdk.Health"
             )
-        failed = self.context.failed_tasks if self.context else {}
+        failed = self._resources.failed_tasks if self._resources else {}
         if failed:
             extra = tuple(
                 ComponentHealth(name, HealthStatus.DEGRADED, message=f"background task failed: {error!r}")
@@ -394,13 +377,9 @@ class ModuleRuntime:
         )
 
 
-def _tenant_filter(view: TenantView) -> Callable[[Any], Awaitable[bool]]:
-    """Events of a tenant the module is disabled for are acknowledged and skipped."""
-
-    async def accepts(event: Any) -> bool:
-        return not event.tenant or view.is_enabled(event.tenant)
-
-    return accepts
+def _config_data(settings: lifecycle_pb2.ModuleSettings) -> dict[str, Any]:
+    """The configuration the coordinator resolved for the module, as plain data."""
+    return json_format.MessageToDict(settings.config) if settings.HasField("config") else {}
 
 
 def _same(a: lifecycle_pb2.ModuleSettings, b: lifecycle_pb2.ModuleSettings | None) -> bool:

@@ -21,13 +21,13 @@ from mesh.protocol.names import TENANT_METADATA, check_id
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import server_interceptors
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from sdk._events import check_declared_handlers, handler_bindings
-from sdk._interceptors import ModuleServerInterceptor
-from sdk._lifecycle import LifecycleServicer
 from sdk._loader import LoadedModule
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import required_flags, served_services
-from sdk._runtime import ModuleRuntime
+from sdk.events import check_declared_events, handler_bindings
+from sdk.runtime._interceptors import ModuleServerInterceptor
+from sdk.runtime._lifecycle import LifecycleServicer
+from sdk.runtime._runtime import ModuleRuntime
 
 LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 CONTROL_SERVICES = frozenset(
@@ -65,7 +65,7 @@ class ModuleServer:
         self.services = served_services(loaded.module_class)
         self._check_declared_services()
         self.handlers = handler_bindings(loaded.module_class)
-        check_declared_handlers(self.handlers, manifest, str(loaded.manifest_path))
+        check_declared_events(loaded.module_class, self.handlers, manifest, str(loaded.manifest_path))
         self.recorder = ModuleMetricsRecorder(manifest.name, CONTROL_SERVICES)
         self.module = loaded.module_class()
         self.runtime = ModuleRuntime(
@@ -76,7 +76,7 @@ class ModuleServer:
             default_state_dir=state_dir or loaded.directory.parent.parent / ".mesh" / "state" / manifest.name,
             handlers=self.handlers,
         )
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs 1.53 predates aio
         self.runtime.on_change(self._mirror_health)
         self._server: grpc.aio.Server | None = None
         self._health_watch: asyncio.Task[None] | None = None
@@ -209,7 +209,7 @@ def tenant_refusal(runtime: ModuleRuntime, method: str, tenant: str, flag: str |
         check_id(tenant, "tenant")
     except MeshError as error:
         return error
-    view = runtime.context.tenants if runtime.context else None
+    view = runtime.tenants
     if view is None:
         return MeshError(
             "MODULE_UNAVAILABLE",

@@ -1,18 +1,4 @@
-"""Test a module in a few lines: run it in-process on a free port, with a real embedded
-nats-server, drive its lifecycle, and call it through ready stubs.
-
-    from sdk.testing import ModuleHarness
-    from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-
-    async def test_greets():
-        async with ModuleHarness("modules/greeter", config={"greeting": "Hi"}) as harness:
-            greeter = harness.stub(greeter_pb2_grpc.GreeterStub)
-            reply = await greeter.SayHello(greeter_pb2.SayHelloRequest(name="Ada"))
-            assert reply.message == "Hi, Ada!"
-
-With pytest, the `module_harness` fixture (from the plugin `sdk.pytest_plugin`, loaded
-automatically) builds harnesses that share one nats-server per test session.
-"""
+"""ModuleHarness: one module served in the test's own process, with its lifecycle at hand."""
 
 from __future__ import annotations
 
@@ -32,9 +18,7 @@ from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._context import Context
 from sdk._loader import load_module
 from sdk._module import Module
-from sdk._server import ModuleServer
-
-__all__ = ["EmbeddedNats", "ModuleHarness"]
+from sdk.runtime import ModuleServer
 
 StubT = TypeVar("StubT")
 
@@ -132,7 +116,7 @@ class ModuleHarness:
             await self.server.shutdown(grace_seconds=5.0)
             self.server = None
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None
         if self._own_nats is not None:
             await self._own_nats.__aexit__(None, None, None)
@@ -207,16 +191,20 @@ class ModuleHarness:
             config=struct,
             dependencies=endpoints,
             nats=lifecycle_pb2.NatsSettings(servers=[self.nats_url]),
-            state_dir=str(self._server().runtime._default_state_dir),
+            state_dir=str(self._server().runtime.default_state_dir),
         )
 
     async def initialize(self, config: Mapping[str, Any] | None = None) -> lifecycle_pb2.InitializeResponse:
         """Call Initialize (with the harness's config unless `config` is given)."""
-        return await self.lifecycle.Initialize(lifecycle_pb2.InitializeRequest(settings=self.settings(config)))
+        response: lifecycle_pb2.InitializeResponse = await self.lifecycle.Initialize(
+            lifecycle_pb2.InitializeRequest(settings=self.settings(config))
+        )
+        return response
 
     async def start(self) -> lifecycle_pb2.StartResponse:
         """Call Start."""
-        return await self.lifecycle.Start(lifecycle_pb2.StartRequest())
+        response: lifecycle_pb2.StartResponse = await self.lifecycle.Start(lifecycle_pb2.StartRequest())
+        return response
 
     async def stop(self, grace_seconds: float | None = None) -> lifecycle_pb2.StopResponse:
         """Call Stop, with the module's default grace unless one is given."""
@@ -225,11 +213,15 @@ class ModuleHarness:
             request.grace.CopyFrom(
                 duration_pb2.Duration(nanos=int((grace_seconds % 1) * 1e9), seconds=int(grace_seconds))
             )
-        return await self.lifecycle.Stop(request)
+        response: lifecycle_pb2.StopResponse = await self.lifecycle.Stop(request)
+        return response
 
     async def reload(self, config: Mapping[str, Any] | None = None) -> lifecycle_pb2.ReloadResponse:
         """Call Reload with new configuration."""
-        return await self.lifecycle.Reload(lifecycle_pb2.ReloadRequest(settings=self.settings(config)))
+        response: lifecycle_pb2.ReloadResponse = await self.lifecycle.Reload(
+            lifecycle_pb2.ReloadRequest(settings=self.settings(config))
+        )
+        return response
 
     def _server(self) -> ModuleServer:
         if self.server is None:

@@ -1,0 +1,82 @@
+"""OpenTelemetry for events as one middleware object (after FastStream's NATS middleware):
+a PRODUCER span around a publish, whose W3C context travels in the message headers, and
+a CONSUMER span around a delivery, continued from those headers — so a request, the event
+it publishes and the handling of that event share one trace."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from sdk.events._delivery import Outcome
+
+_tracer = trace.get_tracer("mesh.sdk.events")
+
+
+class EventTracing:
+    """Spans of one module's event traffic, named `<type> publish` / `<type> process` with
+    the OpenTelemetry messaging attributes."""
+
+    def __init__(self, module_name: str) -> None:
+        self._module = module_name
+
+    async def publish(
+        self,
+        event_type: str,
+        target: str,
+        event_id: str,
+        headers: dict[str, str],
+        send: Callable[[dict[str, str]], Awaitable[None]],
+    ) -> None:
+        """Run `send(headers)` in a PRODUCER span, with the span's context added to `headers`."""
+        with _tracer.start_as_current_span(
+            f"{event_type} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": target,
+                "messaging.message.id": event_id,
+                "cloudevents.event_type": event_type,
+                "mesh.module": self._module,
+            },
+        ):
+            propagate.inject(headers)
+            await send(headers)
+
+    async def process(
+        self,
+        message: Msg,
+        consumer_group: str,
+        attempt: int,
+        deliver: Callable[[], Awaitable[Outcome]],
+    ) -> Outcome:
+        """Run `deliver()` in a CONSUMER span, child of the producer's span through the
+        headers' trace context; a handler's error marks the span failed."""
+        headers = message.headers or {}
+        event_type = headers.get("ce-type", "invalid")
+        with _tracer.start_as_current_span(
+            f"{event_type} process",
+            context=propagate.extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.subject,
+                "messaging.message.id": headers.get("ce-id", ""),
+                "messaging.consumer.group.name": consumer_group,
+                "cloudevents.event_type": event_type,
+                "cloudevents.event_source": headers.get("ce-source", ""),
+                "mesh.module": self._module,
+                "mesh.event.attempt": attempt,
+            },
+        ) as span:
+            outcome = await deliver()
+            if outcome.error is not None:
+                error = outcome.error
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            return outcome

@@ -1,0 +1,10 @@
+"""Serving one module: the runtime that drives its lifecycle and owns its connections
+(`_runtime`, `_resources`), the mesh.v1.Lifecycle servicer (`_lifecycle`), the interceptor
+that counts calls and guards tenants (`_interceptors`), and the gRPC server that puts them
+together with health and reflection (`_server`). Used by `sdk.run` and `sdk.testing`;
+authors never import it."""
+
+from sdk.runtime._runtime import ModuleRuntime
+from sdk.runtime._server import ModuleServer
+
+__all__ = ["ModuleRuntime", "ModuleServer"]
