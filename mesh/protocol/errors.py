@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import grpc
 from google.protobuf import any_pb2
@@ -131,7 +131,15 @@ class MeshError(Exception):
         await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-async def answer(context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T | Awaitable[T]] | Awaitable[T]) -> T:
+@overload
+async def answer(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T: ...
+@overload
+async def answer(context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]) -> T: ...
+@overload
+async def answer(context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T: ...
+
+
+async def answer(context: grpc.aio.ServicerContext[Any, Any], work: Any) -> Any:
     """Run a servicer's work; a MeshError ends the call with its status and ErrorInfo.
 
     Args:
