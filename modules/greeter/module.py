@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import grpc
 from pydantic import BaseModel, Field
 
 import sdk
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 
 class GreeterConfig(BaseModel):
@@ -30,7 +34,9 @@ class Greeter(sdk.Module, greeter_pb2_grpc.GreeterServicer):
         ctx.gauge("people_greeted", lambda: len(self.counts))
         self.greetings = ctx.counter("greetings_total")
 
-    async def SayHello(self, request, context):
+    async def SayHello(
+        self, request: greeter_pb2.SayHelloRequest, context: ServicerContext
+    ) -> greeter_pb2.SayHelloResponse:
         name = request.name.strip()
         if not name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is empty; say who to greet")
@@ -43,7 +49,9 @@ class Greeter(sdk.Module, greeter_pb2_grpc.GreeterServicer):
         self.greetings.add()
         return greeter_pb2.SayHelloResponse(message=f"{self.config.greeting}, {name}!", count=self.counts[name])
 
-    async def GetGreetingCount(self, request, context):
+    async def GetGreetingCount(
+        self, request: greeter_pb2.GetGreetingCountRequest, context: ServicerContext
+    ) -> greeter_pb2.GetGreetingCountResponse:
         return greeter_pb2.GetGreetingCountResponse(count=self.counts[request.name.strip()])
 
     async def health(self) -> sdk.Health:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
 import sdk
 from inventory.events import InventoryUpdated
 from inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -37,16 +40,22 @@ class Inventory(sdk.Module, inventory_pb2_grpc.InventoryServicer):
             "inventory.updated", InventoryUpdated(sku=sku, quantity=quantity), tenant=tenant or None, subject=sku
         )
 
-    async def SetStock(self, request, context):
+    async def SetStock(
+        self, request: inventory_pb2.SetStockRequest, context: ServicerContext
+    ) -> inventory_pb2.SetStockResponse:
         if not request.sku or request.quantity < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a stock level needs a sku and a quantity >= 0")
         await self._store(sdk.tenant_of(context), request.sku, request.quantity)
         return inventory_pb2.SetStockResponse(quantity=request.quantity)
 
-    async def GetStock(self, request, context):
+    async def GetStock(
+        self, request: inventory_pb2.GetStockRequest, context: ServicerContext
+    ) -> inventory_pb2.GetStockResponse:
         return inventory_pb2.GetStockResponse(quantity=await self._quantity(sdk.tenant_of(context), request.sku))
 
-    async def Reserve(self, request, context):
+    async def Reserve(
+        self, request: inventory_pb2.ReserveRequest, context: ServicerContext
+    ) -> inventory_pb2.ReserveResponse:
         tenant = sdk.tenant_of(context)
         if request.quantity <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"quantity must be positive, got {request.quantity}")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
+
 import sdk
 from notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from orders.events import OrderCreated
 from transactions.events import TransactionCompleted
 from users.events import UserCreated
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -23,7 +30,7 @@ class Notifications(sdk.Module, notifications_pb2_grpc.NotificationsServicer):
     async def stop(self) -> None:
         await self.db.close()
 
-    async def _record(self, event: sdk.Event, recipient: str, text: str) -> None:
+    async def _record(self, event: sdk.Event[Any], recipient: str, text: str) -> None:
         # Keyed by event id: a redelivered event is recorded once.
         await self.db.execute(
             "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?, julianday('now'))",
@@ -44,7 +51,9 @@ class Notifications(sdk.Module, notifications_pb2_grpc.NotificationsServicer):
         paid = event.data
         await self._record(event, paid.to_user_id, f"You received {paid.amount} credits from {paid.from_user_id}.")
 
-    async def ListNotifications(self, request, context):
+    async def ListNotifications(
+        self, request: notifications_pb2.ListNotificationsRequest, context: ServicerContext
+    ) -> notifications_pb2.ListNotificationsResponse:
         rows = await self.db.query(
             "SELECT event_type, recipient, text FROM outbox WHERE tenant = ? ORDER BY created",
             (sdk.tenant_of(context),),

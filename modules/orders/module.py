@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
@@ -14,6 +14,9 @@ from inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from orders.events import OrderCreated
 from orders.v1 import orders_pb2, orders_pb2_grpc
 from users.v1 import users_pb2, users_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -43,7 +46,9 @@ class Orders(sdk.Module, orders_pb2_grpc.OrdersServicer):
         )
         return sdk.Health.of(notifications)
 
-    async def PlaceOrder(self, request, context):
+    async def PlaceOrder(
+        self, request: orders_pb2.PlaceOrderRequest, context: ServicerContext
+    ) -> orders_pb2.PlaceOrderResponse:
         tenant = sdk.tenant_of(context)
         metadata = sdk.tenant_metadata(tenant)
         if request.quantity <= 0:
@@ -69,7 +74,9 @@ class Orders(sdk.Module, orders_pb2_grpc.OrdersServicer):
         )
         return orders_pb2.PlaceOrderResponse(order=order)
 
-    async def GetOrder(self, request, context):
+    async def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context: ServicerContext
+    ) -> orders_pb2.GetOrderResponse:
         rows = await self.db.query(
             "SELECT id, user_id, sku, quantity FROM orders WHERE tenant = ? AND id = ?",
             (sdk.tenant_of(context), request.id),
@@ -82,7 +89,9 @@ class Orders(sdk.Module, orders_pb2_grpc.OrdersServicer):
     async def remember_stock(self, event: sdk.Event[InventoryUpdated]) -> None:
         await self.ctx.cache.set(f"stock.{event.tenant or '_'}.{event.data.sku}", str(event.data.quantity).encode())
 
-    async def GetKnownStock(self, request, context):
+    async def GetKnownStock(
+        self, request: orders_pb2.GetKnownStockRequest, context: ServicerContext
+    ) -> orders_pb2.GetKnownStockResponse:
         cached = await self.ctx.cache.get(f"stock.{sdk.tenant_of(context) or '_'}.{request.sku}")
         if cached is None:
             return orders_pb2.GetKnownStockResponse(known=False)

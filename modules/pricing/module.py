@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from pydantic import BaseModel, Field
 
 import sdk
 from orders.events import OrderCreated
 from pricing.v1 import pricing_pb2, pricing_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS quotes (
@@ -49,7 +54,9 @@ class Pricing(sdk.Module, pricing_pb2_grpc.PricingServicer):
         )
         self.quotes.add()
 
-    async def GetQuote(self, request, context):
+    async def GetQuote(
+        self, request: pricing_pb2.GetQuoteRequest, context: ServicerContext
+    ) -> pricing_pb2.GetQuoteResponse:
         rows = await self.db.query(
             "SELECT order_id, amount, currency FROM quotes WHERE tenant = ? AND order_id = ?",
             (sdk.tenant_of(context), request.order_id),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
@@ -11,6 +11,9 @@ import sdk
 from transactions.events import TransactionCompleted
 from transactions.v1 import transactions_pb2, transactions_pb2_grpc
 from wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -31,7 +34,9 @@ class Transactions(sdk.Module, transactions_pb2_grpc.TransactionsServicer):
     async def stop(self) -> None:
         await self.db.close()
 
-    async def Transfer(self, request, context):
+    async def Transfer(
+        self, request: transactions_pb2.TransferRequest, context: ServicerContext
+    ) -> transactions_pb2.TransferResponse:
         tenant = sdk.tenant_of(context)
         if request.amount <= 0 or request.from_user_id == request.to_user_id:
             await context.abort(
@@ -79,7 +84,9 @@ class Transactions(sdk.Module, transactions_pb2_grpc.TransactionsServicer):
         )
         return transactions_pb2.TransferResponse(transaction=transaction)
 
-    async def ListTransactions(self, request, context):
+    async def ListTransactions(
+        self, request: transactions_pb2.ListTransactionsRequest, context: ServicerContext
+    ) -> transactions_pb2.ListTransactionsResponse:
         rows = await self.db.query(
             "SELECT id, from_user_id, to_user_id, amount FROM transfers WHERE tenant = ? ORDER BY created DESC",
             (sdk.tenant_of(context),),

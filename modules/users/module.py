@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
 import sdk
 from users.events import UserCreated
 from users.v1 import users_pb2, users_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -29,7 +32,9 @@ class Users(sdk.Module, users_pb2_grpc.UsersServicer):
     async def stop(self) -> None:
         await self.db.close()
 
-    async def CreateUser(self, request, context):
+    async def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: ServicerContext
+    ) -> users_pb2.CreateUserResponse:
         tenant = sdk.tenant_of(context)
         name, email = request.name.strip(), request.email.strip().lower()
         if not name or "@" not in email:
@@ -45,7 +50,7 @@ class Users(sdk.Module, users_pb2_grpc.UsersServicer):
         )
         return users_pb2.CreateUserResponse(user=user)
 
-    async def GetUser(self, request, context):
+    async def GetUser(self, request: users_pb2.GetUserRequest, context: ServicerContext) -> users_pb2.GetUserResponse:
         rows = await self.db.query(
             "SELECT id, name, email FROM users WHERE tenant = ? AND id = ?", (sdk.tenant_of(context), request.id)
         )
@@ -53,7 +58,9 @@ class Users(sdk.Module, users_pb2_grpc.UsersServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no user {request.id!r}")
         return users_pb2.GetUserResponse(user=users_pb2.User(**dict(rows[0])))
 
-    async def ListUsers(self, request, context):
+    async def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: ServicerContext
+    ) -> users_pb2.ListUsersResponse:
         rows = await self.db.query(
             "SELECT id, name, email FROM users WHERE tenant = ? ORDER BY created", (sdk.tenant_of(context),)
         )

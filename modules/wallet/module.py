@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 import sdk
 from users.v1 import users_pb2, users_pb2_grpc
 from wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+# One context type for every method of the servicer, whose request and response types differ.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS balances (
@@ -27,7 +32,7 @@ class Wallet(sdk.Module, wallet_pb2_grpc.WalletServicer):
         rows = await self.db.query("SELECT balance FROM balances WHERE tenant = ? AND user_id = ?", (tenant, user_id))
         return rows[0]["balance"] if rows else 0
 
-    async def _check(self, context, user_id: str, amount: int) -> str:
+    async def _check(self, context: ServicerContext, user_id: str, amount: int) -> str:
         """The call's tenant, once the amount is positive and the user exists."""
         tenant = sdk.tenant_of(context)
         if amount <= 0:
@@ -40,13 +45,15 @@ class Wallet(sdk.Module, wallet_pb2_grpc.WalletServicer):
             raise
         return tenant
 
-    async def Deposit(self, request, context):
+    async def Deposit(self, request: wallet_pb2.DepositRequest, context: ServicerContext) -> wallet_pb2.DepositResponse:
         tenant = await self._check(context, request.user_id, request.amount)
         balance = await self._balance(tenant, request.user_id) + request.amount
         await self.db.execute("INSERT OR REPLACE INTO balances VALUES (?, ?, ?)", (tenant, request.user_id, balance))
         return wallet_pb2.DepositResponse(balance=balance)
 
-    async def Withdraw(self, request, context):
+    async def Withdraw(
+        self, request: wallet_pb2.WithdrawRequest, context: ServicerContext
+    ) -> wallet_pb2.WithdrawResponse:
         tenant = await self._check(context, request.user_id, request.amount)
         balance = await self._balance(tenant, request.user_id)
         if request.amount > balance:
@@ -60,5 +67,7 @@ class Wallet(sdk.Module, wallet_pb2_grpc.WalletServicer):
         )
         return wallet_pb2.WithdrawResponse(balance=balance - request.amount)
 
-    async def GetBalance(self, request, context):
+    async def GetBalance(
+        self, request: wallet_pb2.GetBalanceRequest, context: ServicerContext
+    ) -> wallet_pb2.GetBalanceResponse:
         return wallet_pb2.GetBalanceResponse(balance=await self._balance(sdk.tenant_of(context), request.user_id))

@@ -15,8 +15,12 @@ and their checks against the manifest), `_delivery` (one delivery, one outcome),
 
 from sdk.events._bindings import HandlerBinding, check_declared_events, handler_bindings
 from sdk.events._bus import EventBus
+from sdk.events._delivery import DeliveryObserver, DeliveryReport, Outcome, Verdict
 from sdk.events._event import Drop, Event, Retry, current_event
 from sdk.events._options import Delivery, Durable, Ephemeral, HandlerOptions, on
+from sdk.events._payloads import codec_for, content_type_of
+from sdk.events._publishing import Publisher
+from sdk.events._tracing import EventTracing
 
 __all__ = [
     # what authors use (re-exported by sdk)
@@ -29,9 +33,17 @@ __all__ = [
     "current_event",
     "on",
     # what the rest of the SDK uses
+    "DeliveryObserver",
+    "DeliveryReport",
     "EventBus",
+    "EventTracing",
+    "Publisher",
+    "Outcome",
+    "Verdict",
     "HandlerBinding",
     "HandlerOptions",
     "check_declared_events",
+    "codec_for",
+    "content_type_of",
     "handler_bindings",
 ]

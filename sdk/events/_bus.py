@@ -30,7 +30,7 @@ from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
 from sdk.events._consumers import ensure_consumer
 from sdk.events._dead_letters import dead_letter_headers
-from sdk.events._delivery import Accepts, Dispatcher, Outcome, Verdict
+from sdk.events._delivery import Accepts, DeliveryObserver, DeliveryReport, Dispatcher, Outcome, Verdict
 from sdk.events._publishing import Publisher
 from sdk.events._tracing import EventTracing
 
@@ -51,6 +51,7 @@ class EventBus:
         recorder: ModuleMetricsRecorder,
         events_since: datetime | None = None,
         accepts: Accepts | None = None,
+        observers: list[DeliveryObserver] | None = None,
     ) -> None:
         self._nats = nats_client
         self._js = nats_client.jetstream() if nats_client else None
@@ -60,6 +61,7 @@ class EventBus:
         self._events_since = events_since
         self.accepts = accepts
         """Whether an event is for this module (its tenant enabled); others are acked and skipped."""
+        self._observers = observers if observers is not None else []
         self._tracing = EventTracing(manifest.name)
         self._dispatcher = Dispatcher(module, manifest.name, recorder)
         self._publisher = Publisher(
@@ -226,6 +228,7 @@ class EventBus:
                 await self._dead_letter(binding, message, outcome.reason, attempt)
             case Verdict.ACK | Verdict.DROP | Verdict.SKIP:
                 await message.ack()
+        self._report(binding, message, attempt, outcome)
 
     async def _dead_letter(self, binding: HandlerBinding, message: Msg, reason: str, attempt: int) -> None:
         """Move the message, intact, to the dead-letter stream with why; then end its deliveries."""
@@ -252,11 +255,22 @@ class EventBus:
         self._ephemeral_busy += 1
         self._ephemeral_idle.clear()
         try:
-            await self._deliver(binding, message, 1)  # at most once: every outcome is final
+            outcome = await self._deliver(binding, message, 1)  # at most once: every outcome is final
+            self._report(binding, message, 1, outcome)
         finally:
             self._ephemeral_busy -= 1
             if not self._ephemeral_busy:
                 self._ephemeral_idle.set()
+
+    def _report(self, binding: HandlerBinding, message: Msg, attempt: int, outcome: Outcome) -> None:
+        if not self._observers:
+            return
+        headers = message.headers or {}
+        report = DeliveryReport(
+            binding.method_name, headers.get("ce-id", ""), headers.get("ce-type", ""), attempt, outcome
+        )
+        for observer in list(self._observers):
+            observer(report)
 
 
 async def _quietly(work: Awaitable[Any]) -> None:

@@ -59,6 +59,26 @@ class Outcome:
     """The handler's unexpected error, for the trace (not Retry, Drop or a bad payload)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What became of one delivery of one event to one handler, for observers (the test
+    harness waits on these instead of polling for a handler's effects)."""
+
+    handler: str
+    event_id: str
+    event_type: str
+    attempt: int
+    outcome: Outcome
+
+    @property
+    def final(self) -> bool:
+        """Whether the event is done with for this handler (everything but a retry)."""
+        return self.outcome.verdict is not Verdict.RETRY
+
+
+DeliveryObserver = Callable[[DeliveryReport], None]
+"""Told of every delivery after its outcome was acted on; must not raise or block."""
+
 ACK = Outcome(Verdict.ACK)
 DROP = Outcome(Verdict.DROP)
 SKIP = Outcome(Verdict.SKIP)

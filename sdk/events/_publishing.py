@@ -71,22 +71,13 @@ class Publisher:
         durable: bool = True,
     ) -> str:
         """Publish one event; returns its id. See `Context.publish`."""
-        if event_type not in self._manifest.events.publishes:
-            raise MeshError(
-                "UNDECLARED_EVENT",
-                f"module {self._manifest.name} published '{event_type}', which {self._manifest_path} does not "
-                "declare; add it to [events] publishes",
-                metadata={"module": self._manifest.name, "event_type": event_type},
-            )
+        payload = self.check(event_type, payload, tenant)
         if self._nats is None:
             raise MeshError(
                 "MODULE_UNAVAILABLE",
                 f"module {self._manifest.name} cannot publish: it was given no NATS servers at Initialize",
                 metadata={"module": self._manifest.name},
             )
-        if tenant:
-            check_token(tenant, "tenant")
-        payload = self._typed_payload(event_type, payload)
         event_id = event_id or uuid.uuid4().hex
         body = codec_for(type(payload)).encode(payload)
         headers = cloudevents.to_nats(
@@ -126,6 +117,21 @@ class Publisher:
             await self.store(target, body, headers)
         else:
             await self._nats.publish(target, body, headers=headers)
+
+    def check(self, event_type: str, payload: Any, tenant: str | None) -> Any:
+        """What publishing refuses before anything is sent: an undeclared type, a tenant that
+        cannot be a subject token, a payload not of the declared model. Returns the payload,
+        validated into the declared model when given as a dict."""
+        if event_type not in self._manifest.events.publishes:
+            raise MeshError(
+                "UNDECLARED_EVENT",
+                f"module {self._manifest.name} published '{event_type}', which {self._manifest_path} does not "
+                "declare; add it to [events] publishes",
+                metadata={"module": self._manifest.name, "event_type": event_type},
+            )
+        if tenant:
+            check_token(tenant, "tenant")
+        return self._typed_payload(event_type, payload)
 
     def _typed_payload(self, event_type: str, payload: Any) -> Any:
         """Check a payload against the module's declared model for the type (dicts are validated into it)."""

@@ -4,7 +4,8 @@ that counts calls and guards tenants (`_interceptors`), and the gRPC server that
 together with health and reflection (`_server`). Used by `sdk.run` and `sdk.testing`;
 authors never import it."""
 
+from sdk.runtime._config import validated_config
 from sdk.runtime._runtime import ModuleRuntime
 from sdk.runtime._server import ModuleServer
 
-__all__ = ["ModuleRuntime", "ModuleServer"]
+__all__ = ["ModuleRuntime", "ModuleServer", "validated_config"]

@@ -28,7 +28,7 @@ from mesh.protocol.telemetry import client_interceptors
 from mesh.v1 import lifecycle_pb2
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._tenancy import ModuleCache, TenantView
-from sdk.events import EventBus, HandlerBinding
+from sdk.events import DeliveryObserver, EventBus, HandlerBinding
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 StubT = TypeVar("StubT")
@@ -72,6 +72,7 @@ class ModuleResources(Generic[ConfigT]):
         base_config: dict[str, Any],
         handlers: list[HandlerBinding],
         recorder: ModuleMetricsRecorder,
+        observers: list[DeliveryObserver],
     ) -> ModuleResources[ConfigT]:
         """Connect to NATS (when the settings name servers), create the event consumers and
         open tenancy and the cache. What was opened is closed again if a later step fails."""
@@ -84,6 +85,7 @@ class ModuleResources(Generic[ConfigT]):
             bindings=handlers,
             recorder=recorder,
             events_since=settings.events_since.ToDatetime(tzinfo=UTC) if settings.HasField("events_since") else None,
+            observers=observers,
         )
         resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client)
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
@@ -27,7 +27,8 @@ from sdk._context import Context
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
 from sdk._tenancy import TenantView
-from sdk.events import HandlerBinding
+from sdk.events import DeliveryObserver, HandlerBinding
+from sdk.runtime._config import validated_config
 from sdk.runtime._resources import ModuleResources
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
@@ -64,6 +65,8 @@ class ModuleRuntime:
         self.context: Context[Any] | None = None
         """The author's view of the current initialization; None outside one."""
         self._resources: ModuleResources[Any] | None = None
+        self.delivery_observers: list[DeliveryObserver] = []
+        """Told of every event delivery, across Reloads (the test harness waits on them)."""
         self.default_state_dir = default_state_dir
         """Where the module keeps state when the settings name no folder."""
         self._handlers = handlers or []
@@ -165,43 +168,7 @@ class ModuleRuntime:
 
     def _validated_config(self, settings: lifecycle_pb2.ModuleSettings) -> BaseModel:
         """The module's config model from the settings; INVALID_CONFIG names the field."""
-        config_data = _config_data(settings)
-        self._refuse_unknown_config_keys(config_data)
-        try:
-            config = self.module.config_model.model_validate(config_data)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"field '{'.'.join(str(p) for p in problem['loc']) or '(root)'}' has "
-                f"{problem.get('input')!r}: {problem['msg']}"
-                for problem in error.errors()
-            )
-            raise MeshError(
-                "INVALID_CONFIG",
-                f"configuration of module {self.manifest.name} is invalid: {problems}",
-                metadata={
-                    "module": self.manifest.name,
-                    "field": ".".join(str(p) for p in error.errors()[0]["loc"]),
-                },
-            ) from None
-        return config
-
-    def _refuse_unknown_config_keys(self, config_data: dict[str, Any]) -> None:
-        """A misspelt key must not be ignored silently: pydantic's default ('ignore') would.
-
-        A model that sets `extra` itself ("allow" or "forbid") decides on its own.
-        """
-        model = self.module.config_model
-        if model.model_config.get("extra") is not None:
-            return
-        known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
-        unknown = sorted(set(config_data) - known)
-        if unknown:
-            raise MeshError(
-                "INVALID_CONFIG",
-                f"configuration of module {self.manifest.name} has unknown field '{unknown[0]}'; "
-                f"expected one of: {', '.join(sorted(model.model_fields)) or 'none (it takes no configuration)'}",
-                metadata={"module": self.manifest.name, "field": unknown[0]},
-            )
+        return validated_config(self.module.config_model, _config_data(settings), self.manifest.name)
 
     async def _run_initialize(self, config: BaseModel, settings: lifecycle_pb2.ModuleSettings) -> None:
         if not is_configured() and settings.telemetry.otel_env:
@@ -222,6 +189,7 @@ class ModuleRuntime:
                 base_config=_config_data(settings),
                 handlers=self._handlers,
                 recorder=self.recorder,
+                observers=self.delivery_observers,
             )
         except MeshError as error:
             await self._fail("initialize", error.reason, error.message)

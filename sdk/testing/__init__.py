@@ -4,6 +4,8 @@ model), each a few lines in a pytest test:
 - `ModuleHarness`: the module served in-process on a free port with a real embedded
   nats-server, its lifecycle at hand, stubs ready; `harness.publish(...)` delivers an event
   to it and returns once its handler is done.
+- `UnitModule`: the module instance initialized in-process with no server and no NATS,
+  its dependencies given by the test, its publishes recorded; methods called directly.
 - `eventually(condition, what)`: wait for an asynchronous effect, with a deadline.
 - `EmbeddedNats`: a real nats-server for a test.
 
@@ -21,7 +23,22 @@ automatically) builds harnesses that share one nats-server per test session.
 """
 
 from mesh.protocol.nats_server import EmbeddedNats
+from sdk.events import Outcome, Verdict
 from sdk.testing._harness import ModuleHarness
+from sdk.testing._unit import Aborted, CallContext, PublishedEvent, UnitModule
 from sdk.testing._waiting import WAIT_SECONDS, eventually
 
-__all__ = ["WAIT_SECONDS", "EmbeddedNats", "ModuleHarness", "eventually"]
+__all__ = [
+    # tiers
+    "ModuleHarness",
+    "UnitModule",
+    "eventually",
+    "EmbeddedNats",
+    # what they hand back
+    "Aborted",
+    "CallContext",
+    "Outcome",
+    "PublishedEvent",
+    "Verdict",
+    "WAIT_SECONDS",
+]

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+import nats
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2_grpc
+from nats.aio.client import Client as NatsClient
 
+from mesh.protocol import cloudevents
+from mesh.protocol.cloudevents import CloudEvent
+from mesh.protocol.names import event_subject, matches
 from mesh.protocol.nats_server import EmbeddedNats
 from mesh.protocol.states import State
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._context import Context
 from sdk._loader import load_module
 from sdk._module import Module
+from sdk.events import DeliveryReport, Outcome, codec_for, content_type_of
 from sdk.runtime import ModuleServer
+from sdk.testing._waiting import WAIT_SECONDS
 
 StubT = TypeVar("StubT")
 
@@ -57,6 +66,7 @@ class ModuleHarness:
         self._channel: grpc.aio.Channel | None = None
         self.server: ModuleServer | None = None
         self._module: Module | None = None
+        self._nats_client: NatsClient | None = None
         self.nats_url = ""
 
     # --- entering and leaving -----------------------------------------------------
@@ -118,6 +128,9 @@ class ModuleHarness:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+        if self._nats_client is not None:
+            await self._nats_client.close()
+            self._nats_client = None
         if self._own_nats is not None:
             await self._own_nats.__aexit__(None, None, None)
             self._own_nats = None
@@ -222,6 +235,96 @@ class ModuleHarness:
             lifecycle_pb2.ReloadRequest(settings=self.settings(config))
         )
         return response
+
+    # --- events -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        tenant: str = "",
+        company: str = "",
+        subject: str = "",
+        event_id: str = "",
+        source: str = "mesh://sdk.testing",
+        within: float = WAIT_SECONDS,
+    ) -> dict[str, Outcome]:
+        """Deliver one event to the module under test, as another module would publish it,
+        and return once every handler of the module that takes its type is done with it.
+
+        "Done" is acked, dropped, skipped (a tenant the module is not enabled for),
+        dead-lettered, or failed for an ephemeral handler; redeliveries are waited through.
+        So a test asserts on the handler's effects right after, with no polling.
+
+        Args:
+            event_type: The event's type, e.g. "order.created".
+            payload: A pydantic model, a protobuf message, bytes or JSON data, encoded as
+                `ctx.publish` encodes it.
+            tenant: The tenant the event belongs to.
+            within: Seconds to wait for the handlers.
+
+        Returns:
+            Each handler's final outcome, by handler method name.
+
+        Raises:
+            ValueError: The module has no handler for `event_type`.
+            AssertionError: Some handler was not done with the event within `within` seconds.
+        """
+        server = self._server()
+        handlers = {b.method_name for b in server.handlers if matches(b.options.pattern, event_type)}
+        if not handlers:
+            patterns = ", ".join(sorted(b.options.pattern for b in server.handlers)) or "none"
+            raise ValueError(
+                f"module {server.loaded.manifest.name} has no handler for '{event_type}' (its handlers take: "
+                f"{patterns}); publish a type it subscribes to"
+            )
+        event_id = event_id or uuid.uuid4().hex
+        finals: dict[str, Outcome] = {}
+        all_done = asyncio.Event()
+
+        def observe(report: DeliveryReport) -> None:
+            if report.event_id == event_id and report.final and report.handler in handlers:
+                finals[report.handler] = report.outcome
+                if len(finals) == len(handlers):
+                    all_done.set()
+
+        observers = server.runtime.delivery_observers
+        observers.append(observe)
+        try:
+            body = codec_for(type(payload)).encode(payload)
+            event = CloudEvent(
+                id=event_id,
+                type=event_type,
+                source=source,
+                time=cloudevents.now(),
+                subject=subject,
+                tenant=tenant,
+                company=company,
+                datacontenttype=content_type_of(payload),
+            )
+            publisher = await self._publisher()
+            await publisher.jetstream().publish(
+                event_subject(event_type, tenant or None), body, headers=cloudevents.to_nats(event)
+            )
+            try:
+                async with asyncio.timeout(within):
+                    await all_done.wait()
+            except TimeoutError:
+                waiting = ", ".join(sorted(handlers - set(finals)))
+                raise AssertionError(
+                    f"handler(s) {waiting} of module {server.loaded.manifest.name} were not done with event "
+                    f"{event_id} ({event_type}) within {within:.0f} s; is the module RUNNING?"
+                ) from None
+        finally:
+            observers.remove(observe)
+        return finals
+
+    async def _publisher(self) -> NatsClient:
+        """The harness's own NATS connection (the module's is its own business)."""
+        if self._nats_client is None:
+            self._nats_client = await nats.connect(self.nats_url, name="sdk.testing")
+        return self._nats_client
 
     def _server(self) -> ModuleServer:
         if self.server is None:

@@ -1,13 +1,12 @@
 """The orders module through sdk.testing, with the real users and inventory modules."""
 
-import asyncio
-
 import grpc
 import pytest
 
 from inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from mesh.v1 import lifecycle_pb2
 from orders.v1 import orders_pb2, orders_pb2_grpc
+from sdk.testing import eventually
 from users.v1 import users_pb2, users_pb2_grpc
 
 
@@ -33,14 +32,11 @@ async def test_places_orders_and_follows_stock_events(module_harness):
                 await stub.PlaceOrder(orders_pb2.PlaceOrderRequest(user_id="u-ghost", sku="book-42", quantity=1))
             assert unknown_user.value.code() == grpc.StatusCode.NOT_FOUND
 
-            async def stock_heard():
-                while True:
-                    known = await stub.GetKnownStock(orders_pb2.GetKnownStockRequest(sku="book-42"))
-                    if known.known and known.quantity == 3:
-                        return known
-                    await asyncio.sleep(0.05)
+            async def stock_heard() -> bool:
+                known = await stub.GetKnownStock(orders_pb2.GetKnownStockRequest(sku="book-42"))
+                return known.known and known.quantity == 3
 
-            await asyncio.wait_for(stock_heard(), timeout=30)
+            await eventually(stock_heard, "orders to learn the stock left after the order (3)")
             health = (await orders.lifecycle.GetHealth(lifecycle_pb2.GetHealthRequest())).health
             metrics = (await orders.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
     assert health.message == "" and {c.name: c.status for c in health.components}["notifications"] == 2  # DEGRADED
