@@ -1,7 +1,7 @@
 """Publish-to-handle throughput and latency through the SDK, against raw nats-py doing the
 same in the same run, both delivery modes:
 
-* ephemeral: SDK `ctx.publish(durable=False)` -> `@sdk.on(..., ephemeral=True)` handler,
+* ephemeral: SDK `ctx.publish(durable=False)` -> `@sdk.on(..., delivery=sdk.Ephemeral())` handler,
   against raw `nc.publish` -> subscription callback (core NATS);
 * durable: SDK `ctx.publish()` (waits for the JetStream ack) -> durable handler (acked after
   it returns), against raw `js.publish` -> pull consumer fetch + ack.
@@ -21,10 +21,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import nats
+from nats.aio.msg import Msg
 from nats.js import api
 
+import sdk
 from mesh.protocol.streams import ensure_streams
 from sdk.testing import EmbeddedNats, ModuleHarness
 
@@ -53,14 +56,21 @@ class Sink(sdk.Module):
     async def initialize(self, ctx):
         self.ctx = ctx
 
-    @sdk.on("bench.tick", ephemeral=True)
+    @sdk.on("bench.tick", delivery=sdk.Ephemeral())
     async def tick(self, tick: Tick) -> None:
         self.latencies.append(time.perf_counter() - tick.sent)
 
-    @sdk.on("bench.stored", concurrency=64)
+    @sdk.on("bench.stored", delivery=sdk.Durable(concurrency=64))
     async def stored(self, tick: Tick) -> None:
         self.latencies.append(time.perf_counter() - tick.sent)
 """
+
+
+class Sink(Protocol):
+    """What the benchmark reads of the SINK module (its class exists only once SINK is loaded)."""
+
+    ctx: sdk.Context[Any]
+    latencies: list[float]
 
 
 def write_sink(root: Path) -> Path:
@@ -83,7 +93,7 @@ async def until(condition: Callable[[], bool], seconds: float = 120) -> None:
         await asyncio.sleep(0.001)
 
 
-async def spread(count: int, publish: Callable[[int], Awaitable[None]]) -> None:
+async def spread(count: int, publish: Callable[[int], Awaitable[object]]) -> None:
     async def worker(offset: int) -> None:
         for n in range(offset, count, PUBLISHERS):
             await publish(n)
@@ -116,7 +126,7 @@ async def raw_core(url: str, count: int, headers: dict[str, str] | None = None) 
     client = await nats.connect(url)
     latencies: list[float] = []
 
-    async def handle(message) -> None:
+    async def handle(message: Msg) -> None:
         latencies.append(time.perf_counter() - float(message.data))
 
     await client.subscribe("raw.tick", cb=handle)
@@ -157,8 +167,8 @@ async def raw_durable(url: str, count: int, round_: int) -> tuple[float, float, 
 
 async def sdk_run(url: str, sink_dir: Path, count: int, event_type: str) -> tuple[float, float, float]:
     async with ModuleHarness(sink_dir, nats=url) as harness:
-        sink = harness.module
-        tick = type(sink).event_models[event_type]
+        sink = cast(Sink, harness.module)
+        tick = type(harness.module).event_models[event_type]
         durable = event_type == "bench.stored"
         began = time.perf_counter()
         await spread(

@@ -41,7 +41,7 @@ async def serve_plain() -> None:
     servicer.counts = Counter()
     servicer.greetings = sdk.Counter()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    greeter_pb2_grpc.add_GreeterServicer_to_server(servicer, server)
+    greeter_pb2_grpc.add_GreeterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(json.dumps({"address": f"127.0.0.1:{port}"}), flush=True)
@@ -89,7 +89,7 @@ async def load(address: str, calls: int, concurrency: int) -> tuple[float, list[
     """`calls` SayHello calls over `concurrency` workers; returns (calls/s, latencies ms)."""
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = greeter_pb2_grpc.GreeterStub(channel)
+        stub = greeter_pb2_grpc.GreeterStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
         request = greeter_pb2.SayHelloRequest(name="bench")
         await stub.SayHello(request)  # connect before timing
         remaining = calls

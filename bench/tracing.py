@@ -30,20 +30,24 @@ from bench.rpc import PROJECT, load, start_module
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
-    def Export(self, request, context):
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request, context):
+    def Export(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 def start_collector() -> tuple[grpc.Server, str]:
     """An OTLP/gRPC collector that accepts and drops everything (the export cost stays)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)  # type: ignore[no-untyped-call]  # the generated *_pb2_grpc.py carries no annotations
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(), server)  # type: ignore[no-untyped-call]  # the generated *_pb2_grpc.py carries no annotations
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, f"http://127.0.0.1:{port}"
@@ -79,7 +83,8 @@ def event_rates(env: dict[str, str], events: int) -> dict[str, float]:
         text=True,
         check=True,
     )
-    return json.loads(output.stdout.strip().splitlines()[-1])
+    rates: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
+    return rates
 
 
 def main() -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import State
-from mesh.v1 import health_pb2, module_pb2
+from mesh.v1 import health_pb2, module_pb2, tenancy_pb2
+
+if TYPE_CHECKING:  # only `mesh events` and `mesh dlq` load these (see events.py), for start-up speed
+    from mesh.control.catalog import Catalog
+    from mesh.control.dlq import DeadLetter
 
 STATE_STYLE = {
     State.RUNNING: "green",
@@ -31,6 +35,7 @@ HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red
 
 
 def state_name(value: int) -> str:
+    """The name of a ModuleState value; 0 (unset) is UNSPECIFIED."""
     return State(value).name if value else "UNSPECIFIED"
 
 
@@ -143,7 +148,7 @@ def _node_id(name: str) -> str:
     return name.replace("-", "_")
 
 
-def events_table(catalog: Any) -> Table:
+def events_table(catalog: Catalog) -> Table:
     """One row per event type: publishers, subscribers (with their patterns), schema title."""
     table = Table()
     for column in ("event type", "publishers", "subscribers", "payload"):
@@ -158,7 +163,8 @@ def events_table(catalog: Any) -> Table:
     return table
 
 
-def dead_letter_fields(letter: Any) -> dict[str, Any]:
+def dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as JSON-ready fields; a JSON body is shown parsed, any other as text."""
     body: Any
     try:
         body = json.loads(letter.data)
@@ -178,7 +184,7 @@ def dead_letter_fields(letter: Any) -> dict[str, Any]:
     }
 
 
-def dead_letter_table(letters: Iterable[Any]) -> Table:
+def dead_letter_table(letters: Iterable[DeadLetter]) -> Table:
     table = Table()
     for column in ("seq", "time", "module", "handler", "event type", "event id", "deliveries", "reason"):
         table.add_column(column, overflow="fold")
@@ -196,7 +202,7 @@ def dead_letter_table(letters: Iterable[Any]) -> Table:
     return table
 
 
-def tenant_table(tenant: str, modules: Iterable[Any]) -> Table:
+def tenant_table(tenant: str, modules: Iterable[tenancy_pb2.TenantModule]) -> Table:
     table = Table(title=f"tenant {tenant}", title_justify="left")
     for column in ("module", "enabled", "changed by", "changed at"):
         table.add_column(column)
@@ -208,7 +214,7 @@ def tenant_table(tenant: str, modules: Iterable[Any]) -> Table:
     return table
 
 
-def config_table(config: Mapping[str, Any], sources: Iterable[Any]) -> Table:
+def config_table(config: Mapping[str, Any], sources: Iterable[tenancy_pb2.ConfigValueSource]) -> Table:
     """Each leaf value of an effective configuration with the layer it came from."""
     layer_names = {1: "module default", 2: "mesh", 3: "tenant", 4: "company"}
     table = Table()

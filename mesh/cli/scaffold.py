@@ -137,7 +137,7 @@ def create(modules_dir: Path, name: str, description: str) -> Path:
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    contracts = Path(__file__).resolve().parent.parent / "proto"  # mesh.v1, for modules that import it
+    contracts = Path(__file__).resolve().parents[2] / "proto"  # mesh.v1, for modules that import it
     try:
         from mesh.protogen import generate_tree
 

@@ -7,15 +7,16 @@ the port is taken, ...); 2 when validation failed (bad manifest, graph or config
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from importlib import metadata
 
 from rich.console import Console
 from rich.live import Live
 
+from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mesh.cli.render import module_table
 from mesh.control.config import MeshConfig
 from mesh.control.coordinator import Coordinator, StartupFailed, ValidationFailed
@@ -26,15 +27,21 @@ from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
 from mesh.v1 import module_pb2
 
-EXIT_OK = 0
-EXIT_START_FAILED = 1
-EXIT_INVALID = 2
-
-_log = logging.getLogger("mesh")
+EXIT_START_FAILED = EXIT_FAILED
+EXIT_INVALID = EXIT_USAGE
 
 
 def run_up(config: MeshConfig, console: Console, error_console: Console) -> int:
-    """Validate, start, run until SIGINT/SIGTERM or Shutdown, stop; returns the exit code."""
+    """Validate, start, run until SIGINT/SIGTERM or Shutdown, stop.
+
+    Args:
+        config: The mesh configuration.
+        console: Where progress and the module table go.
+        error_console: Where failures go, one line each.
+
+    Returns:
+        The exit code (see the module's docstring).
+    """
     return asyncio.run(_up(config, console, error_console))
 
 
@@ -112,7 +119,7 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
     return EXIT_OK
 
 
-def _on_signal(coordinator: Coordinator, interrupted: asyncio.Event):
+def _on_signal(coordinator: Coordinator, interrupted: asyncio.Event) -> Callable[[], None]:
     def handle() -> None:
         coordinator.shutdown_reason = coordinator.shutdown_reason or "interrupted"
         interrupted.set()

@@ -1,0 +1,147 @@
+"""What every command group shares: exit codes, the consoles, the one-line error, the
+common options, and the one place a gRPC failure becomes an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeAlias, TypeVar
+
+import grpc
+from google.protobuf import struct_pb2
+from rich.console import Console
+
+from mesh.control.config import DEFAULT_LISTEN, ConfigError, MeshConfig, load_config
+from mesh.control.statedir import StateDir
+from mesh.protocol.errors import error_info
+from mesh.v1 import coordinator_pb2_grpc, tenancy_pb2_grpc
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+# What each command group's `register` adds its subcommands to (argparse has no public name for it).
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+T = TypeVar("T")
+Stub = TypeVar("Stub")
+
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CliError(Exception):
+    """An error with its exit code; printed as one line, never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def config_options(parser: argparse.ArgumentParser) -> None:
+    """The options of commands that read the modules folder themselves, without a coordinator."""
+    parser.add_argument("--config", type=Path, help="the mesh configuration file (default ./mesh.toml when present)")
+    parser.add_argument("--modules", type=Path, help="the modules folder (default modules; env MESH_MODULES_DIR)")
+    parser.add_argument("--state-dir", type=Path, help="where logs and state go (default .mesh; env MESH_STATE_DIR)")
+
+
+def coordinator_option(parser: argparse.ArgumentParser) -> None:
+    """The options of commands that ask a running coordinator."""
+    parser.add_argument(
+        "--coordinator",
+        help="the coordinator's host:port (default: env MESH_COORDINATOR, then the one running "
+        f"with the state folder .mesh, then {DEFAULT_LISTEN})",
+    )
+    parser.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
+
+
+def load_mesh_config(args: argparse.Namespace, **extra: object) -> MeshConfig:
+    """The mesh configuration from `--config`, `--modules`, `--state-dir` and `extra` overrides.
+
+    Raises:
+        CliError: The configuration is invalid (exit code 2).
+    """
+    try:
+        return load_config(args.config, overrides={"modules_dir": args.modules, "state_dir": args.state_dir, **extra})
+    except ConfigError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+
+
+def json_struct(text: str, what: str, example: str) -> struct_pb2.Struct:
+    """A JSON object given on the command line, as a protobuf Struct.
+
+    Args:
+        text: The JSON text.
+        what: What it is, for the error message, e.g. "--config".
+        example: A valid value to show in the error message.
+
+    Raises:
+        CliError: The text is not a JSON object (exit code 2).
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise CliError(f"{what} is not JSON: {error}", EXIT_USAGE) from None
+    if not isinstance(value, dict):
+        raise CliError(f"{what} must be a JSON object, e.g. '{example}'", EXIT_USAGE)
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def state_root(args: argparse.Namespace) -> Path:
+    """The state folder: `--state-dir`, else env MESH_STATE_DIR, else `.mesh`."""
+    root: Path | None = getattr(args, "state_dir", None)
+    return root or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
+
+
+def coordinator_address(args: argparse.Namespace) -> str:
+    """`--coordinator`, else env MESH_COORDINATOR, else the running mesh's, else the default address."""
+    given: str | None = getattr(args, "coordinator", None)
+    if given:
+        return given
+    if os.environ.get("MESH_COORDINATOR"):
+        return os.environ["MESH_COORDINATOR"]
+    info = StateDir(state_root(args)).read_info()
+    address: str = info["address"] if info and info.get("address") else DEFAULT_LISTEN
+    return address
+
+
+def call_coordinator(address: str, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]) -> T:
+    """One call on the Coordinator service at `address`; see `_call` for the errors."""
+    return _call(address, coordinator_pb2_grpc.CoordinatorStub, call)
+
+
+def call_tenancy(address: str, call: Callable[[tenancy_pb2_grpc.TenancyStub], Awaitable[T]]) -> T:
+    """One call on the Tenancy service at `address`; see `_call` for the errors."""
+    return _call(address, tenancy_pb2_grpc.TenancyStub, call)
+
+
+def _call(address: str, stub_class: Callable[[grpc.aio.Channel], Stub], call: Callable[[Stub], Awaitable[T]]) -> T:
+    """Run `call` on a stub over a fresh channel; a gRPC failure becomes a CliError.
+
+    Raises:
+        CliError: exit 3 when nothing answers, 2 for an invalid argument or an unknown name, else 1;
+            the message is the server's, with its reason code.
+    """
+
+    async def run() -> T:
+        async with grpc.aio.insecure_channel(address) as channel:
+            return await call(stub_class(channel))
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"no coordinator answers at {address}; is `mesh up` running?", EXIT_UNREACHABLE) from None
+        info = error_info(error)
+        reason = f" [{info.reason}]" if info else ""
+        code = (
+            EXIT_USAGE if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else EXIT_FAILED
+        )
+        raise CliError(f"{error.details()}{reason}", code) from None

@@ -1,0 +1,135 @@
+"""`mesh events` and `mesh dlq`: the event catalogue of a modules folder, and the dead
+letters of a running mesh."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from mesh.cli import render
+from mesh.cli._common import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    Commands,
+    config_options,
+    console,
+    error_console,
+    load_mesh_config,
+    state_root,
+)
+from mesh.control.discovery import DiscoveryError, discover
+from mesh.control.statedir import StateDir
+
+
+def register(commands: Commands) -> None:
+    """Add `events` and `dlq` to the `mesh` command."""
+    events = commands.add_parser("events", help="the event types with publishers, subscribers and JSON Schemas")
+    config_options(events)
+    events.add_argument("--asyncapi", type=Path, metavar="FILE", help="write an AsyncAPI 3.0 document (JSON) there")
+    events.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    events.set_defaults(run=_events)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, replay")
+    dlq.add_argument("action", choices=("list", "show", "replay"))
+    dlq.add_argument("seq", nargs="?", type=int, help="the dead letter's sequence number (show, replay)")
+    dlq.add_argument("--module", help="only this module's dead letters (list, replay --all)")
+    dlq.add_argument("--all", action="store_true", help="replay every dead letter (of --module, if given)")
+    dlq.add_argument("--keep", action="store_true", help="keep the dead letter after replaying it")
+    dlq.add_argument("--json", action="store_true", help="list as JSON")
+    dlq.add_argument("--nats-url", help="the mesh's NATS (default: env NATS_URL, then the running mesh's)")
+    dlq.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
+    dlq.set_defaults(run=_dlq)
+
+
+def _events(args: argparse.Namespace) -> int:
+    # The catalogue loads module code through the SDK, which only this command needs.
+    from mesh.control.catalog import asyncapi, build_catalog
+
+    config = load_mesh_config(args)
+    try:
+        discovered = discover(config.modules_dir)
+    except DiscoveryError as error:
+        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    catalog = build_catalog(discovered)
+    if args.asyncapi:
+        args.asyncapi.write_text(json.dumps(asyncapi(catalog), indent=2) + "\n")
+        console.print(
+            f"mesh events: wrote an AsyncAPI 3.0 document of {len(catalog.types)} event types to {args.asyncapi}"
+        )
+    elif args.json:
+        console.print_json(
+            json.dumps(
+                {
+                    event_type: {
+                        "publishers": entry.publishers,
+                        "subscribers": [vars(subscriber) for subscriber in entry.subscribers],
+                        "content_type": entry.content_type,
+                        "schema": entry.schema,
+                    }
+                    for event_type, entry in catalog.types.items()
+                }
+            )
+        )
+    else:
+        console.print(render.events_table(catalog))
+    for warning in catalog.warnings:
+        error_console.print(f"mesh events: warning: {warning}", markup=False)
+    return EXIT_OK
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    if args.action in ("show", "replay") and args.seq is None and not (args.action == "replay" and args.all):
+        raise CliError(f"`mesh dlq {args.action}` needs a sequence number (see `mesh dlq list`)", EXIT_USAGE)
+    url = args.nats_url or os.environ.get("NATS_URL") or _running_nats_url(args)
+    return asyncio.run(_dlq_action(args, url))
+
+
+async def _dlq_action(args: argparse.Namespace, url: str) -> int:
+    # The NATS client is needed by `dlq` alone; imported here, it does not slow down other commands.
+    import nats
+
+    from mesh.control import dlq
+
+    try:
+        client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=0)
+    except Exception as error:
+        raise CliError(f"cannot reach NATS at {url}: {error}", EXIT_UNREACHABLE) from None
+    try:
+        if args.action == "list":
+            letters = await dlq.list_dead_letters(client, module=args.module)
+            if args.json:
+                console.print_json(json.dumps([render.dead_letter_fields(letter) for letter in letters]))
+            else:
+                console.print(render.dead_letter_table(letters))
+        elif args.action == "show":
+            letter = await dlq.show(client, args.seq)
+            console.print_json(json.dumps({**render.dead_letter_fields(letter), "headers": letter.headers}))
+        elif args.all:
+            letters = await dlq.list_dead_letters(client, module=args.module)
+            for letter in letters:
+                await dlq.replay(client, letter.seq, keep=args.keep)
+            console.print(f"mesh dlq: replayed {len(letters)} dead letters")
+        else:
+            letter = await dlq.replay(client, args.seq, keep=args.keep)
+            console.print(f"mesh dlq: replayed {letter.seq} (event {letter.event.id}) to {letter.consumer}")
+    except dlq.DeadLetterNotFound as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    finally:
+        await client.close()
+    return EXIT_OK
+
+
+def _running_nats_url(args: argparse.Namespace) -> str:
+    root = state_root(args)
+    info = StateDir(root).read_info()
+    if not info or not info.get("nats_url"):
+        raise CliError(
+            f"no running mesh in {root} to take the NATS URL from; pass --nats-url or set NATS_URL", EXIT_USAGE
+        )
+    url: str = info["nats_url"]
+    return url
