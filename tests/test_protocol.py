@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from mesh.protocol import cloudevents
+from mesh.protocol import cloudevents, deadletters
 from mesh.protocol.cloudevents import CloudEvent, NotAnEvent
 from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
 
@@ -60,3 +60,13 @@ def test_a_message_without_required_attributes_is_not_an_event() -> None:
         cloudevents.from_nats({"ce-type": "a.b", "ce-source": "s"}, b"")
     lenient = cloudevents.from_nats(None, None, strict=False)
     assert lenient.id == "" and lenient.data == b""
+
+
+def test_a_dead_letter_keeps_the_original_and_says_why_and_a_replay_restores_it() -> None:
+    original = cloudevents.to_nats(CloudEvent(id="e3", type="order.created", source="mesh://shop"))
+    given_up = deadletters.GivenUp("ValueError: no", "ledger", "book", "ledger--book", "3", "mesh.evt._.x.y", "t")
+    headers = deadletters.headers_of(original, given_up, sequence=42)
+    assert headers["Nats-Msg-Id"] == "dlq-ledger--book-42" and headers["ce-id"] == "e3"
+    assert deadletters.given_up_of(headers) == given_up
+    replayed = deadletters.replay_headers(headers, 42, "r1")
+    assert replayed == {**original, "Nats-Msg-Id": "replay-42-r1", "mesh-replay-of": "42"}

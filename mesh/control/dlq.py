@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from mesh.protocol import cloudevents
+from mesh.protocol import cloudevents, deadletters
 from mesh.protocol.cloudevents import CloudEvent
 from mesh.protocol.names import DEAD_LETTER_STREAM, replay_subject
 
@@ -41,16 +41,17 @@ class DeadLetterNotFound(LookupError):
 
 def _letter(seq: int, headers: dict[str, str] | None, data: bytes | None) -> DeadLetter:
     headers = dict(headers or {})
+    given_up = deadletters.given_up_of(headers)
     return DeadLetter(
         seq=seq,
         event=cloudevents.from_nats(headers, data, strict=False),
-        module=headers.get("mesh-dlq-module", ""),
-        handler=headers.get("mesh-dlq-handler", ""),
-        consumer=headers.get("mesh-dlq-consumer", ""),
-        deliveries=headers.get("mesh-dlq-deliveries", ""),
-        reason=headers.get("mesh-dlq-reason", ""),
-        time=headers.get("mesh-dlq-time", ""),
-        subject=headers.get("mesh-dlq-subject", ""),
+        module=given_up.module,
+        handler=given_up.handler,
+        consumer=given_up.consumer,
+        deliveries=given_up.deliveries,
+        reason=given_up.reason,
+        time=given_up.time,
+        subject=given_up.subject,
         headers=headers,
         data=data or b"",
     )
@@ -90,9 +91,7 @@ async def replay(client: NatsClient, seq: int, *, keep: bool) -> DeadLetter:
     letter = await show(client, seq)
     if not letter.consumer:
         raise DeadLetterNotFound(f"dead letter {seq} names no consumer to replay to")
-    headers = {k: v for k, v in letter.headers.items() if not k.startswith("mesh-dlq-") and k != "Nats-Msg-Id"}
-    headers["mesh-replay-of"] = str(seq)
-    headers["Nats-Msg-Id"] = f"replay-{seq}-{uuid.uuid4().hex}"
+    headers = deadletters.replay_headers(letter.headers, seq, uuid.uuid4().hex)
     js = client.jetstream()
     await js.publish(replay_subject(letter.consumer), letter.data, headers=headers)
     if not keep:

@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 SPEC_VERSION = "1.0"
 DEFAULT_CONTENT_TYPE = "application/json"
 MESSAGE_ID_HEADER = "Nats-Msg-Id"
-REQUIRED_HEADERS = ("ce-id", "ce-type", "ce-source", "ce-specversion")
+ID_HEADER = "ce-id"
+TYPE_HEADER = "ce-type"
+SOURCE_HEADER = "ce-source"
+"""Attribute headers that code outside the codec reads before (or instead of) decoding a
+message that may not be an event at all: for span and metric labels."""
+REQUIRED_HEADERS = (ID_HEADER, TYPE_HEADER, SOURCE_HEADER, "ce-specversion")
 """The attributes without which a message is not a CloudEvent."""
 
 # Optional attributes with a field of their own (the rest of `ce-*` are extensions).

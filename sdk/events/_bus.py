@@ -22,6 +22,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mesh.protocol.cloudevents import ID_HEADER, TYPE_HEADER
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import EVENT_STREAM, consumer_name, dead_letter_subject, pattern_subject
@@ -236,11 +237,11 @@ class EventBus:
         headers = dead_letter_headers(message, self._name, binding.method_name, consumer, reason, attempt)
         await self._publisher.store(dead_letter_subject(consumer), message.data, headers)
         event_headers = message.headers or {}
-        self._recorder.record_event(event_headers.get("ce-type", "invalid"), "dead_lettered")
+        self._recorder.record_event(event_headers.get(TYPE_HEADER, "invalid"), "dead_lettered")
         _log.warning(
             "module %s: event %s dead-lettered from %s: %s",
             self._name,
-            event_headers.get("ce-id", "?"),
+            event_headers.get(ID_HEADER, "?"),
             binding.method_name,
             reason,
         )
@@ -267,7 +268,7 @@ class EventBus:
             return
         headers = message.headers or {}
         report = DeliveryReport(
-            binding.method_name, headers.get("ce-id", ""), headers.get("ce-type", ""), attempt, outcome
+            binding.method_name, headers.get(ID_HEADER, ""), headers.get(TYPE_HEADER, ""), attempt, outcome
         )
         for observer in list(self._observers):
             observer(report)

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from nats.aio.msg import Msg
 
-from mesh.protocol import cloudevents
-from mesh.protocol.cloudevents import MESSAGE_ID_HEADER
-
-REASON_LIMIT = 4000
-"""A reason is cut to this many characters, so that a huge error cannot outgrow the message."""
+from mesh.protocol import cloudevents, deadletters
 
 
 def dead_letter_headers(
@@ -29,16 +25,14 @@ def dead_letter_headers(
     Returns:
         The original headers (but its message id) and the `mesh-dlq-*` ones.
     """
+    given_up = deadletters.GivenUp(
+        reason=reason,
+        module=module_name,
+        handler=handler_name,
+        consumer=consumer,
+        deliveries=str(attempt),
+        subject=message.subject,
+        time=cloudevents.now(),
+    )
     sequence = message.metadata.sequence.stream if message.metadata else 0
-    return {
-        **{k: v for k, v in (message.headers or {}).items() if k != MESSAGE_ID_HEADER},
-        "mesh-dlq-reason": reason[:REASON_LIMIT],
-        "mesh-dlq-module": module_name,
-        "mesh-dlq-handler": handler_name,
-        "mesh-dlq-consumer": consumer,
-        "mesh-dlq-deliveries": str(attempt),
-        "mesh-dlq-subject": message.subject,
-        "mesh-dlq-time": cloudevents.now(),
-        # one dead letter per stored message, even when dead-lettering is retried
-        MESSAGE_ID_HEADER: f"dlq-{consumer}-{sequence}",
-    }
+    return deadletters.headers_of(message.headers, given_up, sequence=sequence)

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mesh.protocol import cloudevents
-from mesh.protocol.cloudevents import NotAnEvent
+from mesh.protocol.cloudevents import TYPE_HEADER, NotAnEvent
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
 from sdk.events._event import Drop, Event, Retry, handling
@@ -105,7 +105,7 @@ class Dispatcher:
             The outcome; an `asyncio.CancelledError` of the handler propagates instead.
         """
         if attempt > 1:
-            self._recorder.record_event((message.headers or {}).get("ce-type", "?"), "redelivered")
+            self._recorder.record_event((message.headers or {}).get(TYPE_HEADER, "?"), "redelivered")
         try:
             event = _envelope(binding, message, attempt)
         except (NotAnEvent, ValidationError, DecodeError, ValueError) as error:
@@ -130,7 +130,7 @@ class Dispatcher:
         """A message that is no event or whose payload does not validate: no retry helps."""
         if binding.durable is not None:
             return Outcome(Verdict.DEAD_LETTER, reason=reason)
-        self._recorder.record_event((message.headers or {}).get("ce-type", "invalid"), "failed")
+        self._recorder.record_event((message.headers or {}).get(TYPE_HEADER, "invalid"), "failed")
         _log.warning("module %s: dropped an invalid ephemeral event: %s", self._module_name, reason)
         return Outcome(Verdict.FAILED, reason=reason)
 

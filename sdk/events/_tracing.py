@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from mesh.protocol.cloudevents import ID_HEADER, SOURCE_HEADER, TYPE_HEADER
 from sdk.events._delivery import Outcome
 
 _tracer = trace.get_tracer("mesh.sdk.events")
@@ -57,7 +58,7 @@ class EventTracing:
         """Run `deliver()` in a CONSUMER span, child of the producer's span through the
         headers' trace context; a handler's error marks the span failed."""
         headers = message.headers or {}
-        event_type = headers.get("ce-type", "invalid")
+        event_type = headers.get(TYPE_HEADER, "invalid")
         with _tracer.start_as_current_span(
             f"{event_type} process",
             context=propagate.extract(headers),
@@ -66,10 +67,10 @@ class EventTracing:
                 "messaging.system": "nats",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": message.subject,
-                "messaging.message.id": headers.get("ce-id", ""),
+                "messaging.message.id": headers.get(ID_HEADER, ""),
                 "messaging.consumer.group.name": consumer_group,
                 "cloudevents.event_type": event_type,
-                "cloudevents.event_source": headers.get("ce-source", ""),
+                "cloudevents.event_source": headers.get(SOURCE_HEADER, ""),
                 "mesh.module": self._module,
                 "mesh.event.attempt": attempt,
             },
