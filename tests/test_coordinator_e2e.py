@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
 import grpc
-import nats
 import pytest
 
 from conftest import PROJECT, tool
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, event_pb2, event_pb2_grpc, module_pb2
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, module_pb2
 from meshkit import MeshDir, gone
 from sdk import State
 
@@ -244,35 +242,6 @@ def test_a_killed_module_is_restarted_and_its_dependent_reaches_the_new_address(
         assert asyncio.run(via_app()) == f"app via base pid {after['base'].pid}: hello ping"
 
 
-def test_lifecycle_events_are_published_on_nats(tmp_path):
-    mesh = MeshDir(tmp_path)
-    mesh.module("base")
-    with mesh.up() as running:
-        running.wait_until_up()
-        nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
-
-        async def restart_and_listen() -> list[tuple[str, str]]:
-            client = await nats.connect(nats_url)
-            seen: list[tuple[str, str]] = []
-            done = asyncio.Event()
-
-            async def handle(message) -> None:
-                seen.append((message.subject, message.headers["ce-type"]))
-                if message.subject.endswith(".restarted"):
-                    done.set()
-
-            await client.subscribe("mesh.sys.>", cb=handle)
-            await client.flush()
-            await asyncio.to_thread(mesh.run_cli, "restart", "base", "--coordinator", running.address)
-            await asyncio.wait_for(done.wait(), timeout=60)
-            await client.close()
-            return seen
-
-        seen = asyncio.run(restart_and_listen())
-    assert ("mesh.sys.module.base.started", "module.started") in seen
-    assert ("mesh.sys.module.base.restarted", "module.restarted") in seen
-
-
 def test_no_module_outlives_a_killed_coordinator(tmp_path):
     mesh = MeshDir(tmp_path)
     mesh.module("base")
@@ -388,28 +357,6 @@ def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
             visitor.wait()
 
 
-def test_events_flow_between_modules_of_a_mesh(tmp_path):
-    mesh = MeshDir(tmp_path)
-    for name in ("shop", "ledger"):
-        shutil.copytree(FIXTURES / name, mesh.modules / name)
-    (tmp_path / "mesh.toml").write_text('[modules.shop.config]\nburst = 50\nprefix = "meshed"\n')
-    with mesh.up() as running:
-        modules = running.wait_until_up()
-        assert {State(m.state) for m in modules.values()} == {State.RUNNING}
-        # the shop published while the ledger may still have been starting: none is lost
-        booked = running.wait_for(
-            lambda: (
-                {line.split()[1] for line in mesh.record_file.read_text().splitlines() if line.startswith("book ")}
-                >= {f"meshed-{n}" for n in range(50)}
-            ),
-            "the ledger to book all 50 orders",
-        )
-        assert booked
-        metrics = running.call(lambda stub: stub.GetSystemMetrics(coordinator_pb2.GetSystemMetricsRequest()))
-        assert metrics.events.published >= 50
-        assert metrics.events.received >= 100  # book and audit
-
-
 def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tmp_path, spawn):
     mesh = MeshDir(tmp_path)
     mesh.module("base")
@@ -426,50 +373,3 @@ def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tm
         assert running.signal_and_wait(signal.SIGINT) == 0
     stops = [name for event, name in mesh.records() if event == "stop"]
     assert stops == ["faraway", "base"]
-
-
-def test_services_without_nats_publish_and_replay_dead_letters_over_grpc(tmp_path):
-    mesh = MeshDir(tmp_path)
-    shutil.copytree(FIXTURES / "ledger", mesh.modules / "ledger")
-    shutil.copytree(FIXTURES / "shop", mesh.modules / "shop")
-    with mesh.up() as running:
-        running.wait_until_up()
-
-        def events(method: str, request):
-            address = running.address
-
-            async def call():
-                async with grpc.aio.insecure_channel(address) as channel:
-                    return await getattr(event_pb2_grpc.EventsStub(channel), method)(request, timeout=30)
-
-            return asyncio.run(call())
-
-        good = event_pb2.Event(
-            type="order.created", source="mesh://billing-service", data=b'{"order_id": "g-1", "amount": 5}'
-        )
-        published = events("Publish", event_pb2.PublishRequest(event=good))
-        assert published.subject == "mesh.evt._.order.created" and published.id
-        running.wait_for(lambda: f"book {published.id} " in mesh.record_file.read_text(), "the ledger to book it")
-
-        with pytest.raises(grpc.aio.AioRpcError) as malformed:
-            events("Publish", event_pb2.PublishRequest(event=event_pb2.Event(type="OrderCreated", source="x")))
-        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "event type 'OrderCreated'" in malformed.value.details()
-
-        bad = event_pb2.Event(
-            type="order.created", source="mesh://billing-service", data=b'{"order_id": "b-1", "amount": -3}'
-        )
-        bad_id = events("Publish", event_pb2.PublishRequest(event=bad)).id
-
-        def dead():
-            letters = events("ListDeadLetters", event_pb2.ListDeadLettersRequest(module="ledger")).dead_letters
-            return [letter for letter in letters if letter.event.id == bad_id and letter.handler == "book"]
-
-        letter = running.wait_for(dead, "the bad event among the dead letters")[0]
-        assert letter.deliveries == 3 and "negative amount -3" in letter.reason
-        assert letter.event.source == "mesh://billing-service" and letter.event.data == bad.data
-        replayed = events("ReplayDeadLetter", event_pb2.ReplayDeadLetterRequest(seq=letter.seq))
-        assert replayed.dead_letter.event.id == bad_id
-        with pytest.raises(grpc.aio.AioRpcError) as gone:
-            events("ReplayDeadLetter", event_pb2.ReplayDeadLetterRequest(seq=letter.seq))
-        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
