@@ -113,7 +113,8 @@ class ModuleServer:
             options=[("grpc.so_reuseport", 0)],
         )
         schema = json.dumps(self.loaded.module_class.config_model.model_json_schema(), sort_keys=True)
-        lifecycle_pb2_grpc.add_LifecycleServicer_to_server(LifecycleServicer(self.runtime, schema), server)
+        self.lifecycle = LifecycleServicer(self.runtime, schema)
+        lifecycle_pb2_grpc.add_LifecycleServicer_to_server(self.lifecycle, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for service in self.services:
             service.register(self.module, server)
