@@ -8,18 +8,7 @@ manifests, states, subjects) lives in `mesh.protocol`, shared with the control p
 """
 
 from mesh.protocol.errors import ERROR_DOMAIN, MeshError, error_info
-from mesh.protocol.manifest import (
-    MANIFEST_FILE,
-    DependencySpec,
-    EventsSpec,
-    Manifest,
-    ManifestError,
-    RestartSpec,
-    RunSpec,
-    load_manifest,
-    manifest_from_proto,
-    parse_manifest,
-)
+from mesh.protocol.manifest import Manifest, ManifestError
 from mesh.protocol.states import State
 from sdk._context import Context
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
@@ -58,20 +47,12 @@ __all__ = [
     "ERROR_DOMAIN",
     "MeshError",
     "error_info",
-    # manifests, loading and introspection (what the catalogue and tools read of a module)
-    "MANIFEST_FILE",
-    "DependencySpec",
-    "EventsSpec",
+    # the module's manifest (ctx.manifest), and what tools read of a module's code
     "HandlerBinding",
     "LoadedModule",
     "Manifest",
     "ManifestError",
     "ModuleLoadError",
-    "RestartSpec",
-    "RunSpec",
     "handler_bindings",
-    "load_manifest",
     "load_module",
-    "manifest_from_proto",
-    "parse_manifest",
 ]

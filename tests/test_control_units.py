@@ -15,10 +15,9 @@ from mesh.control.registry import ModuleRecord, Registry
 from mesh.control.restart import RestartBudget
 from mesh.control.tasks import BackgroundTasks
 from mesh.protocol.errors import MeshError
-from mesh.protocol.manifest import Manifest
+from mesh.protocol.manifest import Manifest, RestartSpec, parse_manifest
 from mesh.protocol.states import State
 from mesh.v1 import lifecycle_pb2, module_pb2
-from sdk import RestartSpec, parse_manifest
 
 
 def test_restart_backoff_doubles_up_to_the_cap_and_the_window_caps_restarts():

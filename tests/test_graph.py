@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mesh.control import graph
-from sdk import parse_manifest
+from mesh.protocol.manifest import parse_manifest
 
 
 def manifest(

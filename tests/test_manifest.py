@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.protocol.manifest import ManifestError, load_manifest
 from mesh.v1 import module_pb2
-from sdk import ManifestError, load_manifest
 
 VALID = """
 name = "orders"
