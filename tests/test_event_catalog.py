@@ -7,13 +7,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 from shop.events import OrderCreated
 
 from conftest import PROJECT
 from mesh.control.catalog import build_catalog
 from mesh.control.discovery import discover
+from sdk.testing import eventually
 
 FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
 
@@ -99,14 +99,11 @@ async def test_mesh_dlq_lists_shows_and_replays(module_harness, mesh_nats, tmp_p
         async def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return await asyncio.to_thread(mesh, "dlq", *args, "--nats-url", mesh_nats.url, cwd=tmp_path)
 
-        deadline = time.monotonic() + 60
-        while True:
+        async def listed_letters():
             listed = await cli("list", "--module", "ledger", "--json")
-            letters = [letter for letter in json.loads(listed.stdout) if letter["event_id"] == event_id]
-            if letters:
-                break
-            assert time.monotonic() < deadline, listed.stdout + listed.stderr
-            await asyncio.sleep(0.1)
+            return [letter for letter in json.loads(listed.stdout) if letter["event_id"] == event_id]
+
+        letters = await eventually(listed_letters, f"mesh dlq list to show the dead letter of {event_id}")
         seq = str(letters[0]["seq"])
         table = await cli("list")
         assert "ledger" in table.stdout and "book" in table.stdout
@@ -117,16 +114,21 @@ async def test_mesh_dlq_lists_shows_and_replays(module_harness, mesh_nats, tmp_p
         assert detail["data"] == {"order_id": "dlq-cli", "amount": -1}
         assert "negative amount -1" in detail["reason"]
 
+        def audited_ids():
+            return [audited_id for _, _, audited_id in ledger.module.audited]
+
+        await eventually(lambda: event_id in audited_ids(), "the original event to be audited")
         ledger.module.fail_negative = False
         replayed = await cli("replay", seq)
         assert replayed.returncode == 0, replayed.stderr
         assert f"replayed {seq} (event {event_id}) to ledger--book" in replayed.stdout
-        deadline = time.monotonic() + 60
-        while not any(order.order_id == "dlq-cli" for order in ledger.module.booked):
-            assert time.monotonic() < deadline, "the replayed event was not handled"
-            await asyncio.sleep(0.05)
-        assert [kind for kind, _, _ in ledger.module.audited].count("order.created") == 1, (
-            "replay went to every subscriber"
+        await eventually(
+            lambda: any(order.order_id == "dlq-cli" for order in ledger.module.booked), "the replayed event"
         )
+        # audit takes events in order, one at a time: a replay wrongly sent to it would come
+        # before this later event, so once the marker is audited the count below is final
+        marker_id = await shop.module.ctx.publish("order.created", OrderCreated(order_id="marker", amount=1))
+        await eventually(lambda: marker_id in audited_ids(), "a later event to be audited")
+        assert audited_ids().count(event_id) == 1, "replay went to every subscriber"
         missing = await cli("show", seq)
         assert missing.returncode == 2 and f"no dead letter {seq}" in missing.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import nats
 import pytest
@@ -14,29 +13,33 @@ from shop.events import OrderCreated, Ping
 from conftest import PROJECT
 from mesh.control.dlq import list_dead_letters, replay
 from mesh.control.tenancy import TenancyStore
+from mesh.protocol.names import EVENT_STREAM, consumer_name
 from mesh.v1 import lifecycle_pb2
 from sdk import MeshError
+from sdk.testing import eventually
 
 FIXTURES = PROJECT / "tests" / "fixtures" / "modules"
 SHOP = FIXTURES / "shop"
 LEDGER = FIXTURES / "ledger"
-WAIT_SECONDS = 60
-
-
-async def eventually(condition, what: str):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def enable_for(nats_url: str, tenant: str, module: str) -> None:
     client = await nats.connect(nats_url)
     await TenancyStore(client.jetstream()).set_enabled(tenant, module, True, "test")
     await client.close()
+
+
+async def order_created_counts(harness, ready):
+    """The module's order.created event counts if `ready(counts)` holds, else None."""
+    metrics = (await harness.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+    counts = {entry.type: entry.counts for entry in metrics.event_types}.get("order.created")
+    return counts if counts is not None and ready(counts) else None
+
+
+async def consumer_info_once_it_sees_an_event(js, consumer: str):
+    """The durable consumer's info once an event is pending for it or was delivered, else None."""
+    info = await js.consumer_info(EVENT_STREAM, consumer)
+    return info if info.num_pending + info.delivered.consumer_seq > 0 else None
 
 
 async def test_a_typed_round_trip_with_the_tenant_in_the_subject(module_harness, mesh_nats):
@@ -47,6 +50,7 @@ async def test_a_typed_round_trip_with_the_tenant_in_the_subject(module_harness,
         seen.append(message)
 
     await plain.subscribe("mesh.evt.>", cb=keep)
+    await plain.flush()  # the server has the subscription before anything is published
     async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
         await enable_for(mesh_nats.url, "acme", "ledger")
         await eventually(lambda: ledger.context.tenants.is_enabled("acme"), "ledger enabled for acme")
@@ -77,7 +81,11 @@ async def test_a_pattern_subscription_sees_every_matching_type(module_harness):
     async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
         await shop.module.ctx.publish("order.cancelled", {"order_id": "o-2", "reason": "changed mind"})
         await shop.module.ctx.publish("order.created", {"order_id": "o-3", "amount": 1})
-        audited = await eventually(lambda: len(ledger.module.audited) == 2 and ledger.module.audited, "two audits")
+        # book and audit pull independently: wait for both before the harness stops them
+        audited = await eventually(
+            lambda: len(ledger.module.audited) == 2 and ledger.module.booked and ledger.module.audited,
+            "two audits and one booking",
+        )
     assert sorted(kind for kind, _, _ in audited) == ["order.cancelled", "order.created"]
     assert [order.order_id for order in ledger.module.booked] == ["o-3"]
 
@@ -193,15 +201,18 @@ async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_re
         async def dlq_messages():
             return await list_dead_letters(client, module="ledger")
 
-        deadline = time.monotonic() + WAIT_SECONDS
-        letters = []
-        while time.monotonic() < deadline:
+        expected = {bad_id, "garbled", "(none)"}
+
+        async def book_letters_by_id():
+            """book's dead letters by event id, once all three of this test's are there."""
             letters = [m for m in await dlq_messages() if m.headers.get("mesh-dlq-handler") == "book"]
-            if len(letters) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        by_id = {m.headers.get("ce-id", "(none)"): m for m in letters}
-        assert set(by_id) == {bad_id, "garbled", "(none)"}, by_id.keys()
+            found = {m.headers.get("ce-id", "(none)"): m for m in letters}
+            return found if expected <= set(found) else None
+
+        by_id = await eventually(
+            book_letters_by_id, "book's dead letters of the failing, garbled and headerless events"
+        )
+        assert set(by_id) == expected, by_id.keys()
         failing = by_id[bad_id]
         assert failing.headers["mesh-dlq-deliveries"] == "3"
         assert "ValueError: negative amount -5 (after 3 deliveries)" in failing.headers["mesh-dlq-reason"]
@@ -213,11 +224,15 @@ async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_re
         assert "payload does not validate" in by_id["garbled"].headers["mesh-dlq-reason"]
         assert "not a valid event: missing header(s) ce-id" in by_id["(none)"].headers["mesh-dlq-reason"]
 
-        metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
-        counts = {entry.type: entry.counts for entry in metrics.event_types}
-        assert counts["order.created"].redelivered >= 2
-        assert counts["order.created"].failed == 3
-        assert counts["order.created"].dead_lettered >= 2
+        # a dead letter is stored before the handler counts it: wait for the counts
+        created = await eventually(
+            lambda: order_created_counts(
+                ledger, lambda c: c.redelivered >= 2 and c.failed >= 3 and c.dead_lettered >= 2
+            ),
+            "the metrics to count the redeliveries, failures and dead letters",
+        )
+        assert created.redelivered >= 2 and created.dead_lettered >= 2
+        assert created.failed == 3  # final: the three events of book are all dead letters
         assert invalid_id == "not-an-order"
 
         ledger.module.fail_negative = False
@@ -243,7 +258,18 @@ async def test_handlers_run_only_while_running_and_stop_drains_them(module_harne
     ):
         await ledger.initialize()
         await shop.module.ctx.publish("order.created", OrderCreated(order_id="early", amount=1))
-        await asyncio.sleep(0.5)
+        # the consumers exist from Initialize; their delivered count covers all the time
+        # before Start, so "nothing delivered" needs no waiting for something not to happen
+        client = await nats.connect(ledger.nats_url)
+        js = client.jetstream()
+        for handler in ("book", "audit"):
+            consumer = consumer_name("ledger", handler)
+            info = await eventually(
+                lambda consumer=consumer: consumer_info_once_it_sees_an_event(js, consumer),
+                f"{consumer} to see the early order",
+            )
+            assert info.delivered.consumer_seq == 0, f"{consumer} delivered before Start: {info}"
+        await client.close()
         assert ledger.module.booked == [] and ledger.module.audited == []
         await ledger.start()
         await eventually(lambda: ledger.module.booked, "the early order once RUNNING")
@@ -261,12 +287,14 @@ async def test_a_handler_can_ask_to_retry_later_or_to_drop(module_harness):
         await shop.module.ctx.publish("order.created", OrderCreated(order_id="later", amount=-7))
         await shop.module.ctx.publish("order.created", OrderCreated(order_id="kept", amount=7))
         await eventually(lambda: sorted(o.order_id for o in ledger.module.booked) == ["kept", "later"], "two orders")
-        metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
-    counts = {entry.type: entry.counts for entry in metrics.event_types}
+        # the drop counted too means all three are done with: the counts below are final
+        created = await eventually(
+            lambda: order_created_counts(ledger, lambda c: c.dropped >= 1), "the dropped order to be counted"
+        )
     assert ledger.module.attempts["later"] == 2  # retried once, as asked
-    assert counts["order.created"].dropped == 1
-    assert counts["order.created"].failed == 0
-    assert counts["order.created"].dead_lettered == 0
+    assert created.dropped == 1
+    assert created.failed == 0
+    assert created.dead_lettered == 0
 
 
 async def test_the_module_cache_keeps_values_with_a_time_to_live_and_reports_its_hit_rate(module_harness):
