@@ -24,13 +24,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import nats
 import psutil
+from nats.aio.msg import Msg
 
 from conftest import PROJECT
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk import State
 
 WAIT_SECONDS = 90  # an upper bound for things to happen, never a speed assertion
+# Top-level keys of every test mesh.toml: the coordinator's calls to a module (health, metrics,
+# readiness) get upper bounds a loaded machine stays under, so a slow answer is not a failure.
+TEST_MESH_SETTINGS = "health_timeout_seconds = 30\nready_timeout_seconds = 180\n"
 SETTLED = {State.RUNNING.value, State.FAILED.value, State.SKIPPED.value, State.STOPPED.value}
 T = TypeVar("T")
 
@@ -90,11 +95,18 @@ class MeshDir:
             self._configs[name] = config
         return folder
 
-    def write_config(self) -> Path:
+    def write_config(self, text: str | None = None) -> Path:
+        """Write mesh.toml: the timeouts of a test mesh, then `text` or the modules' configs.
+
+        A mesh.toml the test wrote itself without this call is left as it is.
+        """
         path = self.root / "mesh.toml"
+        if text is not None:
+            path.write_text(TEST_MESH_SETTINGS + text)
+            return path
         if not self._configs and path.exists():
-            return path  # written by the test itself
-        lines = []
+            return path
+        lines = [TEST_MESH_SETTINGS]
         for name, config in self._configs.items():
             lines.append(f'[modules."{name}".config]')
             lines += [f"{key} = {json.dumps(value)}" for key, value in config.items()]
@@ -110,9 +122,14 @@ class MeshDir:
         }
 
     def records(self) -> list[tuple[str, str]]:
-        """(event, module) in the order they happened."""
-        entries = [line.split() for line in self.record_file.read_text().splitlines() if line.strip()]
-        return [(event, name) for _, event, name in sorted(entries, key=lambda entry: float(entry[0]))]
+        """(event, module) in the order they were written.
+
+        Every process appends whole lines, so the file's order is causal (a record written
+        before a call is answered comes before the records that call leads to); a last line
+        without its newline is still being written and is left out.
+        """
+        complete = self.record_file.read_text().rpartition("\n")[0]
+        return [(event, name) for _, event, name in (line.split() for line in complete.splitlines() if line.strip())]
 
     def mesh_command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "mesh.cli", *args]
@@ -180,15 +197,65 @@ class RunningMesh:
 
     @property
     def address(self) -> str:
+        """The coordinator's gRPC address."""
+        return self._coordinator_info()["address"]
+
+    @property
+    def nats_url(self) -> str:
+        """The URL of the mesh's NATS server (the embedded one `mesh up` started)."""
+        return self._coordinator_info()["nats_url"]
+
+    def _coordinator_info(self) -> dict[str, Any]:
         deadline = time.monotonic() + WAIT_SECONDS
         info_file = self.mesh.state / "coordinator.json"
         while time.monotonic() < deadline:
             if info_file.exists():
-                return json.loads(info_file.read_text())["address"]
+                return json.loads(info_file.read_text())
             if self.process.poll() is not None:
                 raise AssertionError(f"mesh up exited with {self.process.returncode}:\n{self.text}")
             time.sleep(0.05)
         raise AssertionError(f"the coordinator did not come up:\n{self.text}")
+
+    @contextmanager
+    def subjects(self, pattern: str) -> Iterator[list[str]]:
+        """The subjects of the NATS messages on `pattern`, in arrival order, recorded by a
+        background thread from before the block starts until it ends."""
+        seen: list[str] = []
+        subscribed = threading.Event()
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        async def listen() -> None:
+            client = await nats.connect(self.nats_url)
+            try:
+
+                async def keep(message: Msg) -> None:
+                    seen.append(message.subject)
+
+                await client.subscribe(pattern, cb=keep)
+                await client.flush()
+                subscribed.set()
+                await asyncio.to_thread(done.wait)
+            finally:
+                await client.close()
+
+        def run() -> None:
+            try:
+                asyncio.run(listen())
+            except BaseException as error:  # handed to the test thread below
+                failure.append(error)
+                subscribed.set()
+
+        listener = threading.Thread(target=run, daemon=True)
+        listener.start()
+        if not subscribed.wait(WAIT_SECONDS) or failure:
+            done.set()
+            raise AssertionError(f"could not subscribe to {pattern}: {failure}")
+        try:
+            yield seen
+        finally:
+            done.set()
+            listener.join(WAIT_SECONDS)
 
     def call(self, make_call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Any]) -> Any:
         address = self.address
@@ -200,7 +267,7 @@ class RunningMesh:
         return asyncio.run(run())
 
     def modules(self) -> dict[str, coordinator_pb2.ModuleStatus]:
-        reply = self.call(lambda stub: stub.ListModules(coordinator_pb2.ListModulesRequest(), timeout=10))
+        reply = self.call(lambda stub: stub.ListModules(coordinator_pb2.ListModulesRequest(), timeout=WAIT_SECONDS))
         for module in reply.modules:
             if module.pid:
                 self._seen_pids.add(module.pid)

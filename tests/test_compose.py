@@ -82,6 +82,28 @@ def nats_arguments(command: list[str], name: str, hosts: HostMap) -> tuple[list[
     return args, client_port
 
 
+def wait_for_jetstream(urls: list[str]) -> None:
+    """Until the cluster answers a JetStream call: a fresh cluster elects its meta leader
+    after the servers are up, and the coordinator's first JetStream call is not retried."""
+
+    async def answers() -> bool:
+        client = await nats.connect(urls, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            await client.jetstream().account_info()
+            return True
+        except nats.errors.Error:
+            return False
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if asyncio.run(answers()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the NATS cluster did not answer JetStream calls within {WAIT_SECONDS} s")
+
+
 def test_the_compose_shape_runs_as_plain_processes(tmp_path):
     compose = yaml.safe_load(COMPOSE.read_text())
     services: dict = compose["services"]
@@ -115,6 +137,7 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
             server = EmbeddedNats(port=client_port, data_dir=tmp_path / name, extra_args=args)
             servers.append(server)
             server.start()
+        wait_for_jetstream([server.url for server in servers])
 
         coordinator_env = environment("coordinator")
         logs = tmp_path / "logs"

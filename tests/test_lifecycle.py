@@ -3,8 +3,6 @@ health mirroring the state, failing hooks, config errors, grace periods, metrics
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -13,6 +11,7 @@ from conftest import PROJECT
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import lifecycle_pb2
 from sdk import Health, HealthStatus, MeshError, State, error_info
+from sdk.testing import eventually
 
 PROBE = PROJECT / "tests" / "fixtures" / "modules" / "probe"
 GREETER = PROJECT / "modules" / "greeter"
@@ -290,8 +289,9 @@ async def test_a_running_module_checks_its_own_health_for_the_probes(probe, monk
     async with probe(start=True) as harness:
         assert await health_of(harness) == SERVING
         harness.module.health_verdict = Health(HealthStatus.UNHEALTHY, message="disk gone")
-        for _ in range(400):  # no GetHealth call: the periodic check must notice by itself
-            if await health_of(harness) == NOT_SERVING:
-                break
-            await asyncio.sleep(0.01)
-        assert await health_of(harness) == NOT_SERVING
+
+        async def not_serving() -> bool:
+            return await health_of(harness) == NOT_SERVING
+
+        # no GetHealth call: the periodic check must notice by itself
+        await eventually(not_serving, "the periodic health check to report NOT_SERVING")

@@ -16,9 +16,10 @@ from audit.v1 import audit_pb2, audit_pb2_grpc
 from conftest import PROJECT, tool
 from inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from meshkit import MeshDir
+from meshkit import WAIT_SECONDS, MeshDir
 from orders.v1 import orders_pb2, orders_pb2_grpc
 from sdk import State
+from sdk.testing import eventually
 from users.v1 import users_pb2, users_pb2_grpc
 
 pytestmark = [
@@ -47,11 +48,15 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
             ["users", "inventory", "orders", "audit"], "RUNNING"
         )
         audit = modules["audit"].address
-        listed = subprocess.run([tool("grpcurl"), "-plaintext", audit, "list"], capture_output=True, text=True)
+
+        def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [tool("grpcurl"), "-plaintext", audit, *args], capture_output=True, text=True, timeout=WAIT_SECONDS
+            )
+
+        listed = grpcurl("list")
         assert {"audit.v1.Audit", "mesh.v1.Lifecycle", "grpc.health.v1.Health"} <= set(listed.stdout.split())
-        health = subprocess.run(
-            [tool("grpcurl"), "-plaintext", audit, "grpc.health.v1.Health/Check"], capture_output=True, text=True
-        )
+        health = grpcurl("grpc.health.v1.Health/Check")
         assert '"status": "SERVING"' in health.stdout
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
 
@@ -63,6 +68,7 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
                 recorded.append(message)
 
             await client.subscribe("mesh.evt.*.audit.recorded", cb=keep)
+            await client.flush()  # subscribed at the server before the order that leads to the event
             async with grpc.aio.insecure_channel(modules["users"].address) as channel:
                 user = (
                     await users_pb2_grpc.UsersStub(channel).CreateUser(
@@ -81,11 +87,14 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
                 ).order
             async with grpc.aio.insecure_channel(audit) as channel:
                 stub = audit_pb2_grpc.AuditStub(channel)
-                for _ in range(600):
+
+                async def entries_once_recorded():
                     entries = (await stub.ListEntries(audit_pb2.ListEntriesRequest())).entries
-                    if entries and recorded:
-                        break
-                    await asyncio.sleep(0.05)
+                    return entries if entries and recorded else None
+
+                entries = await eventually(
+                    entries_once_recorded, "the audit entry and its audit.recorded event", within=WAIT_SECONDS
+                )
                 described = await lifecycle_pb2_grpc.LifecycleStub(channel).Describe(lifecycle_pb2.DescribeRequest())
             await client.close()
             return order, entries, recorded, described

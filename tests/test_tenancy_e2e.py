@@ -67,54 +67,37 @@ def test_enable_and_disable_follow_the_dependencies_both_ways(tmp_path):
     mesh.module("top", depends=["mid"])
     with mesh.up() as running:
         running.wait_until_up()
-        nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
-        seen: list[str] = []
+        with running.subjects("mesh.sys.tenant.>") as seen:
+            missing = refused(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="t1", module="top"))
+            assert missing.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert error_info(missing).reason == "MODULE_DEPENDENCY_MISSING"
+            assert "module top needs base, mid enabled for tenant t1 first" in missing.details()
 
-        async def watch_tenant_events():
-            client = await nats.connect(nats_url)
-
-            async def keep(message):
-                seen.append(message.subject)
-
-            await client.subscribe("mesh.sys.tenant.>", cb=keep)
-            await client.flush()
-            return client
-
-        missing = refused(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="t1", module="top"))
-        assert missing.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert error_info(missing).reason == "MODULE_DEPENDENCY_MISSING"
-        assert "module top needs base, mid enabled for tenant t1 first" in missing.details()
-
-        enabled = tenancy(
-            running,
-            "EnableModule",
-            tenancy_pb2.EnableModuleRequest(tenant="t1", module="top", with_dependencies=True, actor="ada"),
-        )
-        assert [m.module for m in enabled.changed] == ["base", "mid", "top"]
-        assert all(m.enabled and m.changed_by == "ada" for m in enabled.changed)
-
-        dependents = refused(running, "DisableModule", tenancy_pb2.DisableModuleRequest(tenant="t1", module="base"))
-        assert error_info(dependents).reason == "MODULE_HAS_DEPENDENTS"
-        assert "while mid, top need it" in dependents.details()
-
-        listed = tenancy(running, "ListTenantModules", tenancy_pb2.ListTenantModulesRequest(tenant="t1"))
-        assert {m.module: m.enabled for m in listed.modules} == {"base": True, "mid": True, "top": True}
-
-        async def cascade():
-            client = await watch_tenant_events()
-            reply = await asyncio.to_thread(
-                tenancy,
+            enabled = tenancy(
                 running,
-                "DisableModule",
-                tenancy_pb2.DisableModuleRequest(tenant="t1", module="base", cascade=True),
+                "EnableModule",
+                tenancy_pb2.EnableModuleRequest(tenant="t1", module="top", with_dependencies=True, actor="ada"),
             )
-            await asyncio.sleep(0.5)
-            await client.close()
-            return reply
+            assert [m.module for m in enabled.changed] == ["base", "mid", "top"]
+            assert all(m.enabled and m.changed_by == "ada" for m in enabled.changed)
 
-        disabled = asyncio.run(cascade())
-        assert [m.module for m in disabled.changed] == ["top", "mid", "base"]
-        assert seen == ["mesh.sys.tenant.t1.module.disabled"] * 3
+            dependents = refused(running, "DisableModule", tenancy_pb2.DisableModuleRequest(tenant="t1", module="base"))
+            assert error_info(dependents).reason == "MODULE_HAS_DEPENDENTS"
+            assert "while mid, top need it" in dependents.details()
+
+            listed = tenancy(running, "ListTenantModules", tenancy_pb2.ListTenantModulesRequest(tenant="t1"))
+            assert {m.module: m.enabled for m in listed.modules} == {"base": True, "mid": True, "top": True}
+
+            disabled = tenancy(
+                running, "DisableModule", tenancy_pb2.DisableModuleRequest(tenant="t1", module="base", cascade=True)
+            )
+            assert [m.module for m in disabled.changed] == ["top", "mid", "base"]
+            # The coordinator sends its events in order on one connection: once this marker is
+            # in, every event of the calls above is too.
+            tenancy(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="sentinel", module="base"))
+            marker = "mesh.sys.tenant.sentinel.module.enabled"
+            running.wait_for(lambda: marker in seen, "the sentinel tenant's event")
+        assert seen == ["mesh.sys.tenant.t1.module.enabled"] * 3 + ["mesh.sys.tenant.t1.module.disabled"] * 3 + [marker]
 
         cli = mesh.run_cli("tenant", "enable", "t2", "mid", "--coordinator", running.address)
         assert cli.returncode == 1 and "[MODULE_DEPENDENCY_MISSING]" in cli.stderr
