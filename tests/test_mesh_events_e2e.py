@@ -68,7 +68,7 @@ def test_events_flow_between_modules_of_a_mesh(tmp_path):
     mesh = MeshDir(tmp_path)
     for name in ("shop", "ledger"):
         shutil.copytree(FIXTURES / name, mesh.modules / name)
-    (tmp_path / "mesh.toml").write_text('[modules.shop.config]\nburst = 50\nprefix = "meshed"\n')
+    mesh.write_config('[modules.shop.config]\nburst = 50\nprefix = "meshed"\n')
     with mesh.up() as running:
         modules = running.wait_until_up()
         assert {State(m.state) for m in modules.values()} == {State.RUNNING}

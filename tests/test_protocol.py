@@ -4,9 +4,11 @@ NATS codec round-trips every attribute and refuses what is not an event."""
 from __future__ import annotations
 
 import grpc
+import nats.errors
+import nats.js.errors
 import pytest
 
-from mesh.protocol import cloudevents, deadletters
+from mesh.protocol import cloudevents, deadletters, streams
 from mesh.protocol.cloudevents import CloudEvent, NotAnEvent
 from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
 
@@ -70,3 +72,28 @@ def test_a_dead_letter_keeps_the_original_and_says_why_and_a_replay_restores_it(
     assert deadletters.given_up_of(headers) == given_up
     replayed = deadletters.replay_headers(headers, 42, "r1")
     assert replayed == {**original, "Nats-Msg-Id": "replay-42-r1", "mesh-replay-of": "42"}
+
+
+async def test_provisioning_waits_for_a_jetstream_not_ready_and_gives_up_with_what_it_was_doing() -> None:
+    answers: list[BaseException | str] = [nats.errors.TimeoutError(), nats.js.errors.ServiceUnavailableError(), "ok"]
+
+    async def work() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert await streams.provisioned("creating a test stream", work) == "ok"
+
+    async def never() -> str:
+        raise nats.errors.TimeoutError()
+
+    with pytest.raises(MeshError, match="JetStream did not answer while creating a test stream") as refused:
+        await streams.provisioned("creating a test stream", never, within=0.3)
+    assert refused.value.reason == "MODULE_UNAVAILABLE"
+
+    async def wrong() -> str:
+        raise ValueError("a bad config")
+
+    with pytest.raises(ValueError, match="a bad config"):  # not a readiness problem: no retry
+        await streams.provisioned("creating a test stream", wrong)

@@ -22,6 +22,7 @@ from mesh.control.config import MeshConfig
 from mesh.control.coordinator import Coordinator, StartupFailed, ValidationFailed
 from mesh.control.registry import ModuleRecord
 from mesh.control.statedir import StateDirLocked
+from mesh.protocol.errors import MeshError
 from mesh.protocol.nats_server import NatsServerError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
@@ -98,7 +99,7 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
         for line in failure.lines:
             error_console.print(f"mesh up: {line}", markup=False, highlight=False)
         return EXIT_START_FAILED
-    except (StateDirLocked, OSError, NatsServerError) as error:
+    except (StateDirLocked, OSError, NatsServerError, MeshError) as error:
         error_console.print(f"mesh up: {error}", markup=False, highlight=False)
         await coordinator.stop("start-up failed")
         return EXIT_START_FAILED

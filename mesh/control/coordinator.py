@@ -39,7 +39,7 @@ from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.nats_server import EmbeddedNats
 from mesh.protocol.states import State
-from mesh.protocol.streams import ensure_streams
+from mesh.protocol.streams import ensure_streams, provisioned
 from mesh.v1 import module_pb2
 
 __all__ = ["Coordinator", "StartupFailed", "ValidationFailed"]
@@ -121,7 +121,8 @@ class Coordinator:
         self.state_dir.lock()
         self._start_nats()
         await self._events.connect(self.nats_url)
-        await ensure_streams(self._events.jetstream())
+        jetstream = self._events.jetstream()
+        await provisioned("creating the event streams", lambda: ensure_streams(jetstream))
         self._endpoints.events_since = now()
         self.registry.listen(self._events.on_change)
         self._supervisor.restart_listeners.append(self._events.on_restart)

@@ -8,14 +8,16 @@ elsewhere) call these, so a module can run against a NATS server nobody prepared
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import api
 
@@ -29,10 +31,49 @@ from mesh.protocol.names import (
     REPLAY_SUBJECT_PREFIX,
 )
 
+PROVISIONING_SECONDS = 120.0
+"""How long creating streams, buckets and consumers keeps retrying a JetStream that does not
+answer yet (a new cluster electing its leaders, a loaded machine) before it gives up."""
 DUPLICATE_WINDOW_SECONDS = 120.0
 """How long the server remembers event ids, so that a retried publish is stored once."""
 
 _log = logging.getLogger("mesh.protocol.streams")
+
+T = TypeVar("T")
+
+# What a JetStream that is there but not ready yet answers: no reply in time, no server
+# with JetStream yet, or "JetStream not available" while a cluster elects its leaders.
+_NOT_READY = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def provisioned(what: str, work: Callable[[], Awaitable[T]], *, within: float = PROVISIONING_SECONDS) -> T:
+    """Run an idempotent provisioning step, again while JetStream is not ready, until `within`.
+
+    Raises:
+        MeshError: MODULE_UNAVAILABLE naming `what` and the last error, when JetStream never
+            answered in time; any other error of `work` at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.2
+    while True:
+        try:
+            return await work()
+        except _NOT_READY as error:
+            if loop.time() + delay > deadline:
+                raise MeshError(
+                    "MODULE_UNAVAILABLE",
+                    f"JetStream did not answer while {what} for {within:.0f} s: {error!r}; check that the "
+                    "NATS servers run with JetStream (-js) and, in a cluster, that a majority of them is up",
+                ) from error
+            _log.info("JetStream not ready while %s (%r); trying again in %.1f s", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def jetstream_replicas(env: Mapping[str, str]) -> int:
@@ -116,7 +157,12 @@ async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> Non
 
 
 async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: int = BUCKET_HISTORY) -> Any:
-    """A key-value bucket, created when missing (concurrent creators are fine)."""
+    """A key-value bucket, created when missing (concurrent creators are fine), waiting for
+    a JetStream that is not ready yet."""
+    return await provisioned(f"opening the bucket {name}", lambda: _open_bucket(js, name, ttl, history))
+
+
+async def _open_bucket(js: Any, name: str, ttl: float | None, history: int) -> Any:
     try:
         return await js.key_value(name)
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):

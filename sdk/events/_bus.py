@@ -26,7 +26,7 @@ from mesh.protocol.cloudevents import ID_HEADER, TYPE_HEADER
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import EVENT_STREAM, consumer_name, dead_letter_subject, pattern_subject
-from mesh.protocol.streams import ensure_streams
+from mesh.protocol.streams import ensure_streams, provisioned
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
 from sdk.events._consumers import ensure_consumer
@@ -94,16 +94,22 @@ class EventBus:
                     metadata={"module": self._name},
                 )
             return
-        await ensure_streams(self._js)
+        js = self._js
+        await provisioned("creating the event streams", lambda: ensure_streams(js))
         for binding in self._bindings:
-            if binding.durable is not None:
-                await ensure_consumer(
-                    self._js,
-                    self._name,
-                    binding.method_name,
-                    binding.options.pattern,
-                    binding.durable,
-                    self._events_since,
+            durable = binding.durable
+            if durable is not None:
+                await provisioned(
+                    f"creating the consumer of {self._name}.{binding.method_name}",
+                    functools.partial(
+                        ensure_consumer,
+                        js,
+                        self._name,
+                        binding.method_name,
+                        binding.options.pattern,
+                        durable,
+                        self._events_since,
+                    ),
                 )
 
     async def publish(
