@@ -17,7 +17,7 @@ Environment:
     MESH_HEALTH_INTERVAL_SECONDS: how often a RUNNING module runs its health hook (default 10).
     MESH_LOG_LEVEL: logging level (default INFO).
     MESH_LOG_FORMAT: "text" (default) or "json"; lines inside a span carry its trace and span ids.
-    OTEL_*: OpenTelemetry settings (see sdk/_telemetry.py).
+    OTEL_*: OpenTelemetry settings (see mesh/protocol/telemetry.py).
 """
 
 from __future__ import annotations

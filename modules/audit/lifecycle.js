@@ -1,5 +1,5 @@
 // The lifecycle state machine of mesh.v1.Lifecycle (the same rules as the Python SDK's
-// sdk/_state.py): which call is legal in which state.
+// mesh/protocol/states.py): which call is legal in which state.
 "use strict";
 
 const State = Object.freeze({
