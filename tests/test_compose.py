@@ -84,7 +84,9 @@ def nats_arguments(command: list[str], name: str, hosts: HostMap) -> tuple[list[
 
 def wait_for_jetstream(urls: list[str]) -> None:
     """Until the cluster answers a JetStream call: a fresh cluster elects its meta leader
-    after the servers are up, and the coordinator's first JetStream call is not retried."""
+    after the servers are up. The coordinator waits for that too (streams.provisioned), but
+    only for timeouts and "unavailable"; a stream replicated three times placed before every
+    peer is known can be refused outright, which this test is not about."""
 
     async def answers() -> bool:
         client = await nats.connect(urls, connect_timeout=5, max_reconnect_attempts=0)
