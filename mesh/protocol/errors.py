@@ -53,6 +53,8 @@ class Reason(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
     MODULE_UNAVAILABLE = "MODULE_UNAVAILABLE"
     INVALID_TENANT = "INVALID_TENANT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    ACCESS_DENIED = "ACCESS_DENIED"
 
 
 # The single place where a reason becomes a gRPC status code.
@@ -78,6 +80,8 @@ _STATUS_OF_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     Reason.MODULE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.INVALID_TENANT: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 PROTO_REASONS = frozenset(
