@@ -1,7 +1,8 @@
 # One image for the whole mesh: the coordinator, or one module chosen by MESH_MODULE.
 #   docker build -t module-mesh .
-#   docker run -e MESH_MODULE=users module-mesh     # a module (registers with MESH_COORDINATOR)
-#   docker run module-mesh                          # the coordinator
+#   docker run -e MESH_MODULE=users module-mesh     # a module (registers with MESH_COORDINATOR;
+#                                                   #   its credentials in MESH_TLS_DIR)
+#   docker run module-mesh                          # the coordinator (the mesh CA in its state folder)
 FROM python:3.11-slim
 
 # Node.js for the module written in it (modules/audit).

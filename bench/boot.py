@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mesh.protocol.identity import module_identity
+from mesh.protocol.pki import CertificateAuthority
+
 LEVELS = 5
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -106,12 +109,21 @@ def module_process_start_seconds(scratch: Path) -> float:
     (folder / "__init__.py").write_text("")
     (folder / "module.py").write_text(MODULE_CODE)
     ready = scratch / "ready.json"
+    # As `mesh up` starts it: with a module certificate from the mesh's CA (mTLS).
+    CertificateAuthority.create().issue(module_identity("single").common_name).write(scratch / "tls")
     began = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "sdk.run", str(folder)],
-        env={**os.environ, "MESH_READY_FILE": str(ready), "MESH_LOG_LEVEL": "WARNING"},
+        env={
+            **os.environ,
+            "MESH_READY_FILE": str(ready),
+            "MESH_LOG_LEVEL": "WARNING",
+            "MESH_TLS_DIR": str(scratch / "tls"),
+        },
     )
     while not ready.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the module process exited with {process.returncode} before it was ready")
         time.sleep(0.005)
     elapsed = time.perf_counter() - began
     process.terminate()

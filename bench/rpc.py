@@ -66,7 +66,14 @@ def start_module(scratch: Path, env: dict[str, str] | None = None) -> tuple[subp
     process = subprocess.Popen(
         [sys.executable, "-m", "sdk.run", str(GREETER)],
         cwd=PROJECT,
-        env={**os.environ, "MESH_READY_FILE": str(ready), "MESH_LOG_LEVEL": "WARNING", **(env or {})},
+        # Plaintext, like the baseline server: this compares the SDK's own cost, not TLS's.
+        env={
+            **os.environ,
+            "MESH_READY_FILE": str(ready),
+            "MESH_LOG_LEVEL": "WARNING",
+            "MESH_INSECURE": "1",
+            **(env or {}),
+        },
         text=True,
     )
     while not ready.exists():

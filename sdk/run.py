@@ -6,7 +6,14 @@ named by MESH_COORDINATOR when there is one, and stops gracefully on SIGTERM or 
 With `--exit-with-parent` (what the coordinator uses) it also stops when its stdin pipe
 closes or its parent process dies, so that no module outlives a killed coordinator.
 
+It serves mTLS with the credentials in MESH_TLS_DIR (`mesh up` issues them; they are
+re-read when renewed) and presents them when it registers and when `ctx.client` dials a
+dependency; only the coordinator's certificate may call its Lifecycle. MESH_INSECURE=1
+serves plaintext instead, on loopback only.
+
 Environment:
+    MESH_TLS_DIR: the folder with the module's ca.pem, cert.pem and key.pem.
+    MESH_INSECURE: "1" serves and dials plaintext (loopback only), when there is no MESH_TLS_DIR.
     MESH_LISTEN: "host:port" to bind (default 127.0.0.1:0); `--listen` wins.
     MESH_ADVERTISE_HOST: the host to report when binding a wildcard address.
     MESH_COORDINATOR: the coordinator's "host:port" to register with.
@@ -39,7 +46,9 @@ import grpc
 from mesh.protocol.errors import MeshError
 from mesh.protocol.logs import configure_logging
 from mesh.protocol.manifest import ManifestError
+from mesh.protocol.pki import CredentialsError
 from mesh.protocol.telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
+from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk.runtime import ModuleServer
@@ -88,17 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
     try:
+        transport = Transport.from_env(os.environ)
         host, port = parse_listen(args.listen)
         grace = _stop_grace()
         loaded = load_module(args.module_dir)
-    except (ManifestError, ModuleLoadError, ValueError) as error:
+    except (CredentialsError, ManifestError, ModuleLoadError, ValueError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
     if args.exit_with_parent:
         _die_with_parent()
     try:
-        return asyncio.run(_serve(loaded, host, port, grace, exit_with_parent=args.exit_with_parent))
-    except (ManifestError, MeshError, TypeError) as error:
+        return asyncio.run(_serve(loaded, transport, host, port, grace, exit_with_parent=args.exit_with_parent))
+    except (CredentialsError, ManifestError, MeshError, TypeError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
     except OSError as error:
@@ -106,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-async def _serve(loaded: LoadedModule, host: str, port: int, grace: float, *, exit_with_parent: bool) -> int:
+async def _serve(
+    loaded: LoadedModule, transport: Transport, host: str, port: int, grace: float, *, exit_with_parent: bool
+) -> int:
     state_dir = os.environ.get("MESH_STATE_DIR")
     server = ModuleServer(
         loaded,
+        transport=transport,
         host=host,
         port=port,
         advertise_host=os.environ.get("MESH_ADVERTISE_HOST"),
@@ -141,7 +154,7 @@ async def _serve(loaded: LoadedModule, host: str, port: int, grace: float, *, ex
 
         async def register() -> None:
             nonlocal exit_code
-            if not await _register(coordinator, server, address):
+            if not await _register(coordinator, transport, server, address):
                 exit_code = EXIT_REGISTRATION_REFUSED
                 stop.set()
 
@@ -187,8 +200,9 @@ def _write_ready_file(loaded: LoadedModule, server: ModuleServer) -> None:
     scratch.replace(path)  # atomic: a reader never sees half a file
 
 
-async def _register(coordinator: str, server: ModuleServer, address: str) -> bool:
-    """Register with the coordinator, retrying while it is unreachable.
+async def _register(coordinator: str, transport: Transport, server: ModuleServer, address: str) -> bool:
+    """Register with the coordinator (presenting the module's certificate, which names it),
+    retrying while it is unreachable.
 
     Returns:
         True once registered; False when the coordinator refuses (the process then exits).
@@ -199,7 +213,7 @@ async def _register(coordinator: str, server: ModuleServer, address: str) -> boo
         instance_id=server.runtime.instance_id,
     )
     delay = 0.2
-    async with grpc.aio.insecure_channel(coordinator) as channel:
+    async with transport.channel(coordinator) as channel:
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         while True:
             try:

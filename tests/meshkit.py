@@ -29,6 +29,7 @@ import psutil
 from nats.aio.msg import Msg
 
 from conftest import PROJECT
+from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk import State
 
@@ -158,10 +159,11 @@ class MeshDir:
         ]
 
     @contextmanager
-    def up(self, **env: str) -> Iterator[RunningMesh]:
-        """`mesh up` as a process; everything it started is killed at the end, also on failure."""
+    def up(self, *args: str, **env: str) -> Iterator[RunningMesh]:
+        """`mesh up` (with `args` after the usual ones) as a process; everything it started is
+        killed at the end, also on failure."""
         process = subprocess.Popen(
-            self.mesh_command(*self.up_args()),
+            self.mesh_command(*self.up_args(), *args),
             cwd=self.root,
             env=self.environment(**env),
             stdout=subprocess.PIPE,
@@ -257,11 +259,31 @@ class RunningMesh:
             done.set()
             listener.join(WAIT_SECONDS)
 
-    def call(self, make_call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Any]) -> Any:
-        address = self.address
+    @property
+    def transport(self) -> Transport:
+        """How a test reaches the mesh: with the admin credentials `mesh up` wrote into its state
+        folder (coordinator.json names them), or plaintext when it runs --insecure."""
+        info = self._coordinator_info()
+        return Transport(Path(info["credentials"]) if info.get("tls") else None)
 
+    def channel(self, address: str | None = None, *, as_coordinator: bool = False) -> grpc.aio.Channel:
+        """A channel to the coordinator (or a module at `address`) as the mesh's admin, or with
+        the coordinator's own certificate (a module's Lifecycle answers only that one)."""
+        transport = self.transport
+        if as_coordinator and transport.secure:
+            transport = Transport(self.mesh.state / "pki" / "coordinator")
+        return transport.channel(address or self.address)
+
+    def grpcurl_flags(self, role: str | None = None) -> list[str]:
+        """What `mesh creds grpcurl-flags [--role ROLE]` prints for this mesh, as arguments."""
+        chosen = ("--role", role) if role else ()
+        printed = self.mesh.run_cli("creds", "grpcurl-flags", "--state-dir", str(self.mesh.state), *chosen)
+        assert printed.returncode == 0, printed.stderr
+        return printed.stdout.split()
+
+    def call(self, make_call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Any]) -> Any:
         async def run() -> Any:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with self.channel() as channel:
                 return await make_call(coordinator_pb2_grpc.CoordinatorStub(channel))
 
         return asyncio.run(run())

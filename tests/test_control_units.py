@@ -13,10 +13,12 @@ from mesh.control.ordering import run_in_order
 from mesh.control.registration import Registration
 from mesh.control.registry import ModuleRecord, Registry
 from mesh.control.restart import RestartBudget
+from mesh.control.settings import forwarded_to_modules
 from mesh.control.tasks import BackgroundTasks
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest, RestartSpec, parse_manifest
 from mesh.protocol.states import State
+from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, module_pb2
 
 
@@ -124,7 +126,7 @@ def _registration() -> tuple[Registry, Registration]:
     def no_settings(record: ModuleRecord, extra: object) -> lifecycle_pb2.ModuleSettings:
         raise AssertionError("a refused module is never initialized")
 
-    lifecycle = ModuleLifecycle(registry, no_settings, stop_grace_seconds=1)
+    lifecycle = ModuleLifecycle(registry, no_settings, Transport(None), stop_grace_seconds=1)
     return registry, Registration(registry, lifecycle, BackgroundTasks(), ready_timeout_seconds=1)
 
 
@@ -167,10 +169,27 @@ def test_a_failure_is_recorded_with_its_phase_and_told_to_listeners():
     registry, _ = _registration()
     changes: list[tuple[str, State, State]] = []
     registry.listen(lambda record, previous: changes.append((record.name, previous, record.state)))
-    lifecycle = ModuleLifecycle(registry, lambda record, extra: lifecycle_pb2.ModuleSettings(), stop_grace_seconds=1)
+    lifecycle = ModuleLifecycle(
+        registry, lambda record, extra: lifecycle_pb2.ModuleSettings(), Transport(None), stop_grace_seconds=1
+    )
     lifecycle.fail(registry.require("base"), "initialize", "HOOK_FAILED", "on_initialize raised")
     base = registry.require("base")
     assert changes == [("base", State.RUNNING, State.FAILED)]
     assert base.error is not None
     assert (base.error.phase, base.error.reason) == ("initialize", "HOOK_FAILED")
     assert base.state_reason == "on_initialize raised"
+
+
+@pytest.mark.parametrize(
+    ("variable", "forwarded"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", True),
+        ("OTEL_SERVICE_NAME", True),
+        ("OTEL_EXPORTER_OTLP_HEADERS", False),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", False),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", False),
+        ("PATH", False),
+    ],
+)
+def test_modules_get_the_telemetry_settings_but_never_the_exporter_headers(variable: str, forwarded: bool) -> None:
+    assert forwarded_to_modules(variable) is forwarded

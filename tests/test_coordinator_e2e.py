@@ -86,10 +86,11 @@ def test_the_coordinator_api_health_and_reflection(tmp_path):
     with mesh.up() as running:
         running.wait_until_up()
         address = running.address
+        flags = running.grpcurl_flags()
 
         def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [tool("grpcurl"), "-plaintext", address, *args], capture_output=True, text=True, timeout=WAIT_SECONDS
+                [tool("grpcurl"), *flags, address, *args], capture_output=True, text=True, timeout=WAIT_SECONDS
             )
 
         listed = grpcurl("list")
@@ -239,7 +240,7 @@ def test_a_killed_module_is_restarted_and_its_dependent_reaches_the_new_address(
         running.wait_for(app_reloaded, "app to be reloaded with the new address of base")
 
         async def via_app() -> str:
-            async with grpc.aio.insecure_channel(after["app"].address) as channel:
+            async with running.channel(after["app"].address) as channel:
                 stub = greeter_pb2_grpc.GreeterStub(channel)
                 reply = await stub.SayHello(greeter_pb2.SayHelloRequest(name="via:base:ping"))
                 return reply.message
@@ -299,7 +300,7 @@ def test_watch_modules_streams_a_restart_and_reload_reads_the_config_file_again(
         address = running.address
 
         async def watch_a_restart() -> list[tuple[str, bool]]:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with running.channel() as channel:
                 stub = coordinator_pb2_grpc.CoordinatorStub(channel)
                 stream = stub.WatchModules(coordinator_pb2.WatchModulesRequest(names=["base"], include_snapshot=True))
                 seen: list[tuple[str, bool]] = []
@@ -341,9 +342,11 @@ def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
     folder = outside.module("visitor", depends=["base"])
     with mesh.up() as running:
         running.wait_until_up()
+        issued = mesh.run_cli("creds", "issue", "--module", "visitor", "--out", str(tmp_path / "visitor-tls"))
+        assert issued.returncode == 0, issued.stderr
         visitor = subprocess.Popen(
             [sys.executable, "-m", "sdk.run", str(folder)],
-            env=mesh.environment(MESH_COORDINATOR=running.address),
+            env=mesh.environment(MESH_COORDINATOR=running.address, MESH_TLS_DIR=str(tmp_path / "visitor-tls")),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -367,7 +370,7 @@ def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tm
     mesh.module("base")
     elsewhere = MeshDir(tmp_path / "elsewhere")
     folder = elsewhere.module("faraway", depends=["base"])
-    remote = spawn(folder, env=mesh.environment())
+    remote = spawn(folder, env=mesh.environment(), pki=mesh.state / "pki")
     mesh.write_config(f'[[remote]]\naddress = "{remote.address}"\n')
     with mesh.up() as running:
         modules = running.wait_until_up()

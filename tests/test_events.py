@@ -125,6 +125,7 @@ def nosy_module(tmp_path, code: str, events: str = "", package: str = "nosy"):
 
 
 def test_a_handler_of_an_undeclared_type_fails_at_start(tmp_path):
+    from mesh.protocol.transport import Transport
     from sdk.runtime import ModuleServer
 
     code = """
@@ -137,7 +138,7 @@ class Nosy(sdk.Module):
         pass
 """
     with pytest.raises(MeshError) as raised:
-        ModuleServer(nosy_module(tmp_path, code))
+        ModuleServer(nosy_module(tmp_path, code), transport=Transport(None))
     assert raised.value.reason == "UNDECLARED_EVENT"
     assert "handler see of module nosy handles 'order.created'" in raised.value.message
 
@@ -155,6 +156,7 @@ class Nosy(sdk.Module):
     ],
 )
 def test_event_models_are_checked_against_the_manifest_at_start(tmp_path, package, models, reason, advice):
+    from mesh.protocol.transport import Transport
     from sdk.runtime import ModuleServer
 
     code = f"""
@@ -173,7 +175,7 @@ class Nosy(sdk.Module):
     event_models: ClassVar = {models}
 """
     with pytest.raises(MeshError) as raised:
-        ModuleServer(nosy_module(tmp_path, code, 'publishes = ["order.created"]', package))
+        ModuleServer(nosy_module(tmp_path, code, 'publishes = ["order.created"]', package), transport=Transport(None))
     assert raised.value.reason == reason
     assert "Nosy.event_models" in raised.value.message and advice in raised.value.message
 

@@ -1,4 +1,5 @@
-"""Every recipe of docs/grpcurl.md, run as written (with the real grpcurl) against a running mesh."""
+"""Every recipe of docs/grpcurl.md, run as written (with the real grpcurl and the flags of
+`mesh creds grpcurl-flags`) against a running mesh that serves mTLS."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import grpc
 import pytest
 
 from conftest import PROJECT
-from meshkit import WAIT_SECONDS, MeshDir
+from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
 from users.v1 import users_pb2, users_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -42,11 +43,11 @@ def test_every_recipe_is_checked():
     assert set(recipes()) == set(EXPECTED)
 
 
-def serves_tenant(address: str, tenant: str) -> bool:
+def serves_tenant(running: RunningMesh, address: str, tenant: str) -> bool:
     """Whether the users module at `address` answers a read-only call for `tenant`."""
 
     async def call() -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with running.channel(address) as channel:
             await users_pb2_grpc.UsersStub(channel).ListUsers(
                 users_pb2.ListUsersRequest(), metadata=[("x-tenant-id", tenant)], timeout=WAIT_SECONDS
             )
@@ -64,7 +65,8 @@ def test_the_recipes_work_against_a_running_mesh(tmp_path):
     with mesh.up() as running:
         users = running.wait_until_up()["users"].address
         address = running.address
-        env = mesh.environment(MESH_COORDINATOR=address)
+        # The recipes find the mesh's credentials (`mesh creds grpcurl-flags`) in its state folder.
+        env = mesh.environment(MESH_COORDINATOR=address, MESH_STATE_DIR=str(mesh.state))
 
         def run(script: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -81,7 +83,7 @@ def test_the_recipes_work_against_a_running_mesh(tmp_path):
                 assert script.startswith(TENANT_ENABLE + "\n"), script
                 enabled = run(TENANT_ENABLE)
                 assert enabled.returncode == 0, f"{TENANT_ENABLE} failed:\n{enabled.stderr}"
-                running.wait_for(lambda: serves_tenant(users, "acme"), "the users module to serve tenant acme")
+                running.wait_for(lambda: serves_tenant(running, users, "acme"), "the users module to serve tenant acme")
             result = run(script)
             assert result.returncode == 0, f"recipe {name} failed:\n{result.stderr}"
             for expected in EXPECTED[name]:

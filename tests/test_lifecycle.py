@@ -1,18 +1,21 @@
-"""The module lifecycle over real gRPC: every legal and illegal transition, idempotency,
-health mirroring the state, failing hooks, config errors, grace periods, metrics."""
+"""The module lifecycle over real gRPC (mTLS): every legal and illegal transition, idempotency,
+health mirroring the state, failing hooks, config errors, grace periods, metrics, and who
+may call a module."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import PROJECT
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-from mesh.v1 import lifecycle_pb2
+from mesh.protocol.pki import CertificateAuthority
+from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk import Health, HealthStatus, MeshError, State, error_info
 from sdk.testing import eventually
 
+CALL_SECONDS = 30  # an upper bound for a refused call to be refused, never a speed assertion
 PROBE = PROJECT / "tests" / "fixtures" / "modules" / "probe"
 GREETER = PROJECT / "modules" / "greeter"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -295,3 +298,76 @@ async def test_a_running_module_checks_its_own_health_for_the_probes(probe, monk
 
         # no GetHealth call: the periodic check must notice by itself
         await eventually(not_serving, "the periodic health check to report NOT_SERVING")
+
+
+# --- who may call a module ---------------------------------------------------------------
+
+
+async def test_only_the_coordinator_may_call_a_modules_lifecycle(module_harness):
+    async with module_harness(GREETER) as harness:
+        as_module = harness.channel_as("module:orders")
+        error = await expect_error(
+            lifecycle_pb2_grpc.LifecycleStub(as_module).Stop(lifecycle_pb2.StopRequest(reason="takeover")),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ACCESS_DENIED",
+        )
+        assert "module:orders may not call /mesh.v1.Lifecycle/Stop: it needs the coordinator" in error.details()
+        assert harness.state is State.RUNNING
+
+        # any mesh identity may use the module's own services and health
+        reply = await greeter_pb2_grpc.GreeterStub(as_module).SayHello(greeter_pb2.SayHelloRequest(name="Ada"))
+        assert reply.message == "Hello, Ada!"
+        viewer = harness.channel_as("operator:viewer:ada")
+        assert (await health_pb2_grpc.HealthStub(viewer).Check(health_pb2.HealthCheckRequest())).status == SERVING
+
+        metrics = (await harness.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+    refused = next(m for m in metrics.methods if m.method == "/mesh.v1.Lifecycle/Stop")
+    assert (refused.request_count, refused.error_count) == (1, 1)
+
+
+async def test_plaintext_and_certificate_less_calls_never_reach_a_module(module_harness):
+    async with module_harness(GREETER) as harness:
+        strangers = CertificateAuthority.create().issue("mesh-coordinator")
+        channels = [
+            grpc.aio.insecure_channel(harness.address),
+            grpc.aio.secure_channel(
+                harness.address, grpc.ssl_channel_credentials(root_certificates=harness.authority.ca_pem)
+            ),
+            grpc.aio.secure_channel(
+                harness.address,
+                grpc.ssl_channel_credentials(
+                    root_certificates=harness.authority.ca_pem,
+                    private_key=strangers.key_pem,
+                    certificate_chain=strangers.cert_pem,
+                ),
+            ),
+        ]
+        try:
+            for channel in channels:
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await lifecycle_pb2_grpc.LifecycleStub(channel).Stop(
+                        lifecycle_pb2.StopRequest(), timeout=CALL_SECONDS
+                    )
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+        finally:
+            for channel in channels:
+                await channel.close(None)
+        assert harness.state is State.RUNNING
+
+
+async def test_dependency_clients_present_the_renewed_certificate(probe, mesh_ca):
+    async with probe(start=True) as harness:
+        folder = harness.server.transport.folder
+        # a certificate the dependency does not trust, then the renewal from the mesh's CA
+        CertificateAuthority.create().issue("module:probe").write(folder)
+        stub = harness.module.ctx.client("greeter", greeter_pb2_grpc.GreeterStub)
+        await expect_unavailable(stub.SayHello(greeter_pb2.SayHelloRequest(name="probe"), timeout=CALL_SECONDS))
+        mesh_ca.issue("module:probe").write(folder)
+        reply = await stub.SayHello(greeter_pb2.SayHelloRequest(name="probe"), timeout=CALL_SECONDS)
+        assert reply.message == "Hello, probe!"
+
+
+async def expect_unavailable(call) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()

@@ -93,10 +93,8 @@ def test_services_without_nats_publish_and_replay_dead_letters_over_grpc(tmp_pat
         running.wait_until_up()
 
         def events(method: str, request):
-            address = running.address
-
             async def call():
-                async with grpc.aio.insecure_channel(address) as channel:
+                async with running.channel() as channel:
                     return await getattr(event_pb2_grpc.EventsStub(channel), method)(request, timeout=30)
 
             return asyncio.run(call())

@@ -1,21 +1,34 @@
 """The Node.js module (modules/audit) in a mesh like any other: sequenced by the coordinator,
-serving Lifecycle, health and reflection, handling and publishing events in the same binding."""
+serving Lifecycle, health and reflection over mTLS (Lifecycle to the coordinator alone),
+handling and publishing events in the same binding."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import ssl
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 import nats
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audit.v1 import audit_pb2, audit_pb2_grpc
 from conftest import PROJECT, tool
 from inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+from mesh.protocol.identity import COORDINATOR, Identity, identity_of, module_identity
+from mesh.protocol.pki import CertificateAuthority, Credentials
+from mesh.protocol.transport import Transport
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 from meshkit import WAIT_SECONDS, MeshDir
 from orders.v1 import orders_pb2, orders_pb2_grpc
 from sdk import State
@@ -28,6 +41,82 @@ pytestmark = [
 ]
 
 AUDIT = PROJECT / "modules" / "audit"
+TRANSPORT_ENV = ("MESH_TLS_DIR", "MESH_INSECURE", "MESH_COORDINATOR", "MESH_LISTEN", "MESH_READY_FILE")
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Credentials from a CA of the test's own: the module's, the coordinator's, another module's."""
+
+    authority: CertificateAuthority
+    audit: Path
+    coordinator: Path
+    orders: Path
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Folders:
+    authority = CertificateAuthority.create()
+    folders = Folders(authority, tmp_path / "audit", tmp_path / "coordinator", tmp_path / "orders")
+    for identity, folder in [
+        (module_identity("audit"), folders.audit),
+        (COORDINATOR, folders.coordinator),
+        (module_identity("orders"), folders.orders),
+    ]:
+        authority.issue(identity.common_name).write(folder)
+    return folders
+
+
+def audit_environment(**env: str) -> dict[str, str]:
+    """The test's environment without the mesh's transport variables, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if k not in TRANSPORT_ENV}, **env}
+
+
+@contextmanager
+def audit_module(tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The audit module as its own process, as the coordinator spawns it; yields its address."""
+    assert (AUDIT / "node_modules").is_dir(), "run `make test` (it installs the module's npm dependencies)"
+    ready = tmp_path / "audit-ready.json"
+    log = tmp_path / "audit.log"
+    environment = audit_environment(
+        MESH_LISTEN="127.0.0.1:0", MESH_READY_FILE=str(ready), MESH_EXIT_WITH_PARENT="1", **env
+    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["node", "index.js"], cwd=AUDIT, env=environment, stdin=subprocess.PIPE, stderr=output, text=True
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not ready.exists():
+            assert process.poll() is None, f"the audit module exited with {process.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"the audit module did not become ready: {log.read_text()}"
+            time.sleep(0.02)
+        yield json.loads(ready.read_text())["address"], process
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()  # MESH_EXIT_WITH_PARENT: it stops when its stdin closes
+        try:
+            process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def describe(address: str, credentials: Path | None) -> lifecycle_pb2.DescribeResponse:
+    async with Transport(credentials).channel(address) as channel:
+        return await lifecycle_pb2_grpc.LifecycleStub(channel).Describe(lifecycle_pb2.DescribeRequest(), timeout=30)
+
+
+async def served_certificate(address: str, client: Path) -> bytes:
+    """The certificate the module presents now, read with the standard library's TLS client."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context(cafile=str(client / "ca.pem"))
+    context.load_cert_chain(client / "cert.pem", client / "key.pem")
+    context.set_alpn_protocols(["h2"])
+    _reader, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
 def test_the_node_modules_own_tests():
@@ -37,7 +126,119 @@ def test_the_node_modules_own_tests():
     assert "# fail 0" in result.stdout
 
 
-def test_the_node_module_takes_part_in_the_mesh(tmp_path):
+async def test_the_coordinator_drives_the_lifecycle_over_mtls(tmp_path: Path, pki: Folders) -> None:
+    with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit)) as (address, _process):
+        described = await describe(address, pki.coordinator)
+        assert described.manifest.name == "audit" and described.status.state == State.REGISTERED.value
+        async with Transport(pki.orders).channel(address) as channel:  # health: any mesh identity
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING  # not RUNNING yet
+
+
+async def test_a_module_identity_is_refused_on_lifecycle(tmp_path: Path, pki: Folders) -> None:
+    with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit)) as (address, _process):
+        async with Transport(pki.orders).channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await lifecycle_pb2_grpc.LifecycleStub(channel).Stop(lifecycle_pb2.StopRequest(), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as unavailable:  # past the guard: audit.v1 is for any identity
+                await audit_pb2_grpc.AuditStub(channel).ListEntries(audit_pb2.ListEntriesRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.details() == (
+            "module:orders may not call /mesh.v1.Lifecycle/Stop: it needs the coordinator"
+        )
+        assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE and "only while RUNNING" in (
+            unavailable.value.details() or ""
+        )
+        assert (await describe(address, pki.coordinator)).status.state == State.REGISTERED.value  # not stopped
+
+
+async def test_calls_without_a_mesh_certificate_fail(tmp_path: Path, pki: Folders) -> None:
+    stranger = CertificateAuthority.create().issue(COORDINATOR.common_name)  # the right name, another CA
+    with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit)) as (address, _process):
+        refused_channels = [
+            grpc.aio.insecure_channel(address),
+            grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=pki.authority.ca_pem)),
+            grpc.aio.secure_channel(address, stranger.channel_credentials()),
+        ]
+        for channel in refused_channels:
+            async with channel:
+                stub = lifecycle_pb2_grpc.LifecycleStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Describe(lifecycle_pb2.DescribeRequest(), timeout=30)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
+
+
+class _Coordinator(coordinator_pb2_grpc.CoordinatorServicer):
+    """The coordinator's RegisterModule, to see who registers: a real mTLS server."""
+
+    def __init__(self) -> None:
+        self.registered: list[tuple[Identity | None, str]] = []
+
+    async def RegisterModule(
+        self, request: coordinator_pb2.RegisterModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> coordinator_pb2.RegisterModuleResponse:
+        self.registered.append((identity_of(context), request.manifest.name))
+        return coordinator_pb2.RegisterModuleResponse()
+
+
+async def test_the_module_registers_with_its_own_certificate(tmp_path: Path, pki: Folders) -> None:
+    coordinator = _Coordinator()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
+    port = Transport(pki.coordinator).add_port(server, "127.0.0.1:0")
+    await server.start()
+    try:
+        with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit), MESH_COORDINATOR=f"127.0.0.1:{port}"):
+            registered = await eventually(lambda: coordinator.registered, "the module's RegisterModule")
+        assert registered == [(module_identity("audit"), "audit")]
+    finally:
+        await server.stop(None)
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path, pki: Folders) -> None:
+    with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit)) as (address, process):
+        first = await served_certificate(address, pki.coordinator)
+        renewed = pki.authority.issue(module_identity("audit").common_name, lifetime_seconds=3600)
+        renewed.write(pki.audit)
+
+        async def renewed_is_served() -> bool:
+            return await served_certificate(address, pki.coordinator) == renewed.cert_pem
+
+        await eventually(renewed_is_served, "the renewed certificate to be served")
+        assert first != renewed.cert_pem and Credentials.read(pki.audit).cert_pem == renewed.cert_pem
+        assert (await describe(address, pki.coordinator)).manifest.name == "audit"
+        assert process.poll() is None
+
+
+def test_without_credentials_or_insecure_the_module_does_not_start() -> None:
+    result = subprocess.run(
+        ["node", "index.js"], cwd=AUDIT, env=audit_environment(), capture_output=True, text=True, timeout=WAIT_SECONDS
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()
+    assert "MESH_TLS_DIR" in line and "MESH_INSECURE=1" in line
+
+
+def test_plaintext_off_loopback_is_refused() -> None:
+    result = subprocess.run(
+        ["node", "index.js"],
+        cwd=AUDIT,
+        env=audit_environment(MESH_INSECURE="1", MESH_LISTEN="0.0.0.0:0"),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()
+    assert "refusing to listen on 0.0.0.0:0 without TLS" in line
+
+
+async def test_insecure_on_loopback_serves_plaintext_without_identities(tmp_path: Path) -> None:
+    with audit_module(tmp_path, MESH_INSECURE="1") as (address, _process):
+        assert (await describe(address, None)).manifest.name == "audit"
+
+
+def test_the_node_module_takes_part_in_the_mesh(tmp_path: Path) -> None:
     assert (AUDIT / "node_modules").is_dir(), "run `make test` (it installs the module's npm dependencies)"
     mesh = MeshDir(tmp_path)
     for name in ("users", "inventory", "orders", "audit"):
@@ -48,17 +249,27 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
             ["users", "inventory", "orders", "audit"], "RUNNING"
         )
         audit = modules["audit"].address
+        info = json.loads((mesh.state / "coordinator.json").read_text())
+        # A secure mesh: the test calls as the admin operator `mesh up` made, and as the
+        # coordinator (its credentials in the state folder) for Lifecycle.
+        operator = Path(info["credentials"]) if info.get("tls") else None
+        as_coordinator = mesh.state / "pki" / "coordinator" if operator else None
+        tls_flags = ["-cacert", "ca.pem", "-cert", "cert.pem", "-key", "key.pem"]
+        flags = [str(operator / name) if name.endswith(".pem") else name for name in tls_flags] if operator else []
 
         def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [tool("grpcurl"), "-plaintext", audit, *args], capture_output=True, text=True, timeout=WAIT_SECONDS
+                [tool("grpcurl"), *(flags or ["-plaintext"]), audit, *args],
+                capture_output=True,
+                text=True,
+                timeout=WAIT_SECONDS,
             )
 
         listed = grpcurl("list")
         assert {"audit.v1.Audit", "mesh.v1.Lifecycle", "grpc.health.v1.Health"} <= set(listed.stdout.split())
         health = grpcurl("grpc.health.v1.Health/Check")
         assert '"status": "SERVING"' in health.stdout
-        nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
+        nats_url = info["nats_url"]
 
         async def order_and_watch():
             client = await nats.connect(nats_url)
@@ -69,23 +280,23 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
 
             await client.subscribe("mesh.evt.*.audit.recorded", cb=keep)
             await client.flush()  # subscribed at the server before the order that leads to the event
-            async with grpc.aio.insecure_channel(modules["users"].address) as channel:
+            async with Transport(operator).channel(modules["users"].address) as channel:
                 user = (
                     await users_pb2_grpc.UsersStub(channel).CreateUser(
                         users_pb2.CreateUserRequest(name="Ada", email="ada@example.org")
                     )
                 ).user
-            async with grpc.aio.insecure_channel(modules["inventory"].address) as channel:
+            async with Transport(operator).channel(modules["inventory"].address) as channel:
                 await inventory_pb2_grpc.InventoryStub(channel).SetStock(
                     inventory_pb2.SetStockRequest(sku="b", quantity=2)
                 )
-            async with grpc.aio.insecure_channel(modules["orders"].address) as channel:
+            async with Transport(operator).channel(modules["orders"].address) as channel:
                 order = (
                     await orders_pb2_grpc.OrdersStub(channel).PlaceOrder(
                         orders_pb2.PlaceOrderRequest(user_id=user.id, sku="b", quantity=1)
                     )
                 ).order
-            async with grpc.aio.insecure_channel(audit) as channel:
+            async with Transport(operator).channel(audit) as channel:
                 stub = audit_pb2_grpc.AuditStub(channel)
 
                 async def entries_once_recorded():
@@ -95,7 +306,11 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path):
                 entries = await eventually(
                     entries_once_recorded, "the audit entry and its audit.recorded event", within=WAIT_SECONDS
                 )
-                described = await lifecycle_pb2_grpc.LifecycleStub(channel).Describe(lifecycle_pb2.DescribeRequest())
+                if operator:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await lifecycle_pb2_grpc.LifecycleStub(channel).Describe(lifecycle_pb2.DescribeRequest())
+                    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            described = await describe(audit, as_coordinator)
             await client.close()
             return order, entries, recorded, described
 

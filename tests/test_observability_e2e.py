@@ -125,7 +125,7 @@ def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collecto
         modules = running.wait_until_up()
 
         async def greet() -> str:
-            async with grpc.aio.insecure_channel(modules["front"].address) as channel:
+            async with running.channel(modules["front"].address) as channel:
                 reply = await greeter_pb2_grpc.GreeterStub(channel).SayHello(
                     greeter_pb2.SayHelloRequest(name="via:back:ada")
                 )

@@ -26,10 +26,8 @@ pytestmark = pytest.mark.e2e
 
 
 def tenancy(running: RunningMesh, method: str, request):
-    address = running.address
-
     async def call():
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with running.channel() as channel:
             return await getattr(tenancy_pb2_grpc.TenancyStub(channel), method)(request, timeout=30)
 
     return asyncio.run(call())
@@ -41,11 +39,13 @@ def refused(running: RunningMesh, method: str, request) -> grpc.aio.AioRpcError:
     return raised.value
 
 
-def say_hello(address: str, name: str = "x", *, tenant: str = "", company: str = "", count: bool = False):
+def say_hello(
+    running: RunningMesh, address: str, name: str = "x", *, tenant: str = "", company: str = "", count: bool = False
+):
     metadata = [(key, value) for key, value in (("x-tenant-id", tenant), ("x-company-id", company)) if value]
 
     async def call():
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with running.channel(address) as channel:
             stub = greeter_pb2_grpc.GreeterStub(channel)
             if count:
                 return await stub.GetGreetingCount(greeter_pb2.GetGreetingCountRequest(name=name), metadata=metadata)
@@ -117,22 +117,24 @@ def test_the_guard_on_calls_flags_and_events(tmp_path):
         address = modules["billing"].address
         tenancy(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="acme", module="billing"))
 
-        no_tenant = call_error(say_hello, address)
+        no_tenant = call_error(say_hello, running, address)
         assert no_tenant.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_info(no_tenant).reason == "TENANT_REQUIRED"
-        other = call_error(say_hello, address, tenant="other")
+        other = call_error(say_hello, running, address, tenant="other")
         assert other.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_info(other).reason == "MODULE_DISABLED_FOR_TENANT"
         assert "module billing is disabled for tenant other" in other.details()
-        reply = running.wait_for(lambda: _try(say_hello, address, tenant="acme"), "acme to be served")
+        reply = running.wait_for(lambda: _try(say_hello, running, address, tenant="acme"), "acme to be served")
         assert reply.message.startswith("acme pays in USD")
 
-        flag_off = call_error(say_hello, address, tenant="acme", count=True)
+        flag_off = call_error(say_hello, running, address, tenant="acme", count=True)
         assert error_info(flag_off).reason == "FEATURE_DISABLED"
         assert "feature flag 'advanced-reporting' is off for tenant acme" in flag_off.details()
         set_flag = mesh.run_cli("flags", "set", "acme", "advanced-reporting", "on", "--coordinator", running.address)
         assert set_flag.returncode == 0, set_flag.stderr
-        counted = running.wait_for(lambda: _try(say_hello, address, tenant="acme", count=True), "the flag to arrive")
+        counted = running.wait_for(
+            lambda: _try(say_hello, running, address, tenant="acme", count=True), "the flag to arrive"
+        )
         assert counted.count == 42
         flags = mesh.run_cli("flags", "get", "acme", "--coordinator", running.address)
         assert flags.stdout.split()[:2] == ["advanced-reporting", "on"]
@@ -157,7 +159,7 @@ def test_the_guard_on_calls_flags_and_events(tmp_path):
         running.wait_for(lambda: ("billed", "acme") in mesh.records(), "the acme event to be billed")
 
         async def metrics():
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with running.channel(address, as_coordinator=True) as channel:
                 from mesh.v1 import lifecycle_pb2_grpc
 
                 reply = await lifecycle_pb2_grpc.LifecycleStub(channel).GetMetrics(lifecycle_pb2.GetMetricsRequest())
@@ -174,12 +176,12 @@ def test_config_overrides_reach_two_replicas_without_restart_and_are_validated_f
     with mesh.up() as running:
         modules = running.wait_until_up()
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
-        replica = spawn(mesh.modules / "billing", env=mesh.environment())
+        replica = spawn(mesh.modules / "billing", env=mesh.environment(), pki=mesh.state / "pki")
         replica.bring_up(settings(nats_url=nats_url))
         replicas = [modules["billing"].address, replica.address]
         tenancy(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="acme", module="billing"))
         for address in replicas:
-            running.wait_for(lambda a=address: _try(say_hello, a, tenant="acme"), "acme to be served")
+            running.wait_for(lambda a=address: _try(say_hello, running, a, tenant="acme"), "acme to be served")
 
         set_tenant = mesh.run_cli(
             "config", "set", "billing", "acme", '{"currency": "EUR"}', "--coordinator", running.address
@@ -200,11 +202,11 @@ def test_config_overrides_reach_two_replicas_without_restart_and_are_validated_f
         for address in replicas:
             running.wait_for(
                 lambda a=address: (
-                    "pays in EUR, invoices ACME-" in _try(say_hello, a, tenant="acme", company="c7").message
+                    "pays in EUR, invoices ACME-" in _try(say_hello, running, a, tenant="acme", company="c7").message
                 ),
                 "both replicas to see the overrides",
             )
-            assert "pays in EUR, invoices INV" in say_hello(address, tenant="acme").message
+            assert "pays in EUR, invoices INV" in say_hello(running, address, tenant="acme").message
 
         for override, path in (
             ('{"tax_rate": 2}', "tax_rate"),
@@ -241,7 +243,7 @@ def test_tenant_hooks_run_once_per_change_in_every_replica(tmp_path, spawn):
     with mesh.up() as running:
         modules = running.wait_until_up()
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
-        replica = spawn(mesh.modules / "billing", env=mesh.environment())
+        replica = spawn(mesh.modules / "billing", env=mesh.environment(), pki=mesh.state / "pki")
         replica.bring_up(settings(nats_url=nats_url))
         pids = {modules["billing"].pid, replica.popen.pid}
 

@@ -8,8 +8,9 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import struct_pb2
@@ -18,6 +19,8 @@ from rich.console import Console
 from mesh.control.config import DEFAULT_LISTEN, ConfigError, MeshConfig, load_config
 from mesh.control.statedir import StateDir
 from mesh.protocol.errors import error_info
+from mesh.protocol.pki import CredentialsError
+from mesh.protocol.transport import INSECURE_ENV, Transport
 from mesh.v1 import coordinator_pb2_grpc, tenancy_pb2_grpc
 
 EXIT_OK = 0
@@ -56,6 +59,12 @@ def coordinator_option(parser: argparse.ArgumentParser) -> None:
         "--coordinator",
         help="the coordinator's host:port (default: env MESH_COORDINATOR, then the one running "
         f"with the state folder .mesh, then {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--creds",
+        type=Path,
+        help="a folder with ca.pem, cert.pem and key.pem (default: env MESH_CREDS, then the admin credentials "
+        "of the mesh running with the state folder)",
     )
     parser.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
 
@@ -100,29 +109,72 @@ def state_root(args: argparse.Namespace) -> Path:
     return root or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
 
 
-def coordinator_address(args: argparse.Namespace) -> str:
-    """`--coordinator`, else env MESH_COORDINATOR, else the running mesh's, else the default address."""
+@dataclass(frozen=True)
+class CoordinatorAddress:
+    """Where the coordinator is, and how to reach it (printed, it is its "host:port")."""
+
+    address: str
+    transport: Transport
+    found_credentials: bool
+    """False when no credentials were found and the call goes out plaintext as a last resort."""
+
+    def __str__(self) -> str:
+        return self.address
+
+
+def coordinator_address(args: argparse.Namespace) -> CoordinatorAddress:
+    """`--coordinator`, else env MESH_COORDINATOR, else the running mesh's, else the default address;
+    with the credentials of `credentials_folder`.
+
+    Raises:
+        CliError: the credentials given cannot be read (exit code 2).
+    """
+    info = StateDir(state_root(args)).read_info() or {}
     given: str | None = getattr(args, "coordinator", None)
-    if given:
+    address: str = given or os.environ.get("MESH_COORDINATOR") or info.get("address") or DEFAULT_LISTEN
+    folder = credentials_folder(args, info)
+    if folder is None:
+        plaintext = info.get("tls") is False or os.environ.get(INSECURE_ENV, "") in ("1", "true", "yes")
+        return CoordinatorAddress(address, Transport(None), found_credentials=plaintext)
+    transport = Transport(folder)
+    try:
+        transport.credentials()
+    except CredentialsError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    return CoordinatorAddress(address, transport, found_credentials=True)
+
+
+def credentials_folder(args: argparse.Namespace, info: dict[str, Any]) -> Path | None:
+    """`--creds`, else env MESH_CREDS, else the running mesh's admin credentials (coordinator.json),
+    else the state folder's admin credentials; None when there are none (or the mesh is plaintext)."""
+    given: Path | None = getattr(args, "creds", None)
+    if given is not None:
         return given
-    if os.environ.get("MESH_COORDINATOR"):
-        return os.environ["MESH_COORDINATOR"]
-    info = StateDir(state_root(args)).read_info()
-    address: str = info["address"] if info and info.get("address") else DEFAULT_LISTEN
-    return address
+    if os.environ.get("MESH_CREDS"):
+        return Path(os.environ["MESH_CREDS"])
+    if info.get("tls") is False:
+        return None
+    if info.get("credentials"):
+        return Path(info["credentials"])
+    default = state_root(args) / "pki" / "operators" / "admin"
+    return default if (default / "cert.pem").exists() else None
 
 
-def call_coordinator(address: str, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]) -> T:
+def call_coordinator(
+    address: CoordinatorAddress, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]
+) -> T:
     """One call on the Coordinator service at `address`; see `_call` for the errors."""
     return _call(address, coordinator_pb2_grpc.CoordinatorStub, call)
 
 
-def call_tenancy(address: str, call: Callable[[tenancy_pb2_grpc.TenancyStub], Awaitable[T]]) -> T:
+def call_tenancy(address: CoordinatorAddress, call: Callable[[tenancy_pb2_grpc.TenancyStub], Awaitable[T]]) -> T:
     """One call on the Tenancy service at `address`; see `_call` for the errors."""
     return _call(address, tenancy_pb2_grpc.TenancyStub, call)
 
 
-def _call(address: str, stub_class: Callable[[grpc.aio.Channel], Stub], call: Callable[[Stub], Awaitable[T]]) -> T:
+def _call(
+    address: CoordinatorAddress, stub_class: Callable[[grpc.aio.Channel], Stub], call: Callable[[Stub], Awaitable[T]]
+) -> T:
     """Run `call` on a stub over a fresh channel; a gRPC failure becomes a CliError.
 
     Raises:
@@ -131,14 +183,21 @@ def _call(address: str, stub_class: Callable[[grpc.aio.Channel], Stub], call: Ca
     """
 
     async def run() -> T:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with address.transport.channel(address.address) as channel:
             return await call(stub_class(channel))
 
     try:
         return asyncio.run(run())
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
-            raise CliError(f"no coordinator answers at {address}; is `mesh up` running?", EXIT_UNREACHABLE) from None
+            hint = (
+                ""
+                if address.found_credentials
+                else " (no credentials found: pass --creds DIR or set MESH_CREDS for a mesh that serves mTLS)"
+            )
+            raise CliError(
+                f"no coordinator answers at {address}; is `mesh up` running?{hint}", EXIT_UNREACHABLE
+            ) from None
         info = error_info(error)
         reason = f" [{info.reason}]" if info else ""
         code = (

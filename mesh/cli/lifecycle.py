@@ -38,6 +38,12 @@ def register(commands: Commands) -> None:
         help="the modules run elsewhere and register themselves: validate and sequence them, spawn nothing "
         "(env MESH_EXTERNAL_MODULES)",
     )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="plaintext gRPC without certificates, for debugging on this machine only (env MESH_INSECURE=1)",
+    )
     up.set_defaults(run=_up)
 
     down = commands.add_parser("down", help="stop a running mesh (every module, in reverse order)")
@@ -51,7 +57,9 @@ def _up(args: argparse.Namespace) -> int:
     # `up` alone; imported here, they do not slow down every other command.
     from mesh.cli.up import run_up
 
-    config = load_mesh_config(args, listen=args.listen, nats_url=args.nats_url, external_modules=args.external)
+    config = load_mesh_config(
+        args, listen=args.listen, nats_url=args.nats_url, external_modules=args.external, insecure=args.insecure
+    )
     return run_up(config, console, error_console)
 
 

@@ -24,8 +24,10 @@ from mesh.control.registry import ModuleRecord
 from mesh.control.statedir import StateDirLocked
 from mesh.protocol.errors import MeshError
 from mesh.protocol.nats_server import NatsServerError
+from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
+from mesh.protocol.transport import refuse_public_plaintext
 from mesh.v1 import module_pb2
 
 EXIT_START_FAILED = EXIT_FAILED
@@ -63,7 +65,13 @@ async def _up(config: MeshConfig, console: Console, error_console: Console) -> i
 
 
 async def _run(config: MeshConfig, console: Console, error_console: Console) -> int:
-    coordinator = Coordinator(config)
+    try:
+        if config.insecure:
+            refuse_public_plaintext(config.listen)
+        coordinator = Coordinator(config)
+    except CredentialsError as error:
+        error_console.print(f"mesh up: {error}", markup=False, highlight=False)
+        return EXIT_INVALID
     try:
         remote = await coordinator.describe_remote_modules()
         plan = coordinator.prepare(remote)
@@ -77,6 +85,12 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
         loop.add_signal_handler(signum, _on_signal(coordinator, interrupted))
     progress = _Progress(coordinator, console)
     coordinator.registry.listen(progress.changed)
+    if config.insecure:
+        console.print(
+            "mesh up: INSECURE: plaintext gRPC, no certificates, no access checks (--insecure); this machine only",
+            markup=False,
+            highlight=False,
+        )
     console.print(
         f"mesh up: {len(plan.order)} modules to start"
         + (f", {len(plan.skipped)} skipped" if plan.skipped else "")
@@ -99,7 +113,7 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
         for line in failure.lines:
             error_console.print(f"mesh up: {line}", markup=False, highlight=False)
         return EXIT_START_FAILED
-    except (StateDirLocked, OSError, NatsServerError, MeshError) as error:
+    except (StateDirLocked, OSError, NatsServerError, MeshError, CredentialsError) as error:
         error_console.print(f"mesh up: {error}", markup=False, highlight=False)
         await coordinator.stop("start-up failed")
         return EXIT_START_FAILED

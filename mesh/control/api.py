@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.control.access import AccessInterceptor, may_register
 from mesh.control.events_api import EventsServicer
 from mesh.control.module_client import ModuleClient
 from mesh.control.operations import MeshOperations
@@ -20,8 +21,10 @@ from mesh.control.registry import ModuleRecord, now
 from mesh.control.system import SystemHealth, collect_metrics, graph_response
 from mesh.control.tenancy import TenancyServicer
 from mesh.protocol.errors import MeshError, answer
+from mesh.protocol.identity import identity_of
 from mesh.protocol.manifest import manifest_from_proto
 from mesh.protocol.telemetry import server_interceptors
+from mesh.protocol.transport import InsecureBindRefused, Transport
 from mesh.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
@@ -42,8 +45,16 @@ EVENTS_SERVICE = event_pb2.DESCRIPTOR.services_by_name["Events"].full_name
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     """Answers mesh.v1.Coordinator from the control plane's operations and registry."""
 
-    def __init__(self, operations: MeshOperations, health: SystemHealth, *, metrics_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        operations: MeshOperations,
+        health: SystemHealth,
+        transport: Transport,
+        *,
+        metrics_timeout_seconds: float,
+    ) -> None:
         self._operations = operations
+        self._transport = transport
         self._registry = operations.registry
         self._health = health
         self._metrics_timeout_seconds = metrics_timeout_seconds
@@ -77,7 +88,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def _metrics_of(self, record: ModuleRecord) -> metrics_pb2.ModuleMetrics | None:
         """One module's metrics, or None when it does not answer."""
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, self._transport)
         try:
             return await client.metrics(self._metrics_timeout_seconds)
         except MeshError:
@@ -93,7 +104,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     async def GetSystemMetrics(
         self, request: coordinator_pb2.GetSystemMetricsRequest, context: Context
     ) -> coordinator_pb2.GetSystemMetricsResponse:
-        return await collect_metrics(self._registry, self._metrics_timeout_seconds)
+        return await collect_metrics(self._registry, self._metrics_timeout_seconds, self._transport)
 
     async def GetGraph(
         self, request: coordinator_pb2.GetGraphRequest, context: Context
@@ -119,7 +130,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         async def register() -> ModuleRecord:
             manifest_proto = request.manifest
             if not request.HasField("manifest"):
-                client = ModuleClient("registering module", request.address)
+                client = ModuleClient("registering module", request.address, self._transport)
                 try:
                     manifest_proto = (await client.describe()).manifest
                 finally:
@@ -128,6 +139,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 manifest = manifest_from_proto(manifest_proto, f"module registering from {request.address}")
             except ValueError as error:
                 raise MeshError("INVALID_MANIFEST", str(error)) from None
+            refused = may_register(identity_of(context), manifest.name)
+            if refused is not None:
+                raise refused
             return await self._operations.register_module(
                 request.address, manifest, manifest_proto, request.instance_id
             )
@@ -174,6 +188,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 async def serve(
     listen: str,
     coordinator: CoordinatorServicer,
+    transport: Transport,
     *,
     tenancy: TenancyServicer | None = None,
     events: EventsServicer | None = None,
@@ -183,6 +198,7 @@ async def serve(
     Args:
         listen: "host:port" to bind (port 0: any free port).
         coordinator: The mesh.v1.Coordinator servicer.
+        transport: mTLS with the coordinator's credentials (and the access rules), or plaintext.
         tenancy: The mesh.v1.Tenancy servicer, when the mesh has NATS.
         events: The mesh.v1.Events servicer, when the mesh has NATS.
 
@@ -191,8 +207,11 @@ async def serve(
 
     Raises:
         OSError: `listen` cannot be bound.
+        InsecureBindRefused: plaintext asked for on a non-loopback address.
     """
-    server = grpc.aio.server(interceptors=server_interceptors(), options=[("grpc.so_reuseport", 0)])
+    # Access first: a refused call never reaches telemetry's handlers or a servicer.
+    access = [AccessInterceptor()] if transport.secure else []
+    server = grpc.aio.server(interceptors=[*access, *server_interceptors()], options=[("grpc.so_reuseport", 0)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc_health-stubs lack health.aio
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -206,8 +225,10 @@ async def serve(
     reflection.enable_server_reflection(services, server)
     host = listen.rpartition(":")[0]
     try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:
+        port = transport.add_port(server, listen)
+    except InsecureBindRefused:
+        raise
+    except RuntimeError:  # grpc's way of saying the address cannot be bound
         port = 0
     if port == 0:
         raise OSError(f"the coordinator cannot listen on {listen}; is the port in use? (--listen or MESH_LISTEN)")

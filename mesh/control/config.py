@@ -60,6 +60,9 @@ class MeshConfig(_Strict):
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     health_cache_seconds: float = Field(default=5.0, ge=0)
     health_timeout_seconds: float = Field(default=2.0, gt=0)
+    insecure: bool = False
+    """Plaintext gRPC without identities (`mesh up --insecure`, MESH_INSECURE=1): for
+    debugging on one machine; a non-loopback `listen` is then refused."""
     external_modules: bool = False
     """The modules of the folder run elsewhere (containers, other hosts) and register
     themselves; the coordinator validates them all first, then brings each up in dependency
@@ -84,7 +87,8 @@ def load_config(
 ) -> MeshConfig:
     """Read `path` (or ./mesh.toml when it exists), then apply the environment and `overrides`.
 
-    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL, MESH_EXTERNAL_MODULES.
+    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL, MESH_EXTERNAL_MODULES,
+    MESH_INSECURE.
 
     Raises:
         ConfigError: naming the file and field of every problem.
@@ -108,6 +112,7 @@ def load_config(
         ("MESH_MODULES_DIR", "modules_dir"),
         ("NATS_URL", "nats_url"),
         ("MESH_EXTERNAL_MODULES", "external_modules"),
+        ("MESH_INSECURE", "insecure"),
     ):
         if env.get(variable):
             data[key] = env[variable]

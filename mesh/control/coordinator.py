@@ -21,6 +21,7 @@ import grpc
 from mesh.control import graph
 from mesh.control.api import CoordinatorServicer, serve
 from mesh.control.config import ConfigError, MeshConfig, ModuleOverrides, load_config
+from mesh.control.credentials import MeshCredentials
 from mesh.control.events_api import EventsServicer
 from mesh.control.failures import StartupFailed, ValidationFailed
 from mesh.control.lifecycle import ModuleLifecycle
@@ -53,13 +54,15 @@ class Coordinator:
         self.env = dict(os.environ if env is None else env)
         self.registry = Registry()
         self.state_dir = StateDir(config.state_dir.resolve())
+        self.credentials = MeshCredentials(self.state_dir.pki, self.env, insecure=config.insecure)
+        transport = self.credentials.transport
         self.plan: graph.Plan | None = None
         self.shutdown_requested = asyncio.Event()
         self.shutdown_reason = ""
         self._endpoints = MeshEndpoints()
         self._settings = ModuleSettingsSource(config, self.registry, self.state_dir, self._endpoints, self.env)
         self._lifecycle = ModuleLifecycle(
-            self.registry, self._settings.settings_for, stop_grace_seconds=config.stop_grace_seconds
+            self.registry, self._settings.settings_for, transport, stop_grace_seconds=config.stop_grace_seconds
         )
         self._tasks = BackgroundTasks()
         self._supervisor = Supervisor(
@@ -67,7 +70,9 @@ class Coordinator:
             self._lifecycle,
             self.state_dir,
             self._tasks,
+            transport,
             env=self.env,
+            module_env=self.credentials.module_env,
             ready_timeout_seconds=config.ready_timeout_seconds,
         )
         self._registration = Registration(
@@ -92,7 +97,10 @@ class Coordinator:
 
     async def describe_remote_modules(self) -> dict[str, tuple[Manifest, str]]:
         """Ask each statically listed remote module for its manifest (before validation)."""
-        return await describe_remote_modules(self.config.remote)
+        if not self.config.remote:
+            return {}
+        self.credentials.issue_own()
+        return await describe_remote_modules(self.config.remote, self.credentials.transport)
 
     def prepare(self, remote_manifests: RemoteManifests | None = None) -> graph.Plan:
         """Discover the modules and decide what runs; raises ValidationFailed.
@@ -119,6 +127,9 @@ class Coordinator:
         if self.plan is None:
             raise RuntimeError("call prepare() before start()")
         self.state_dir.lock()
+        self.credentials.issue_own()
+        if not self.config.insecure:
+            self._tasks.start(self.credentials.renew_forever(), name="renew certificates")
         self._start_nats()
         await self._events.connect(self.nats_url)
         jetstream = self._events.jetstream()
@@ -130,7 +141,12 @@ class Coordinator:
             if record.state is State.SKIPPED:
                 self._events.on_change(record, State.REGISTERED)
         await self._serve_api()
-        self.state_dir.write_info(address=self.address, nats_url=self.nats_url)
+        self.state_dir.write_info(
+            address=self.address,
+            nats_url=self.nats_url,
+            tls=not self.config.insecure,
+            credentials="" if self.config.insecure else str(self.credentials.admin_dir),
+        )
         result = await self._sequencer.bring_up(
             self.plan, external=self.config.external_modules, coordinator_address=self.address
         )
@@ -151,15 +167,17 @@ class Coordinator:
 
     async def _serve_api(self) -> None:
         config = self.config
+        transport = self.credentials.transport
         health = SystemHealth(
-            self.registry, timeout=config.health_timeout_seconds, cache_seconds=config.health_cache_seconds
+            self.registry, transport, timeout=config.health_timeout_seconds, cache_seconds=config.health_cache_seconds
         )
         tenancy = TenancyServicer(
             self.registry, TenancyStore(self._events.jetstream()), config.module_config, self._events.publish_json
         )
         self._server, self._endpoints.address = await serve(
             config.listen,
-            CoordinatorServicer(self, health, metrics_timeout_seconds=config.health_timeout_seconds),
+            CoordinatorServicer(self, health, transport, metrics_timeout_seconds=config.health_timeout_seconds),
+            transport,
             tenancy=tenancy,
             events=EventsServicer(self._events.connection),
         )

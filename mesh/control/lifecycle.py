@@ -15,6 +15,7 @@ from mesh.control.module_client import ModuleClient
 from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.protocol.errors import MeshError
 from mesh.protocol.states import State
+from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, module_pb2
 
 T = TypeVar("T")
@@ -29,8 +30,11 @@ _tracer = trace.get_tracer("mesh.coordinator")
 class ModuleLifecycle:
     """Drives one module at a time through Describe, Initialize, Start, Reload and Stop."""
 
-    def __init__(self, registry: Registry, settings_for: SettingsFor, *, stop_grace_seconds: float) -> None:
+    def __init__(
+        self, registry: Registry, settings_for: SettingsFor, transport: Transport, *, stop_grace_seconds: float
+    ) -> None:
         self._registry = registry
+        self._transport = transport
         self._settings_for = settings_for
         self._stop_grace_seconds = stop_grace_seconds
 
@@ -69,7 +73,7 @@ class ModuleLifecycle:
         Raises:
             MeshError: a call failed; the record is FAILED with the phase and the error.
         """
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, self._transport)
         try:
             described = await self._step(record, "describe", None, client.describe, traced=False)
             record.manifest_proto = described.manifest
@@ -93,7 +97,7 @@ class ModuleLifecycle:
         Raises:
             MeshError: the module refused or failed the reload.
         """
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, self._transport)
         previous = record.state
         self._registry.update(record, State.INITIALIZING, "reload")
         try:
@@ -127,7 +131,7 @@ class ModuleLifecycle:
     async def ask_to_stop(self, record: ModuleRecord, reason: str) -> None:
         """The Stop call with the mesh's grace period; a failure is logged, never raised,
         because the process is ended after it either way."""
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, self._transport)
         try:
             reply = await client.stop(self._stop_grace_seconds, reason)
             if reply.forced:

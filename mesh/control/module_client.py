@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 
 from mesh.protocol.errors import MeshError, error_info
 from mesh.protocol.telemetry import client_interceptors
+from mesh.protocol.transport import Transport
 from mesh.v1 import health_pb2, lifecycle_pb2, lifecycle_pb2_grpc, metrics_pb2, module_pb2
 
 T = TypeVar("T")
@@ -20,12 +21,13 @@ CALL_TIMEOUT_SECONDS = 120.0
 
 
 class ModuleClient:
-    """Calls one module's mesh.v1.Lifecycle at `address`."""
+    """Calls one module's mesh.v1.Lifecycle at `address`, as the coordinator (`transport`
+    presents its certificate; a module serves Lifecycle to no one else)."""
 
-    def __init__(self, name: str, address: str) -> None:
+    def __init__(self, name: str, address: str, transport: Transport) -> None:
         self.name = name
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors())
+        self._channel = transport.channel(address, interceptors=client_interceptors())
         self._stub = lifecycle_pb2_grpc.LifecycleStub(self._channel)
 
     async def close(self) -> None:

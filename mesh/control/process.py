@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.protocol.manifest import Manifest
+from mesh.protocol.transport import Transport
 
 LOG_TAIL_LINES = 15
 
@@ -50,8 +51,9 @@ class ModuleProcess:
     def returncode(self) -> int | None:
         return self.process.returncode
 
-    async def wait_ready(self, deadline_seconds: float) -> str:
-        """Wait for the ready file, then for a health answer (any status); returns the address."""
+    async def wait_ready(self, deadline_seconds: float, transport: Transport) -> str:
+        """Wait for the ready file, then for a health answer (any status) over `transport`;
+        returns the address."""
         deadline = time.monotonic() + deadline_seconds
         while not self.ready_file.exists():
             if self.process.returncode is not None:
@@ -64,7 +66,7 @@ class ModuleProcess:
         ready = json.loads(self.ready_file.read_text())
         self.address = ready["address"]
         self.instance_id = ready.get("instance_id", "")
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with transport.channel(self.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:

@@ -16,6 +16,13 @@ from mesh.protocol.states import State
 from mesh.v1 import lifecycle_pb2
 
 
+def forwarded_to_modules(variable: str) -> bool:
+    """Whether a module gets this variable of the coordinator's at Initialize: the telemetry
+    settings, but never the OTLP exporter's headers (they carry the collector's API keys)."""
+    secret = variable.startswith("OTEL_EXPORTER_OTLP_") and variable.endswith("_HEADERS")
+    return variable.startswith("OTEL_") and not secret
+
+
 @dataclass
 class MeshEndpoints:
     """Where the mesh itself is reached; known only once NATS and the API are up."""
@@ -75,7 +82,7 @@ class ModuleSettingsSource:
             dependencies=endpoints,
             nats=lifecycle_pb2.NatsSettings(servers=mesh.nats_url.split(",") if mesh.nats_url else []),
             telemetry=lifecycle_pb2.TelemetrySettings(
-                otel_env={key: value for key, value in self._env.items() if key.startswith("OTEL_")}
+                otel_env={key: value for key, value in self._env.items() if forwarded_to_modules(key)}
             ),
             coordinator_address=mesh.address,
             state_dir=str(self._state_dir.state / record.name) if record.directory else "",

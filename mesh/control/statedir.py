@@ -2,7 +2,9 @@
 embedded NATS data, and the lock that keeps two coordinators off one folder.
 
     .mesh/coordinator.lock     held while a coordinator runs
-    .mesh/coordinator.json     {"address", "pid", "nats_url"} of the running coordinator
+    .mesh/coordinator.json     {"address", "pid", "nats_url", "tls", "credentials"} of the running
+                               coordinator ("credentials": the admin operator's folder)
+    .mesh/pki/                 the mesh CA and the credentials issued from it (credentials.py)
     .mesh/logs/<module>.log    each module's stdout and stderr
     .mesh/run/                 ready files of module processes
     .mesh/state/<module>/      each module's own state (databases, caches)
@@ -31,6 +33,7 @@ class StateDir:
         self.run = root / "run"
         self.state = root / "state"
         self.nats = root / "nats"
+        self.pki = root / "pki"
         self.info_file = root / "coordinator.json"
         self._lock_file: IO[str] | None = None
 

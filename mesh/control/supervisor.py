@@ -18,6 +18,7 @@ from mesh.control.statedir import StateDir
 from mesh.control.tasks import BackgroundTasks
 from mesh.protocol.errors import MeshError
 from mesh.protocol.states import State
+from mesh.protocol.transport import INSECURE_ENV, TLS_DIR_ENV, Transport
 
 _log = logging.getLogger("mesh")
 _tracer = trace.get_tracer("mesh.coordinator")
@@ -38,11 +39,23 @@ class Supervisor:
         lifecycle: ModuleLifecycle,
         state_dir: StateDir,
         tasks: BackgroundTasks,
+        transport: Transport,
         *,
         env: Mapping[str, str],
+        module_env: Callable[[str], dict[str, str]],
         ready_timeout_seconds: float,
     ) -> None:
+        """A supervisor of the modules in `registry`.
+
+        Args:
+            transport: How the coordinator dials a module (its health check at start).
+            env: Variables every module process gets on top of the coordinator's.
+            module_env: A module's own transport variables (MESH_TLS_DIR with its credentials,
+                issued when called, or MESH_INSECURE), by module name.
+        """
         self._registry = registry
+        self._transport = transport
+        self._module_env = module_env
         self._lifecycle = lifecycle
         self._state_dir = state_dir
         self._tasks = tasks
@@ -74,7 +87,7 @@ class Supervisor:
                 run_dir=self._state_dir.run,
                 log_dir=self._state_dir.logs,
                 state_dir=self._state_dir.state,
-                env=current_environment() | self._env,
+                env=self._environment(record.name),
             )
         except ProcessStartError as error:
             self._lifecycle.fail(record, "spawn", "MODULE_LOAD_FAILED", str(error))
@@ -84,12 +97,19 @@ class Supervisor:
         record.expected_exit = False
         self._tasks.start(self._watch_exit(record, process), name=f"watch:{record.name}")
         try:
-            record.address = await process.wait_ready(self._ready_timeout_seconds)
+            record.address = await process.wait_ready(self._ready_timeout_seconds, self._transport)
         except ProcessStartError as error:
             self._lifecycle.fail(record, "spawn", "MODULE_LOAD_FAILED", str(error))
             await process.end(PROCESS_END_GRACE_SECONDS)
             raise
         record.instance_id = process.instance_id
+
+    def _environment(self, name: str) -> dict[str, str]:
+        """The coordinator's environment without its own transport variables, plus the module's."""
+        inherited = current_environment() | self._env
+        for variable in (TLS_DIR_ENV, INSECURE_ENV):
+            inherited.pop(variable, None)
+        return inherited | self._module_env(name)
 
     # --- crashes and restarts --------------------------------------------------------------
 

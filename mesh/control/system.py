@@ -14,6 +14,7 @@ from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import EVENT_COUNT_FIELDS
 from mesh.protocol.states import State
+from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, health_pb2, metrics_pb2
 
 HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
@@ -26,8 +27,9 @@ _REACHABLE_STATES = (State.INITIALIZED, State.STARTING, State.RUNNING, State.INI
 class SystemHealth:
     """Checks every module's health concurrently and caches the verdict for `cache_seconds`."""
 
-    def __init__(self, registry: Registry, *, timeout: float, cache_seconds: float) -> None:
+    def __init__(self, registry: Registry, transport: Transport, *, timeout: float, cache_seconds: float) -> None:
         self._registry = registry
+        self._transport = transport
         self._timeout = timeout
         self._cache_seconds = cache_seconds
         self._cached: coordinator_pb2.GetSystemHealthResponse | None = None
@@ -58,7 +60,7 @@ class SystemHealth:
             return health_pb2.ModuleHealth(
                 name=record.name, status=UNHEALTHY, state=record.state.value, message=message, last_checked=now()
             )
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, self._transport)
         started = time.monotonic()
         try:
             return await client.health(self._timeout)
@@ -86,12 +88,14 @@ def overall(records: list[ModuleRecord], checked: list[health_pb2.ModuleHealth])
     return DEGRADED
 
 
-async def collect_metrics(registry: Registry, deadline_seconds: float) -> coordinator_pb2.GetSystemMetricsResponse:
+async def collect_metrics(
+    registry: Registry, deadline_seconds: float, transport: Transport
+) -> coordinator_pb2.GetSystemMetricsResponse:
     """Every reachable module's metrics, fetched concurrently, with totals."""
     records = [r for r in registry.records.values() if r.address and r.state is State.RUNNING]
 
     async def one(record: ModuleRecord) -> metrics_pb2.ModuleMetrics | None:
-        client = ModuleClient(record.name, record.address)
+        client = ModuleClient(record.name, record.address, transport)
         try:
             return await client.metrics(deadline_seconds)
         except MeshError:

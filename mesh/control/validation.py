@@ -15,6 +15,7 @@ from mesh.control.registry import ModuleRecord
 from mesh.control.restart import RestartBudget
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest, manifest_from_proto
+from mesh.protocol.transport import Transport
 from mesh.v1 import module_pb2
 
 RemoteManifests = Mapping[str, tuple[Manifest, str]]
@@ -30,8 +31,10 @@ class ValidatedMesh:
     records: list[ModuleRecord]
 
 
-async def describe_remote_modules(remotes: Iterable[RemoteModule]) -> dict[str, tuple[Manifest, str]]:
-    """Ask each statically listed remote module for its manifest.
+async def describe_remote_modules(
+    remotes: Iterable[RemoteModule], transport: Transport
+) -> dict[str, tuple[Manifest, str]]:
+    """Ask each statically listed remote module for its manifest (as the coordinator).
 
     Raises:
         ValidationFailed: MODULE_UNAVAILABLE, one line per module that did not answer or
@@ -40,7 +43,7 @@ async def describe_remote_modules(remotes: Iterable[RemoteModule]) -> dict[str, 
     found: dict[str, tuple[Manifest, str]] = {}
     lines: list[str] = []
     for remote in remotes:
-        client = ModuleClient("remote", remote.address)
+        client = ModuleClient("remote", remote.address, transport)
         try:
             described = await client.describe()
             manifest = manifest_from_proto(described.manifest, f"remote module at {remote.address}")

@@ -1,7 +1,9 @@
 // The audit module, in Node.js: a mesh module in another language.
 //
 // It serves mesh.v1.Lifecycle (from proto/mesh/v1), the standard grpc.health.v1.Health
-// (NOT_SERVING until RUNNING) and server reflection, binds MESH_LISTEN, reports its address
+// (NOT_SERVING until RUNNING) and server reflection, binds MESH_LISTEN with mTLS from
+// MESH_TLS_DIR (or plaintext on loopback with MESH_INSECURE=1; transport.js), takes
+// Lifecycle calls only from the coordinator (access.js), reports its address
 // in MESH_READY_FILE, registers with MESH_COORDINATOR when set, stops when its stdin closes
 // (MESH_EXIT_WITH_PARENT=1) or on SIGTERM/SIGINT, and handles and publishes events in the
 // same CloudEvents NATS binding as the Python SDK (ce- headers, JSON body, a durable
@@ -18,6 +20,8 @@ const { HealthImplementation, protoPath: healthProtoPath } = require("grpc-healt
 const { connect, headers: natsHeaders } = require("@nats-io/transport-node");
 const { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } = require("@nats-io/jetstream");
 const { State, verdict, illegalMessage } = require("./lifecycle");
+const { Transport } = require("./transport");
+const { accessInterceptor } = require("./access");
 
 const MODULE_DIR = __dirname;
 const NAME = "audit";
@@ -274,28 +278,31 @@ function auditService(module) {
 }
 
 async function main() {
+  const transport = Transport.fromEnv(process.env);
+  const listen = process.env.MESH_LISTEN || "127.0.0.1:0";
+  const credentials = transport.serverCredentials(listen);
   const module = new AuditModule();
-  const server = new grpc.Server({ "grpc.so_reuseport": 0 });
+  // Without TLS there are no identities, so nothing to check (MESH_INSECURE=1).
+  const server = new grpc.Server({ "grpc.so_reuseport": 0, interceptors: transport.secure ? [accessInterceptor] : [] });
   server.addService(proto.mesh.v1.Lifecycle.service, lifecycleService(module));
   server.addService(proto.audit.v1.Audit.service, auditService(module));
   module.health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
 
-  const listen = process.env.MESH_LISTEN || "127.0.0.1:0";
   const port = await new Promise((resolve, reject) =>
-    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+    server.bindAsync(listen, credentials, (error, bound) => (error ? reject(error) : resolve(bound))),
   );
   const host = listen.slice(0, listen.lastIndexOf(":"));
   const advertised = ["0.0.0.0", "", "::", "[::]"].includes(host) ? process.env.MESH_ADVERTISE_HOST || require("node:os").hostname() : host;
   module.address = `${advertised}:${port}`;
-  log(`module ${NAME} ${VERSION} serving on ${module.address}`);
+  log(`module ${NAME} ${VERSION} serving on ${module.address} (${transport.secure ? "mTLS" : "plaintext"})`);
 
   if (process.env.MESH_READY_FILE) {
     const scratch = `${process.env.MESH_READY_FILE}.tmp`;
     fs.writeFileSync(scratch, JSON.stringify({ name: NAME, address: module.address, pid: process.pid, instance_id: INSTANCE_ID }));
     fs.renameSync(scratch, process.env.MESH_READY_FILE);
   }
-  if (process.env.MESH_COORDINATOR) register(process.env.MESH_COORDINATOR, module);
+  if (process.env.MESH_COORDINATOR) register(process.env.MESH_COORDINATOR, module, transport);
 
   let stopping = false;
   const shutdown = async (why) => {
@@ -315,12 +322,21 @@ async function main() {
   }
 }
 
-function register(coordinator, module, delay = 200) {
-  const client = new proto.mesh.v1.Coordinator(coordinator, grpc.credentials.createInsecure());
+// RegisterModule with the module's own certificate (read at each attempt: it may have been renewed).
+function register(coordinator, module, transport, delay = 200) {
+  const again = () => setTimeout(() => register(coordinator, module, transport, Math.min(delay * 2, 5000)), delay);
+  let credentials;
+  try {
+    credentials = transport.channelCredentials();
+  } catch (error) {
+    log(`cannot register yet: ${error.message}`); // e.g. caught mid-renewal; the next look finds the new pair
+    return again();
+  }
+  const client = new proto.mesh.v1.Coordinator(coordinator, credentials);
   client.RegisterModule({ address: module.address, manifest: module.manifest(), instance_id: INSTANCE_ID }, (error) => {
     client.close();
     if (!error) return log(`registered with the coordinator at ${coordinator}`);
-    if (error.code === grpc.status.UNAVAILABLE) return setTimeout(() => register(coordinator, module, Math.min(delay * 2, 5000)), delay);
+    if (error.code === grpc.status.UNAVAILABLE) return again();
     log(`the coordinator at ${coordinator} refused the module: ${error.details}`);
     process.exit(3);
   });

@@ -1,5 +1,5 @@
-"""The module server's interceptor: request metrics for every call, and a gate in front of
-the module's own services (closed until RUNNING; the tenant guard).
+"""The module server's interceptor: request metrics for every call, and a gate that may
+refuse it (who is calling; the module's own services closed until RUNNING; the tenant guard).
 
 Written by hand because it must see every call kind (unary and streaming) with the
 module's state at hand, and cost no more than a clock read and a dict update per call.
@@ -17,8 +17,9 @@ import grpc
 from mesh.protocol.errors import MeshError
 from sdk._metrics import ModuleMetricsRecorder
 
-Gate = Callable[[str, Mapping[str, str]], MeshError | None]
-"""Given a full method name and the call's metadata, the error that refuses the call, or None."""
+Gate = Callable[[str, Mapping[str, str], grpc.aio.ServicerContext[Any, Any]], MeshError | None]
+"""Given a full method name, the call's metadata and its context (which names the caller's
+certificate), the error that refuses the call, or None."""
 
 
 class ModuleServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
@@ -42,11 +43,14 @@ class ModuleServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         metadata = {
             key: value for key, value in handler_call_details.invocation_metadata or () if isinstance(value, str)
         }
-        return _wrap(handler, method, self._recorder, self._gate(method, metadata))
+        return _wrap(handler, method, self._recorder, lambda context: self._gate(method, metadata, context))
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], method: str, recorder: ModuleMetricsRecorder, refusal: MeshError | None
+    handler: grpc.RpcMethodHandler[Any, Any],
+    method: str,
+    recorder: ModuleMetricsRecorder,
+    gate: Callable[[grpc.aio.ServicerContext[Any, Any]], MeshError | None],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     def finish(started: float, context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> None:
         code = context.code()
@@ -61,6 +65,7 @@ def _wrap(
         started = time.perf_counter()
         failed = True
         try:
+            refusal = gate(context)
             if refusal is not None:
                 await refusal.abort(context)
             result = inner(request_or_iterator, context)
@@ -77,6 +82,7 @@ def _wrap(
         started = time.perf_counter()
         failed = True
         try:
+            refusal = gate(context)
             if refusal is not None:
                 await refusal.abort(context)
             result = inner(request_or_iterator, context)

@@ -25,10 +25,12 @@ from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import CACHE_BUCKET_PREFIX
 from mesh.protocol.streams import open_bucket
 from mesh.protocol.telemetry import client_interceptors
+from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._tenancy import ModuleCache, TenantView
 from sdk.events import DeliveryObserver, EventBus, HandlerBinding
+from sdk.runtime._channels import RenewingChannel
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 StubT = TypeVar("StubT")
@@ -48,6 +50,7 @@ class ModuleResources(Generic[ConfigT]):
         settings: lifecycle_pb2.ModuleSettings,
         events: EventBus,
         nats_client: NatsClient | None,
+        transport: Transport,
     ) -> None:
         self.manifest = manifest
         self.settings = settings
@@ -57,7 +60,8 @@ class ModuleResources(Generic[ConfigT]):
         self.cache: ModuleCache | None = None
         self.failed_tasks: dict[str, BaseException] = {}
         self._endpoints = {endpoint.name: endpoint for endpoint in settings.dependencies}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._transport = transport
+        self._channels: dict[str, RenewingChannel] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -73,6 +77,7 @@ class ModuleResources(Generic[ConfigT]):
         handlers: list[HandlerBinding],
         recorder: ModuleMetricsRecorder,
         observers: list[DeliveryObserver],
+        transport: Transport,
     ) -> ModuleResources[ConfigT]:
         """Connect to NATS (when the settings name servers), create the event consumers and
         open tenancy and the cache. What was opened is closed again if a later step fails."""
@@ -87,7 +92,7 @@ class ModuleResources(Generic[ConfigT]):
             events_since=settings.events_since.ToDatetime(tzinfo=UTC) if settings.HasField("events_since") else None,
             observers=observers,
         )
-        resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client)
+        resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client, transport)
         try:
             await events.prepare()
             if nats_client is not None:
@@ -123,10 +128,13 @@ class ModuleResources(Generic[ConfigT]):
         return self._endpoints.get(name)
 
     def client(self, name: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
-        """A stub over the channel to dependency `name`, opened on first use and closed at Stop."""
+        """A stub over the channel to dependency `name`, opened on first use and closed at Stop;
+        it presents the module's certificate (the renewed one once renewed)."""
         channel = self._channels.get(name)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self._endpoints[name].address, interceptors=client_interceptors())
+            channel = RenewingChannel(
+                self._transport, self._endpoints[name].address, interceptors=client_interceptors()
+            )
             self._channels[name] = channel
         return stub_class(channel)
 

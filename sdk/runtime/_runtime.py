@@ -22,6 +22,7 @@ from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
 from mesh.protocol.telemetry import configure_telemetry, is_configured
+from mesh.protocol.transport import Transport
 from mesh.v1 import health_pb2, lifecycle_pb2, module_pb2
 from sdk._context import Context
 from sdk._metrics import ModuleMetricsRecorder
@@ -51,6 +52,7 @@ class ModuleRuntime:
         recorder: ModuleMetricsRecorder,
         *,
         default_state_dir: Path,
+        transport: Transport,
         handlers: list[HandlerBinding] | None = None,
     ) -> None:
         self.module = module
@@ -69,6 +71,7 @@ class ModuleRuntime:
         """Told of every event delivery, across Reloads (the test harness waits on them)."""
         self.default_state_dir = default_state_dir
         """Where the module keeps state when the settings name no folder."""
+        self._transport = transport
         self._handlers = handlers or []
         self._settings: lifecycle_pb2.ModuleSettings | None = None
         self._state_changed_at = _now()
@@ -190,6 +193,7 @@ class ModuleRuntime:
                 handlers=self._handlers,
                 recorder=self.recorder,
                 observers=self.delivery_observers,
+                transport=self._transport,
             )
         except MeshError as error:
             await self._fail("initialize", error.reason, error.message)

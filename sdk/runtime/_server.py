@@ -1,5 +1,6 @@
 """One module served on its own grpc.aio server: Lifecycle, standard health, reflection,
-and the module's own services behind the metrics-and-state interceptor."""
+and the module's own services behind the metrics-and-state interceptor, over mTLS (or
+plaintext on loopback when the transport is insecure)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.protocol.errors import MeshError
+from mesh.protocol.identity import Anyone, CoordinatorOnly, Rules, identity_of, refusal
 from mesh.protocol.manifest import ManifestError
 from mesh.protocol.names import TENANT_METADATA, check_id
+from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import server_interceptors
+from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._loader import LoadedModule
 from sdk._metrics import ModuleMetricsRecorder
@@ -33,6 +38,9 @@ LIFECYCLE_SERVICE = lifecycle_pb2.DESCRIPTOR.services_by_name["Lifecycle"].full_
 CONTROL_SERVICES = frozenset(
     {LIFECYCLE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
 )
+MODULE_RULES: Rules = {f"/{LIFECYCLE_SERVICE}/": CoordinatorOnly.COORDINATOR}
+"""Who may call a module: its Lifecycle only the coordinator; everything else (health,
+reflection, the module's own services) any mesh identity."""
 
 _log = logging.getLogger("sdk")
 
@@ -42,6 +50,7 @@ class ModuleServer:
 
     Args:
         loaded: The module's manifest and class.
+        transport: How it listens and dials: mTLS with its credentials, or plaintext.
         host: The interface to bind, e.g. "127.0.0.1" or "0.0.0.0".
         port: The port to bind; 0 picks a free one.
         advertise_host: The host to report in the address when `host` is a wildcard.
@@ -52,6 +61,7 @@ class ModuleServer:
         self,
         loaded: LoadedModule,
         *,
+        transport: Transport,
         host: str = "127.0.0.1",
         port: int = 0,
         advertise_host: str | None = None,
@@ -61,6 +71,7 @@ class ModuleServer:
         self._host = host
         self._port = port
         self._advertise_host = advertise_host
+        self.transport = transport
         manifest = loaded.manifest
         self.services = served_services(loaded.module_class)
         self._check_declared_services()
@@ -74,6 +85,7 @@ class ModuleServer:
             loaded.manifest_path,
             self.recorder,
             default_state_dir=state_dir or loaded.directory.parent.parent / ".mesh" / "state" / manifest.name,
+            transport=transport,
             handlers=self.handlers,
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs 1.53 predates aio
@@ -100,13 +112,22 @@ class ModuleServer:
             )
 
     async def start(self) -> str:
-        """Bind and start serving; returns the address."""
+        """Bind and start serving; returns the address.
+
+        Raises:
+            OSError: The address cannot be bound.
+            InsecureBindRefused: Plaintext asked for on a non-loopback address.
+        """
         own = {service.full_name for service in self.services}
         server = grpc.aio.server(
             interceptors=[
                 *server_interceptors(),
                 _gated_interceptor(
-                    self.recorder, self.runtime, own, required_flags(self.loaded.module_class, self.services)
+                    self.recorder,
+                    self.runtime,
+                    own,
+                    required_flags(self.loaded.module_class, self.services),
+                    checks_identity=self.transport.secure,
                 ),
             ],
             # With gRPC's default (1) a second server can silently share a port in use.
@@ -123,7 +144,9 @@ class ModuleServer:
         )
         target = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         try:
-            self.port = server.add_insecure_port(target)
+            self.port = self.transport.add_port(server, target)
+        except CredentialsError:
+            raise  # a RuntimeError too, but no bind failure: plaintext refused, or credentials unreadable
         except RuntimeError as error:
             raise OSError(f"module {self.loaded.manifest.name} cannot bind {target}: {error}") from None
         if self.port == 0:
@@ -174,13 +197,24 @@ class ModuleServer:
 
 
 def _gated_interceptor(
-    recorder: ModuleMetricsRecorder, runtime: ModuleRuntime, own_services: set[str], flags: dict[str, str]
+    recorder: ModuleMetricsRecorder,
+    runtime: ModuleRuntime,
+    own_services: set[str],
+    flags: dict[str, str],
+    *,
+    checks_identity: bool,
 ) -> ModuleServerInterceptor:
-    """The interceptor, with a gate in front of the module's own services: open only while
-    RUNNING, and only to tenants (metadata x-tenant-id) the module is enabled for."""
+    """The interceptor, with the one gate of every call: the caller's identity against
+    MODULE_RULES (with mTLS; plaintext has no identities), then, in front of the module's own
+    services, open only while RUNNING and only to tenants (metadata x-tenant-id) the module
+    is enabled for."""
     name = runtime.manifest.name
 
-    def gate(method: str, metadata: Mapping[str, str]) -> MeshError | None:
+    def gate(method: str, metadata: Mapping[str, str], context: grpc.aio.ServicerContext[Any, Any]) -> MeshError | None:
+        if checks_identity:
+            refused = refusal(identity_of(context), method, MODULE_RULES, Anyone.AUTHENTICATED)
+            if refused is not None:
+                return refused
         service = method.lstrip("/").partition("/")[0]
         if service not in own_services:
             return None

@@ -1,4 +1,9 @@
-"""ModuleHarness: one module served in the test's own process, with its lifecycle at hand."""
+"""ModuleHarness: one module served in the test's own process, with its lifecycle at hand.
+
+Served as in a mesh: over mTLS with a module certificate from a certificate authority of the
+test's own, called by the harness as the coordinator. Harnesses that call one another (one
+given as another's dependency) share one authority: the `module_harness` fixture passes its
+test's; otherwise pass `authority=`."""
 
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ from nats.aio.client import Client as NatsClient
 
 from mesh.protocol import cloudevents
 from mesh.protocol.cloudevents import CloudEvent
+from mesh.protocol.identity import COORDINATOR_NAME, module_identity
 from mesh.protocol.names import event_subject, matches
 from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.pki import CertificateAuthority
 from mesh.protocol.states import State
+from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._context import Context
 from sdk._loader import load_module
@@ -43,6 +51,8 @@ class ModuleHarness:
         nats: The NATS to use: a running EmbeddedNats, a URL, or None to start a private one.
         start: Initialize and start the module on entry (False leaves it REGISTERED).
         port: The port to serve on; None picks a free one.
+        authority: The certificate authority that issues the module's certificate and the
+            harness's own (the coordinator's); None makes one for this harness alone.
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class ModuleHarness:
         nats: EmbeddedNats | str | None = None,
         start: bool = True,
         port: int | None = None,
+        authority: CertificateAuthority | None = None,
     ) -> None:
         self._module_dir = Path(module_dir)
         self._config = dict(config or {})
@@ -61,9 +72,12 @@ class ModuleHarness:
         self._nats_given = nats
         self._start = start
         self._port = port or 0
+        self.authority = authority or CertificateAuthority.create()
+        """Issues the certificates of this harness (and of the others sharing it)."""
         self._own_nats: EmbeddedNats | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._other_channels: list[grpc.aio.Channel] = []
         self.server: ModuleServer | None = None
         self._module: Module | None = None
         self._nats_client: NatsClient | None = None
@@ -99,10 +113,17 @@ class ModuleHarness:
             await self._own_nats.__aenter__()
             self.nats_url = self._own_nats.url
         self._scratch = tempfile.TemporaryDirectory(prefix=f"mesh-{loaded.manifest.name}-")
-        self.server = ModuleServer(loaded, port=self._port, state_dir=Path(self._scratch.name) / "state")
+        credentials = Path(self._scratch.name) / "pki"
+        self.authority.issue(module_identity(loaded.manifest.name).common_name).write(credentials)
+        self.server = ModuleServer(
+            loaded,
+            transport=Transport(credentials),
+            port=self._port,
+            state_dir=Path(self._scratch.name) / "state",
+        )
         self._module = self.server.module
         await self.server.start()
-        self._channel = grpc.aio.insecure_channel(self.server.address)
+        self._channel = self._dial(COORDINATOR_NAME)
         if self._start:
             await self.initialize()
             await self.start()
@@ -125,9 +146,10 @@ class ModuleHarness:
         if self.server is not None:
             await self.server.shutdown(grace_seconds=5.0)
             self.server = None
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
+        for channel in [*self._other_channels, *([self._channel] if self._channel else [])]:
+            await channel.close(None)
+        self._other_channels.clear()
+        self._channel = None
         if self._nats_client is not None:
             await self._nats_client.close()
             self._nats_client = None
@@ -167,10 +189,26 @@ class ModuleHarness:
 
     @property
     def channel(self) -> grpc.aio.Channel:
-        """A channel to the module."""
+        """A channel to the module, presenting the coordinator's certificate."""
         if self._channel is None:
             raise RuntimeError("the harness is not running; use it inside `async with`")
         return self._channel
+
+    def channel_as(self, common_name: str) -> grpc.aio.Channel:
+        """A channel to the module presenting a certificate for another identity, e.g.
+        "module:orders" or "operator:viewer:ada" (closed with the harness).
+
+        Args:
+            common_name: The identity the certificate names (see `mesh.protocol.identity`).
+        """
+        self._server()
+        channel = self._dial(common_name)
+        self._other_channels.append(channel)
+        return channel
+
+    def _dial(self, common_name: str) -> grpc.aio.Channel:
+        credentials = self.authority.issue(common_name, lifetime_seconds=3600.0)
+        return grpc.aio.secure_channel(self._server().address, credentials.channel_credentials())
 
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """A stub of any service the module serves, e.g. `harness.stub(GreeterStub)`."""

@@ -1,0 +1,133 @@
+"""The channel behind `ctx.client`: one per dependency, presenting the module's current
+certificate.
+
+A gRPC channel's TLS credentials are fixed when it is made, and it presents them again at
+every reconnect; once the coordinator has renewed the module's certificate (by rewriting its
+credentials files) and the old one has expired, a reconnect with the old channel would fail.
+Modules keep the stubs `ctx.client` gave them for the whole initialization, so the stubs
+cannot be swapped: the channel under them is. Each call looks at the key file (one `stat`)
+and, once it was rewritten, dials a new channel with the renewed credentials; the old one
+finishes its calls in flight and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from mesh.protocol.pki import KEY_FILE
+from mesh.protocol.transport import Transport
+
+RETIRE_GRACE_SECONDS = 60.0
+"""How long a replaced channel may finish the calls it has in flight before it is closed."""
+
+
+class RenewingChannel(grpc.aio.Channel):
+    """A channel to `address` that re-dials once the transport's credentials were renewed.
+
+    Args:
+        transport: How the module dials (its credentials folder, or plaintext).
+        address: The "host:port" to reach.
+        interceptors: Client interceptors for every channel it dials.
+    """
+
+    def __init__(self, transport: Transport, address: str, *, interceptors: Sequence[Any] = ()) -> None:
+        self._transport = transport
+        self._address = address
+        self._interceptors = list(interceptors)
+        self._stamp = (0, 0)
+        self._stamp = self._key_stamp()
+        self._channel = transport.channel(address, interceptors=self._interceptors)
+        self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
+
+    def current(self) -> grpc.aio.Channel:
+        """The channel to use now: a new one once the credentials were renewed."""
+        if self._transport.secure:
+            stamp = self._key_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                old, self._channel = (
+                    self._channel,
+                    self._transport.channel(self._address, interceptors=self._interceptors),
+                )
+                task = asyncio.get_running_loop().create_task(old.close(RETIRE_GRACE_SECONDS))
+                self._retiring[old] = task
+                task.add_done_callback(lambda _: self._retiring.pop(old, None))
+        return self._channel
+
+    def _key_stamp(self) -> tuple[int, int]:
+        """Changes when the key file is replaced; `Credentials.write` replaces it last, so the
+        certificate beside it is the renewed one by then."""
+        if self._transport.folder is None:
+            return (0, 0)
+        try:
+            stat = os.stat(self._transport.folder / KEY_FILE)
+        except OSError:
+            return self._stamp  # mid-rewrite: keep the channel we have
+        return (stat.st_ino, stat.st_mtime_ns)
+
+    # --- grpc.aio.Channel ---------------------------------------------------------------
+    # Each multicallable looks up the current channel at each call, so a stub made once
+    # keeps working across renewals.
+
+    # Generated stubs also pass `_registered_method`; whatever they pass goes through as is.
+    def unary_unary(self, method: str, *args: Any, **options: Any) -> Any:
+        return _Redialing(self, lambda channel: channel.unary_unary(method, *args, **options))
+
+    def unary_stream(self, method: str, *args: Any, **options: Any) -> Any:
+        return _Redialing(self, lambda channel: channel.unary_stream(method, *args, **options))
+
+    def stream_unary(self, method: str, *args: Any, **options: Any) -> Any:
+        return _Redialing(self, lambda channel: channel.stream_unary(method, *args, **options))
+
+    def stream_stream(self, method: str, *args: Any, **options: Any) -> Any:
+        return _Redialing(self, lambda channel: channel.stream_stream(method, *args, **options))
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.current().get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self.current().wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self.current().channel_ready()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the current channel and any replaced one still finishing its calls."""
+        for old, task in list(self._retiring.items()):
+            task.cancel()
+            await old.close(None)
+        await self._channel.close(grace)
+
+    async def __aenter__(self) -> RenewingChannel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.close(None)
+
+
+class _Redialing:
+    """A multicallable that calls through the channel current at the time of the call."""
+
+    def __init__(self, owner: RenewingChannel, make: Callable[[grpc.aio.Channel], Any]) -> None:
+        self._owner = owner
+        self._make = make
+        self._bound_to: grpc.aio.Channel | None = None
+        self._callable: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self._owner.current()
+        if channel is not self._bound_to:
+            self._callable = self._make(channel)
+            self._bound_to = channel
+        return self._callable(*args, **kwargs)
