@@ -1,5 +1,6 @@
 """Events over a real nats-server: typed round trips, the wire format, durable delivery,
-redelivery and dead letters, ephemeral delivery, lifecycle-aware handling, reconnects."""
+redelivery and dead letters, events that lie about their subject, ephemeral delivery,
+lifecycle-aware handling, reconnects."""
 
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ async def enable_for(nats_url: str, tenant: str, module: str) -> None:
     await client.close()
 
 
+async def event_counts(harness, event_type: str, ready):
+    """The module's counts of `event_type` if `ready(counts)` holds, else None."""
+    metrics = (await harness.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
+    counts = {entry.type: entry.counts for entry in metrics.event_types}.get(event_type)
+    return counts if counts is not None and ready(counts) else None
+
+
 async def order_created_counts(harness, ready):
     """The module's order.created event counts if `ready(counts)` holds, else None."""
-    metrics = (await harness.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
-    counts = {entry.type: entry.counts for entry in metrics.event_types}.get("order.created")
-    return counts if counts is not None and ready(counts) else None
+    return await event_counts(harness, "order.created", ready)
 
 
 async def consumer_info_once_it_sees_an_event(js, consumer: str):
@@ -243,6 +249,83 @@ async def test_a_failing_handler_is_redelivered_then_dead_lettered_and_can_be_re
         remaining = [letter.event.id for letter in await dlq_messages()]
         assert bad_id not in remaining
         await client.close()
+
+
+def forged(event_id: str, event_type: str, tenant: str = "") -> dict[str, str]:
+    """The headers of an event as a raw NATS client would send them, claiming what it likes."""
+    claims = {"ce-tenant": tenant} if tenant else {}
+    return {
+        "ce-id": event_id,
+        "ce-type": event_type,
+        "ce-source": "test",
+        "ce-specversion": "1.0",
+        "Nats-Msg-Id": event_id,
+        **claims,
+    }
+
+
+async def test_an_event_that_disagrees_with_its_subject_is_never_handled(module_harness, mesh_nats):
+    order = b'{"order_id": "forged", "amount": 1}'
+    async with module_harness(LEDGER) as ledger:
+        client = await nats.connect(mesh_nats.url)
+        js = client.jetstream()
+        await js.publish("mesh.evt.acme.order.created", order, headers=forged("tenant-lie", "order.created", "globex"))
+        await js.publish("mesh.evt._.order.created", order, headers=forged("type-lie", "order.paid"))
+        await js.publish("mesh.evt._.order.created", order, headers=forged("no-tenant-lie", "order.created", "_"))
+        await client.publish("mesh.evt.acme.signal.ping", b'{"n": 1}', headers=forged("ping-lie", "signal.ping", "x"))
+
+        expected = {(i, h) for i in ("tenant-lie", "type-lie", "no-tenant-lie") for h in ("book", "audit")}
+
+        async def letters_by_id_and_handler():
+            letters = {
+                (m.headers.get("ce-id"), m.headers.get("mesh-dlq-handler")): m
+                for m in await list_dead_letters(client, module="ledger")
+            }
+            return letters if expected <= set(letters) else None
+
+        letters = await eventually(letters_by_id_and_handler, "the forged events among the dead letters")
+        tenant_lie = letters[("tenant-lie", "book")].headers
+        assert tenant_lie["mesh-dlq-deliveries"] == "1"  # dead-lettered at once: no retry makes it true
+        assert (
+            "disagrees with its subject mesh.evt.acme.order.created: the subject says tenant 'acme', "
+            "ce-tenant says 'globex'" in tenant_lie["mesh-dlq-reason"]
+        )
+        assert (
+            "the subject says type 'order.created', ce-type says 'order.paid'"
+            in (letters[("type-lie", "audit")].headers["mesh-dlq-reason"])
+        )
+        assert (
+            "the subject says no tenant, ce-tenant says '_'"
+            in (letters[("no-tenant-lie", "book")].headers["mesh-dlq-reason"])
+        )
+
+        ping_failed = await eventually(
+            lambda: event_counts(ledger, "signal.ping", lambda c: c.failed >= 1), "the forged ping to count as failed"
+        )
+        assert ping_failed.received == 0
+        assert ledger.module.booked == [] and ledger.module.audited == [] and ledger.module.pings == []
+        await client.close()
+
+
+async def test_a_replayed_dead_letter_of_a_tenant_is_handled_as_the_tenant_s(module_harness, mesh_nats):
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        await enable_for(mesh_nats.url, "acme", "ledger")
+        await eventually(lambda: ledger.context.tenants.is_enabled("acme"), "ledger enabled for acme")
+        order = OrderCreated(order_id="acme-neg", amount=-1)
+        bad_id = await shop.module.ctx.publish("order.created", order, tenant="acme")
+        client = await nats.connect(mesh_nats.url)
+
+        async def book_letter():
+            letters = await list_dead_letters(client, module="ledger")
+            return next((m for m in letters if m.event.id == bad_id and m.headers["mesh-dlq-handler"] == "book"), None)
+
+        letter = await eventually(book_letter, "the acme order among the dead letters")
+        ledger.module.fail_negative = False
+        await replay(client, letter.seq, keep=False)  # on mesh.replay.ledger--book: no tenant in that subject
+        await eventually(lambda: ledger.module.booked, "the replayed order")
+        await client.close()
+    assert ledger.module.booked == [order]
+    assert ("order.created", "acme", bad_id) in ledger.module.audited
 
 
 async def test_ephemeral_handlers_get_core_nats_events(module_harness):

@@ -1,6 +1,7 @@
 """Events in a running mesh, end to end: lifecycle events on NATS, module events flowing
 between module processes with nothing lost at start-up, and mesh.v1.Events for services
-that do not speak NATS (publish, dead letters, replay). Real processes, real nats-server."""
+that do not speak NATS (publish, dead letters, replay; no event that lies about its
+attributes). Real processes, real nats-server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import nats
 import pytest
 
 from conftest import PROJECT
+from mesh.protocol.errors import error_info
 from mesh.v1 import coordinator_pb2, event_pb2, event_pb2_grpc
 from meshkit import MeshDir
 from sdk import State
@@ -128,3 +130,39 @@ def test_services_without_nats_publish_and_replay_dead_letters_over_grpc(tmp_pat
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             events("ReplayDeadLetter", event_pb2.ReplayDeadLetterRequest(seq=letter.seq))
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_event_published_over_grpc_cannot_lie_about_its_attributes(tmp_path):
+    mesh = MeshDir(tmp_path)
+    with mesh.up() as running:
+        running.wait_until_up()
+
+        async def publish(event: event_pb2.Event) -> event_pb2.PublishResponse:
+            async with running.channel() as channel:
+                stub = event_pb2_grpc.EventsStub(channel)
+                return await stub.Publish(event_pb2.PublishRequest(event=event), timeout=30)
+
+        def refused(event: event_pb2.Event) -> str:
+            """Why Publish refused `event`, once that was INVALID_EVENT."""
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                asyncio.run(publish(event))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            info = error_info(error.value)
+            assert info is not None and info.reason == "INVALID_EVENT"
+            return error.value.details()
+
+        def order(tenant: str, **fields) -> event_pb2.Event:
+            return event_pb2.Event(type="order.created", source="mesh://billing-service", tenant=tenant, **fields)
+
+        with running.subjects("mesh.evt.>") as seen:
+            for name in ("tenant", "id", "source", "type", "traceparent"):
+                details = refused(order("liar", extensions={name: "forged"}))
+                assert f"extension '{name}' collides with the CloudEvents attribute" in details
+            malformed = refused(order("liar", extensions={"Not-A-Name": "x"}))
+            assert "extension 'Not-A-Name' is not a CloudEvents attribute name" in malformed
+            assert "tenant '_' is reserved for \"no tenant\"" in refused(order("_"))
+            # published after the refused ones on the coordinator's one connection: once it
+            # is seen, anything refused that had been published would have been seen before it
+            honest = asyncio.run(publish(order("honest", extensions={"priority": "high"})))
+            running.wait_for(lambda: honest.subject in seen, "the honest event on NATS")
+        assert seen == ["mesh.evt.honest.order.created"]

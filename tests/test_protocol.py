@@ -1,5 +1,6 @@
-"""The protocol layer as data: the reason table mirrors errors.proto, and the CloudEvents
-NATS codec round-trips every attribute and refuses what is not an event."""
+"""The protocol layer as data: the reason table mirrors errors.proto, the CloudEvents NATS
+codec round-trips every attribute and refuses what is not an event or lies about itself,
+and `_` (no tenant) is no tenant id."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from mesh.protocol import cloudevents, deadletters, streams
-from mesh.protocol.cloudevents import CloudEvent, NotAnEvent
+from mesh.protocol import cloudevents, deadletters, names, streams
+from mesh.protocol.cloudevents import CloudEvent, DisagreesWithSubject, InvalidExtension, NotAnEvent
 from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
 
 
@@ -62,6 +63,85 @@ def test_a_message_without_required_attributes_is_not_an_event() -> None:
         cloudevents.from_nats({"ce-type": "a.b", "ce-source": "s"}, b"")
     lenient = cloudevents.from_nats(None, None, strict=False)
     assert lenient.id == "" and lenient.data == b""
+
+
+ATTRIBUTES = (
+    "id source type specversion time subject tenant company datacontenttype dataschema data traceparent tracestate"
+).split()
+"""The CloudEvents attributes and the mesh's: the names no extension may have."""
+
+
+def test_the_reserved_extension_names_are_the_attributes() -> None:
+    assert cloudevents.RESERVED_EXTENSIONS == set(ATTRIBUTES)
+
+
+@pytest.mark.parametrize("name", ATTRIBUTES)
+def test_an_extension_never_overwrites_an_attribute(name: str) -> None:
+    event = CloudEvent(id="e4", type="a.b", source="mesh://real", tenant="acme", extensions={name: "forged"})
+    with pytest.raises(InvalidExtension, match=rf"extension '{name}' collides with the CloudEvents attribute"):
+        cloudevents.to_nats(event)
+    with pytest.raises(InvalidExtension, match=f"'{name}'"):
+        cloudevents.check_extensions({"priority": "high", name: "forged"})
+
+
+@pytest.mark.parametrize("name", ["", "Priority", "with-dash", "with_underscore", "a" * 21, "ünï"])
+def test_an_extension_needs_a_cloudevents_attribute_name(name: str) -> None:
+    with pytest.raises(InvalidExtension, match="1-20 lowercase letters and digits"):
+        cloudevents.to_nats(CloudEvent(id="e5", type="a.b", source="s", extensions={name: "x"}))
+    cloudevents.check_extensions({"a" * 20: "x", "v2": "y"})
+
+
+def test_headers_that_no_extension_may_have_are_not_read_as_extensions() -> None:
+    original = cloudevents.to_nats(CloudEvent(id="e6", type="a.b", source="s", extensions={"priority": "high"}))
+    noise = {"ce-data": "x", "ce-traceparent": "y", "ce-Upper": "z", "ce-with-dash": "w"}
+    read = cloudevents.from_nats({**original, **noise}, b"")
+    assert read.extensions == {"priority": "high"}
+    assert cloudevents.to_nats(read) == original  # what is read can always be written again
+
+
+def test_an_event_must_say_the_tenant_and_type_of_its_subject() -> None:
+    def headers(**attributes: str) -> dict[str, str]:
+        return cloudevents.to_nats(CloudEvent(**{"id": "e7", "type": "order.created", "source": "s", **attributes}))
+
+    agreeing = cloudevents.from_nats(headers(tenant="acme"), b"", subject="mesh.evt.acme.order.created")
+    assert agreeing.tenant == "acme"
+    assert cloudevents.from_nats(headers(), b"", subject="mesh.evt._.order.created").tenant == ""
+    with pytest.raises(DisagreesWithSubject, match="subject says tenant 'acme', ce-tenant says 'globex'"):
+        cloudevents.from_nats(headers(tenant="globex"), b"", subject="mesh.evt.acme.order.created")
+    with pytest.raises(DisagreesWithSubject, match="subject says tenant 'acme', ce-tenant says ''"):
+        cloudevents.from_nats(headers(), b"", subject="mesh.evt.acme.order.created")
+    with pytest.raises(DisagreesWithSubject, match="subject says no tenant, ce-tenant says 'acme'"):
+        cloudevents.from_nats(headers(tenant="acme"), b"", subject="mesh.evt._.order.created")
+    with pytest.raises(DisagreesWithSubject, match="subject says no tenant, ce-tenant says '_'"):
+        cloudevents.from_nats(headers(tenant="_"), b"", subject="mesh.evt._.order.created")
+    with pytest.raises(DisagreesWithSubject, match=r"subject says type 'order\.paid', ce-type says 'order\.created'"):
+        cloudevents.from_nats(headers(tenant="acme"), b"", subject="mesh.evt.acme.order.paid")
+    assert isinstance(DisagreesWithSubject("x"), NotAnEvent)  # delivery treats it as any unreadable event
+    # a replayed dead letter names its consumer, not a tenant: its headers are the original's
+    replayed = cloudevents.from_nats(headers(tenant="acme"), b"", subject=names.replay_subject("ledger--book"))
+    assert replayed.tenant == "acme"
+    # inspecting what is there (a dead letter) checks nothing
+    lenient = cloudevents.from_nats(headers(tenant="globex"), b"", strict=False, subject="mesh.evt.acme.order.created")
+    assert lenient.tenant == "globex"
+
+
+def test_event_subject_parts_read_back_what_event_subject_wrote() -> None:
+    assert names.event_subject_parts(names.event_subject("order.created", "acme")) == ("acme", "order.created")
+    assert names.event_subject_parts(names.event_subject("a.b.c", None)) == ("", "a.b.c")
+    assert names.event_subject_parts("mesh.replay.ledger--book") is None
+    assert names.event_subject_parts("mesh.sys.module.base.started") is None
+
+
+def test_the_no_tenant_marker_is_no_tenant_id() -> None:
+    with pytest.raises(MeshError, match="tenant '_' is reserved for \"no tenant\"") as as_id:
+        names.check_id(names.NO_TENANT, "tenant")
+    assert as_id.value.reason == "INVALID_TENANT"
+    with pytest.raises(MeshError, match='reserved for "no tenant"') as as_token:
+        names.check_token(names.NO_TENANT, "tenant")
+    assert as_token.value.reason == "INVALID_EVENT"
+    assert names.check_id("_acme", "tenant") == "_acme"
+    assert names.check_id("_", "company") == "_"  # only the tenant has a place on the subject
+    names.check_token("a_b", "tenant")
 
 
 def test_a_dead_letter_keeps_the_original_and_says_why_and_a_replay_restores_it() -> None:

@@ -256,7 +256,7 @@ async def test_an_unreadable_or_foreign_tenant_event_is_not_handled():
     recorder = ModuleMetricsRecorder("noter", frozenset())
     keep, glance = (next(b for b in handler_bindings(Noter) if b.method_name == n) for n in ("keep", "glance"))
     dispatcher = Dispatcher(Noter(), "noter", recorder)
-    garbled = Msg(_client=None, subject="mesh.evt._.note.added", data=b"{}", headers=note_message("x").headers)
+    garbled = Msg(_client=None, subject="mesh.evt.acme.note.added", data=b"{}", headers=note_message("x").headers)
 
     async def refuse(event: Event[Note]) -> bool:
         return False

@@ -103,6 +103,10 @@ class EventsServicer(event_pb2_grpc.EventsServicer):
                 raise MeshError("INVALID_EVENT", "an event needs a source, e.g. 'mesh://billing-service'")
             if event.tenant:
                 check_token(event.tenant, "tenant")
+            try:
+                cloudevents.check_extensions(event.extensions)
+            except cloudevents.InvalidExtension as error:
+                raise MeshError("INVALID_EVENT", str(error)) from None
             event.id = event.id or uuid.uuid4().hex
             if not event.HasField("time"):
                 event.time.GetCurrentTime()

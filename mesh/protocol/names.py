@@ -33,12 +33,38 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def check_token(value: str, what: str) -> None:
-    """Refuse a value that cannot be one token of a NATS subject (INVALID_EVENT)."""
+    """Refuse a value that cannot be one token of a NATS subject (INVALID_EVENT); a tenant
+    may not be `_`, which on a subject means "no tenant"."""
     if not _TOKEN.match(value):
         raise MeshError(
             "INVALID_EVENT",
             f"{what} {value!r} cannot be part of a NATS subject; use letters, digits, '-' and '_'",
         )
+    _refuse_no_tenant_marker(value, what, "INVALID_EVENT")
+
+
+def _refuse_no_tenant_marker(value: str, what: str, reason: str) -> None:
+    """A tenant named `_` would be indistinguishable from no tenant on every event subject."""
+    if what == "tenant" and value == NO_TENANT:
+        raise MeshError(
+            reason,
+            f'tenant {NO_TENANT!r} is reserved for "no tenant" (the tenant token of an event that '
+            "belongs to none); use another id",
+            metadata={what: value},
+        )
+
+
+def event_subject_parts(subject: str) -> tuple[str, str] | None:
+    """The tenant ("" for none) and event type an event subject says, or None when
+    `subject` is no event subject (a replay, a dead letter, a system event).
+
+    `mesh.evt.acme.order.created` -> ("acme", "order.created"); `mesh.evt._.x.y` -> ("", "x.y").
+    """
+    prefix = f"{EVENT_SUBJECT_PREFIX}."
+    if not subject.startswith(prefix):
+        return None
+    tenant, _, event_type = subject[len(prefix) :].partition(".")
+    return ("" if tenant == NO_TENANT else tenant), event_type
 
 
 def event_subject(event_type: str, tenant: str | None) -> str:
@@ -101,13 +127,15 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def check_id(value: str, what: str) -> str:
-    """A tenant, company or flag id: it is a key token, so letters, digits, '-' and '_'."""
+    """A tenant, company or flag id: it is a key token, so letters, digits, '-' and '_'; a
+    tenant may not be `_`, the "no tenant" token of event subjects."""
     if not _ID.match(value or ""):
         raise MeshError(
             "INVALID_TENANT",
             f"{what} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'",
             metadata={what: value},
         )
+    _refuse_no_tenant_marker(value, what, "INVALID_TENANT")
     return value
 
 

@@ -1,6 +1,7 @@
-"""One delivery of one message to one handler, whatever the transport: decode, filter by
-tenant, count, run the handler, classify what happened — into an `Outcome` that the
-durable path turns into ack / nak / dead letter and the ephemeral path into nothing.
+"""One delivery of one message to one handler, whatever the transport: decode (refusing an
+event whose tenant or type is not its subject's), filter by tenant, count, run the
+handler, classify what happened — into an `Outcome` that the durable path turns into
+ack / nak / dead letter and the ephemeral path into nothing.
 
 Keeping this one function means a durable and an ephemeral handler count, log and judge
 an event the same way; only what is done with the verdict differs.
@@ -127,7 +128,8 @@ class Dispatcher:
         return ACK
 
     def _unreadable(self, binding: HandlerBinding, message: Msg, reason: str) -> Outcome:
-        """A message that is no event or whose payload does not validate: no retry helps."""
+        """A message that is no event, disagrees with its subject or whose payload does not
+        validate: no retry helps, and the handler never sees it."""
         if binding.durable is not None:
             return Outcome(Verdict.DEAD_LETTER, reason=reason)
         self._recorder.record_event((message.headers or {}).get(TYPE_HEADER, "invalid"), "failed")
@@ -162,7 +164,7 @@ def _again(durable: Durable, attempt: int, reason: str, delay: float | None) -> 
 
 
 def _envelope(binding: HandlerBinding, message: Msg, attempt: int) -> Event[Any]:
-    wire = cloudevents.from_nats(message.headers, message.data)
+    wire = cloudevents.from_nats(message.headers, message.data, subject=message.subject)
     extensions = {name: value for name, value in (("tenant", wire.tenant), ("company", wire.company)) if value}
     return Event(
         id=wire.id,
