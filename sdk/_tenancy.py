@@ -15,12 +15,14 @@ A module serves a tenant only once it is enabled for that tenant.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import re
 import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import nats.js.errors
@@ -30,12 +32,32 @@ from mesh.protocol.errors import MeshError
 from mesh.protocol.layers import deep_merge
 from mesh.protocol.names import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, TENANT_METADATA
 from mesh.protocol.streams import open_bucket
+from mesh.protocol.tokens import AUTHORIZATION_METADATA
 
 _log = logging.getLogger("sdk.tenancy")
 
 
+@dataclass(frozen=True)
+class CallTenant:
+    """The tenant a served call acts for, as the module server's gate established it (from a
+    mesh identity's x-tenant-id, or from the caller's token), and the caller's authorization
+    metadata to forward to dependencies."""
+
+    tenant: str
+    authorization: str = ""
+
+
+current_call: contextvars.ContextVar[CallTenant | None] = contextvars.ContextVar("mesh_call_tenant", default=None)
+"""Set by the gate of a module's own service call. grpc.aio runs each call in a task of its own,
+so the value lasts exactly the call (and the tasks it starts)."""
+
+
 def tenant_of(context: Any) -> str:
-    """The tenant of a gRPC call (its x-tenant-id metadata), "" when it has none."""
+    """The tenant of a gRPC call, "" when it has none: the one the server's gate proved, else
+    (outside a module server) its x-tenant-id metadata."""
+    call = current_call.get()
+    if call is not None:
+        return call.tenant
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
             return str(value)
@@ -43,8 +65,13 @@ def tenant_of(context: Any) -> str:
 
 
 def tenant_metadata(tenant: str) -> list[tuple[str, str]]:
-    """Call metadata that carries `tenant` on to another module ([] for no tenant)."""
-    return [(TENANT_METADATA, tenant)] if tenant else []
+    """Call metadata that carries `tenant` on to another module ([] for no tenant), with the
+    current call's authorization (its caller's token) when it has one."""
+    metadata = [(TENANT_METADATA, tenant)] if tenant else []
+    call = current_call.get()
+    if call is not None and call.authorization:
+        metadata.append((AUTHORIZATION_METADATA, call.authorization))
+    return metadata
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

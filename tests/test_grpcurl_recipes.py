@@ -47,7 +47,8 @@ def serves_tenant(running: RunningMesh, address: str, tenant: str) -> bool:
     """Whether the users module at `address` answers a read-only call for `tenant`."""
 
     async def call() -> None:
-        async with running.channel(address) as channel:
+        # as a mesh process forwarding a call: its x-tenant-id is trusted (operators need a token)
+        async with running.channel(address, as_coordinator=True) as channel:
             await users_pb2_grpc.UsersStub(channel).ListUsers(
                 users_pb2.ListUsersRequest(), metadata=[("x-tenant-id", tenant)], timeout=WAIT_SECONDS
             )

@@ -16,6 +16,7 @@
     mesh flags     set | get: feature flags of a tenant
     mesh config    set | get | effective: layered configuration of a module
     mesh creds     issue | grpcurl-flags: credentials from the mesh CA
+    mesh token     issue: a bearer token that proves a tenant
 
 Exit codes: 0 success; 1 the operation failed (or, for `status`, a module is not
 running; for `health`, the mesh is degraded); 2 bad usage or invalid input (for `health`,
@@ -29,12 +30,12 @@ import os
 from collections.abc import Callable
 from importlib import metadata
 
-from mesh.cli import creds, events, inspection, lifecycle, logs, new, operations, tenancy
+from mesh.cli import creds, events, inspection, lifecycle, logs, new, operations, tenancy, tokens
 from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, error_console
 from mesh.protocol.logs import configure_logging
 
 # In the order `mesh --help` lists them.
-COMMAND_GROUPS = (lifecycle, inspection, operations, events, tenancy, creds, new, logs)
+COMMAND_GROUPS = (lifecycle, inspection, operations, events, tenancy, creds, tokens, new, logs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from mesh.protocol.pki import (
     CredentialsError,
     cert_lifetime_seconds,
 )
+from mesh.protocol.tokens import SIGNING_KEY_FILE, VERIFICATION_KEYS_FILE, SigningKey
 
 ROLES = tuple(role.name.lower() for role in Role)
 
@@ -84,9 +85,14 @@ def _issue(args: argparse.Namespace) -> int:
         lifetime = args.lifetime or cert_lifetime_seconds(os.environ)
         authority = existing_authority(state_root(args) / "pki")
         authority.issue(identity.common_name, hosts=args.host, lifetime_seconds=lifetime).write(args.out)
+        if args.module is not None:
+            # A module verifies its callers' tenant tokens with the mesh's public token key.
+            key = SigningKey.load_or_create(state_root(args) / "pki" / SIGNING_KEY_FILE)
+            (Path(args.out) / VERIFICATION_KEYS_FILE).write_bytes(key.public_pem)
     except CredentialsError as error:
         raise CliError(str(error), EXIT_USAGE) from None
-    console.print(f"mesh creds: {identity} → {args.out} (ca.pem, cert.pem, key.pem)", markup=False, highlight=False)
+    written = "ca.pem, cert.pem, key.pem" + (f", {VERIFICATION_KEYS_FILE}" if args.module is not None else "")
+    console.print(f"mesh creds: {identity} → {args.out} ({written})", markup=False, highlight=False)
     return EXIT_OK
 
 

@@ -5,7 +5,9 @@ the coordinator hands out — its own, the admin operator's (what the CLI of the
     <state>/pki/ca.pem, ca-key.pem     the mesh CA (created at the first `mesh up`)
     <state>/pki/coordinator/           the coordinator's credentials
     <state>/pki/operators/<role>/      operator credentials (admin by default)
-    <state>/pki/modules/<name>/        each module's credentials (its MESH_TLS_DIR)
+    <state>/pki/modules/<name>/        each module's credentials (its MESH_TLS_DIR), with the
+                                       public token keys (token-keys.pem) it verifies callers' tokens with
+    <state>/pki/token-key.pem          the mesh's token signing key (`mesh token issue`)
 
 Renewal rewrites a folder's files at two thirds of the certificate's lifetime: servers re-read
 them at the next handshake, clients present them from their next channel on, nothing restarts.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from mesh.protocol.identity import COORDINATOR, Role, module_identity, operator_identity
 from mesh.protocol.pki import CA_KEY_FILE, CertificateAuthority, CredentialsError, cert_lifetime_seconds
+from mesh.protocol.tokens import JWKS_ENV, SIGNING_KEY_FILE, VERIFICATION_KEYS_FILE, SigningKey
 from mesh.protocol.transport import INSECURE_ENV, TLS_DIR_ENV, Transport
 
 _log = logging.getLogger("mesh")
@@ -54,6 +57,8 @@ class MeshCredentials:
         self.pki_dir = pki_dir
         self.insecure = insecure
         self._lifetime = cert_lifetime_seconds(dict(env))
+        self._jwks = env.get(JWKS_ENV, "")
+        self._token_key: SigningKey | None = None
         self._authority: CertificateAuthority | None = None
         self._issued: dict[Path, _Issued] = {}
         self._changed = asyncio.Event()
@@ -73,6 +78,10 @@ class MeshCredentials:
         return self.pki_dir / "modules" / name
 
     @property
+    def token_key_file(self) -> Path:
+        return self.pki_dir / SIGNING_KEY_FILE
+
+    @property
     def transport(self) -> Transport:
         """How the coordinator listens and dials (its files exist once `issue_own` ran)."""
         return Transport(None if self.insecure else self.coordinator_dir)
@@ -84,9 +93,12 @@ class MeshCredentials:
             return
         self._issue(COORDINATOR.common_name, (), self.coordinator_dir)
         self._issue(operator_identity(operator_name(), Role.ADMIN).common_name, (), self.admin_dir)
+        self._token_key_now()
 
     def module_env(self, name: str, hosts: Sequence[str] = ()) -> dict[str, str]:
-        """The environment that gives module `name` its transport, its credentials issued now.
+        """The environment that gives module `name` its transport, its credentials issued now
+        (with the public keys it verifies callers' tokens with, and an external issuer's JWKS
+        as an absolute path when MESH_TOKEN_JWKS names one).
 
         Args:
             name: The module.
@@ -96,7 +108,11 @@ class MeshCredentials:
             return {INSECURE_ENV: "1"}
         folder = self.module_dir(name)
         self._issue(module_identity(name).common_name, tuple(hosts), folder)
-        return {TLS_DIR_ENV: str(folder.resolve())}
+        (folder / VERIFICATION_KEYS_FILE).write_bytes(self._token_key_now().public_pem)
+        env = {TLS_DIR_ENV: str(folder.resolve())}
+        if self._jwks:
+            env[JWKS_ENV] = str(Path(self._jwks).resolve())
+        return env
 
     def _issue(self, common_name: str, hosts: tuple[str, ...], folder: Path) -> None:
         authority = self._authority_now()
@@ -105,6 +121,11 @@ class MeshCredentials:
             common_name, hosts, folder, renew_at=time.monotonic() + self._lifetime * RENEW_AT_FRACTION
         )
         self._changed.set()
+
+    def _token_key_now(self) -> SigningKey:
+        if self._token_key is None:
+            self._token_key = SigningKey.load_or_create(self.token_key_file)
+        return self._token_key
 
     def _authority_now(self) -> CertificateAuthority:
         if self._authority is None:

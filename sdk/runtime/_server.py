@@ -1,6 +1,11 @@
 """One module served on its own grpc.aio server: Lifecycle, standard health, reflection,
 and the module's own services behind the metrics-and-state interceptor, over mTLS (or
-plaintext on loopback when the transport is insecure)."""
+plaintext on loopback when the transport is insecure).
+
+Whose word a call's tenant is depends on who calls: mesh processes (the coordinator, modules
+forwarding a call) are trusted for x-tenant-id; anyone else (operators: people and tools from
+outside the mesh) proves it with a bearer token. Plaintext has no identities: x-tenant-id is
+trusted from everyone there."""
 
 from __future__ import annotations
 
@@ -18,17 +23,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.protocol.errors import MeshError
-from mesh.protocol.identity import Anyone, CoordinatorOnly, Rules, identity_of, refusal
+from mesh.protocol.identity import Anyone, CoordinatorOnly, Identity, Kind, Rules, identity_of, refusal
 from mesh.protocol.manifest import ManifestError
 from mesh.protocol.names import TENANT_METADATA, check_id
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import server_interceptors
+from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, TokenVerifier, bearer_token
 from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sdk._loader import LoadedModule
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import required_flags, served_services
+from sdk._tenancy import CallTenant, current_call
 from sdk.events import check_declared_events, handler_bindings
 from sdk.runtime._interceptors import ModuleServerInterceptor
 from sdk.runtime._lifecycle import LifecycleServicer
@@ -119,6 +126,7 @@ class ModuleServer:
             InsecureBindRefused: Plaintext asked for on a non-loopback address.
         """
         own = {service.full_name for service in self.services}
+        tokens = TokenVerifier.for_module(self.transport.folder, os.environ) if self.transport.secure else None
         server = grpc.aio.server(
             interceptors=[
                 *server_interceptors(),
@@ -127,7 +135,7 @@ class ModuleServer:
                     self.runtime,
                     own,
                     required_flags(self.loaded.module_class, self.services),
-                    checks_identity=self.transport.secure,
+                    tokens=tokens,
                 ),
             ],
             # With gRPC's default (1) a second server can silently share a port in use.
@@ -202,17 +210,19 @@ def _gated_interceptor(
     own_services: set[str],
     flags: dict[str, str],
     *,
-    checks_identity: bool,
+    tokens: TokenVerifier | None,
 ) -> ModuleServerInterceptor:
     """The interceptor, with the one gate of every call: the caller's identity against
-    MODULE_RULES (with mTLS; plaintext has no identities), then, in front of the module's own
-    services, open only while RUNNING and only to tenants (metadata x-tenant-id) the module
-    is enabled for."""
+    MODULE_RULES (with mTLS, where `tokens` verifies operators' bearer tokens; plaintext has
+    neither), then, in front of the module's own services, open only while RUNNING and only
+    to tenants the module is enabled for; the call's tenant is then `current_call`."""
     name = runtime.manifest.name
 
     def gate(method: str, metadata: Mapping[str, str], context: grpc.aio.ServicerContext[Any, Any]) -> MeshError | None:
-        if checks_identity:
-            refused = refusal(identity_of(context), method, MODULE_RULES, Anyone.AUTHENTICATED)
+        identity = None
+        if tokens is not None:
+            identity = identity_of(context)
+            refused = refusal(identity, method, MODULE_RULES, Anyone.AUTHENTICATED)
             if refused is not None:
                 return refused
         service = method.lstrip("/").partition("/")[0]
@@ -224,9 +234,48 @@ def _gated_interceptor(
                 f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING",
                 metadata={"module": name, "state": runtime.state.name},
             )
-        return tenant_refusal(runtime, method, metadata.get(TENANT_METADATA, ""), flags.get(method))
+        try:
+            call = proven_tenant(metadata, identity, tokens)
+        except MeshError as error:
+            return error
+        refused = tenant_refusal(runtime, method, call.tenant, flags.get(method))
+        if refused is None:
+            current_call.set(call)
+        return refused
 
     return ModuleServerInterceptor(recorder, gate)
+
+
+def proven_tenant(metadata: Mapping[str, str], identity: Identity | None, tokens: TokenVerifier | None) -> CallTenant:
+    """The tenant a call acts for: x-tenant-id from a mesh process (or from anyone, in plaintext),
+    else the tenant of the caller's bearer token (an x-tenant-id beside it must agree).
+
+    Raises:
+        MeshError: UNAUTHENTICATED for a tenant claimed without a token, a token that does not
+            verify, or a token of another tenant.
+    """
+    claimed = metadata.get(TENANT_METADATA, "")
+    authorization = metadata.get(AUTHORIZATION_METADATA, "")
+    if tokens is None or (identity is not None and identity.kind in (Kind.COORDINATOR, Kind.MODULE)):
+        return CallTenant(claimed, authorization)
+    if not authorization:
+        if claimed:
+            raise MeshError(
+                "UNAUTHENTICATED",
+                f"{identity} may not just claim tenant {claimed} with {TENANT_METADATA}: callers from outside "
+                f"the mesh prove it with the metadata 'authorization: Bearer <token>'; {HOW_TO_GET}",
+                metadata={"tenant": claimed},
+            )
+        return CallTenant("")
+    claims = tokens.verify(bearer_token(authorization))
+    if claimed and claimed != claims.tenant:
+        raise MeshError(
+            "UNAUTHENTICATED",
+            f"{TENANT_METADATA} says tenant {claimed} but the bearer token is for tenant {claims.tenant}; "
+            f"leave {TENANT_METADATA} out or send a token of {claimed}",
+            metadata={"tenant": claimed, "token_tenant": claims.tenant},
+        )
+    return CallTenant(claims.tenant, authorization)
 
 
 def tenant_refusal(runtime: ModuleRuntime, method: str, tenant: str, flag: str | None) -> MeshError | None:
