@@ -16,7 +16,18 @@ from sdk._metrics import Counter
 from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
 from sdk._storage import Database
 from sdk._tenancy import ModuleCache, TenantView, tenant_metadata, tenant_of
-from sdk.events import Drop, Durable, Ephemeral, Event, HandlerBinding, Retry, current_event, handler_bindings, on
+from sdk.events import (
+    Drop,
+    Durable,
+    Ephemeral,
+    Event,
+    HandlerBinding,
+    Retry,
+    current_event,
+    event_consumers,
+    handler_bindings,
+    on,
+)
 
 __all__ = [
     # writing a module
@@ -53,6 +64,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ModuleLoadError",
+    "event_consumers",
     "handler_bindings",
     "load_module",
 ]

@@ -29,8 +29,9 @@ import psutil
 from nats.aio.msg import Msg
 
 from conftest import PROJECT
+from mesh.control.nats_identities import admin_login
 from mesh.protocol.transport import Transport
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, lifecycle_pb2
 from sdk import State
 
 WAIT_SECONDS = 90  # an upper bound for things to happen, never a speed assertion
@@ -207,6 +208,17 @@ class RunningMesh:
         """The URL of the mesh's NATS server (the embedded one `mesh up` started)."""
         return self._coordinator_info()["nats_url"]
 
+    def nats_login(self) -> dict[str, Any]:
+        """The operator's NATS login (nats-py connect options) of this mesh, as the CLI uses it."""
+        return admin_login(self.mesh.state / "nats-access").connect_options()
+
+    def module_nats(self, module: str) -> lifecycle_pb2.NatsSettings:
+        """The NATS settings the coordinator gives `module` (its user, from the server's
+        configuration), for a replica a test brings up itself."""
+        users = json.loads((self.mesh.state / "nats-access" / "server.conf").read_text())["authorization"]["users"]
+        (password,) = [user["password"] for user in users if user["user"] == module]
+        return lifecycle_pb2.NatsSettings(servers=[self.nats_url], user=module, password=password)
+
     def _coordinator_info(self) -> dict[str, Any]:
         deadline = time.monotonic() + WAIT_SECONDS
         info_file = self.mesh.state / "coordinator.json"
@@ -228,7 +240,7 @@ class RunningMesh:
         failure: list[BaseException] = []
 
         async def listen() -> None:
-            client = await nats.connect(self.nats_url)
+            client = await nats.connect(self.nats_url, **self.nats_login())
             try:
 
                 async def keep(message: Msg) -> None:

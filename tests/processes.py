@@ -73,10 +73,16 @@ class ModuleProcess:
 
 
 def settings(
-    *, nats_url: str = "", config: dict[str, Any] | None = None, dependencies: dict[str, str] | None = None
+    *,
+    nats_url: str = "",
+    nats: lifecycle_pb2.NatsSettings | None = None,
+    config: dict[str, Any] | None = None,
+    dependencies: dict[str, str] | None = None,
 ) -> lifecycle_pb2.ModuleSettings:
+    """What a test that plays the coordinator sends at Initialize (`nats`: a mesh's NATS with
+    a module's login, see RunningMesh.module_nats)."""
     result = lifecycle_pb2.ModuleSettings(
-        nats=lifecycle_pb2.NatsSettings(servers=[nats_url] if nats_url else []),
+        nats=nats or lifecycle_pb2.NatsSettings(servers=[nats_url] if nats_url else []),
         dependencies=[
             lifecycle_pb2.DependencyEndpoint(name=name, address=address, available=True)
             for name, address in (dependencies or {}).items()

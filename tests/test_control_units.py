@@ -126,8 +126,12 @@ def _registration() -> tuple[Registry, Registration]:
     def no_settings(record: ModuleRecord, extra: object) -> lifecycle_pb2.ModuleSettings:
         raise AssertionError("a refused module is never initialized")
 
-    lifecycle = ModuleLifecycle(registry, no_settings, Transport(None), stop_grace_seconds=1)
+    lifecycle = ModuleLifecycle(registry, no_settings, Transport(None), admit=_no_admission, stop_grace_seconds=1)
     return registry, Registration(registry, lifecycle, BackgroundTasks(), ready_timeout_seconds=1)
+
+
+async def _no_admission(manifest: Manifest, consumers: object) -> None:
+    raise AssertionError("no module is brought up here")
 
 
 def _manifest(name: str, *deps: str, version: str = "1.0.0", constraint: str = "") -> Manifest:
@@ -170,7 +174,11 @@ def test_a_failure_is_recorded_with_its_phase_and_told_to_listeners():
     changes: list[tuple[str, State, State]] = []
     registry.listen(lambda record, previous: changes.append((record.name, previous, record.state)))
     lifecycle = ModuleLifecycle(
-        registry, lambda record, extra: lifecycle_pb2.ModuleSettings(), Transport(None), stop_grace_seconds=1
+        registry,
+        lambda record, extra: lifecycle_pb2.ModuleSettings(),
+        Transport(None),
+        admit=_no_admission,
+        stop_grace_seconds=1,
     )
     lifecycle.fail(registry.require("base"), "initialize", "HOOK_FAILED", "on_initialize raised")
     base = registry.require("base")

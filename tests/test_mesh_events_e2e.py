@@ -40,7 +40,7 @@ def test_lifecycle_events_are_published_on_nats(tmp_path):
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
 
         async def restart_and_listen() -> list[tuple[str, str]]:
-            client = await nats.connect(nats_url)
+            client = await nats.connect(nats_url, **running.nats_login())
             seen: list[tuple[str, str]] = []
             done = asyncio.Event()
 

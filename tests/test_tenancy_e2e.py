@@ -143,7 +143,7 @@ def test_the_guard_on_calls_flags_and_events(tmp_path):
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
 
         async def publish(tenant: str, event_id: str) -> None:
-            client = await nats.connect(nats_url)
+            client = await nats.connect(nats_url, **running.nats_login())
             headers = {
                 "ce-id": event_id,
                 "ce-type": "greeting.sent",
@@ -176,9 +176,8 @@ def test_config_overrides_reach_two_replicas_without_restart_and_are_validated_f
     mesh.module("billing", cls="Billing", subscribes=["greeting.sent"])
     with mesh.up() as running:
         modules = running.wait_until_up()
-        nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
         replica = spawn(mesh.modules / "billing", env=mesh.environment(), pki=mesh.state / "pki")
-        replica.bring_up(settings(nats_url=nats_url))
+        replica.bring_up(settings(nats=running.module_nats("billing")))
         replicas = [modules["billing"].address, replica.address]
         tenancy(running, "EnableModule", tenancy_pb2.EnableModuleRequest(tenant="acme", module="billing"))
         for address in replicas:
@@ -243,9 +242,8 @@ def test_tenant_hooks_run_once_per_change_in_every_replica(tmp_path, spawn):
     mesh.module("billing", cls="Billing", subscribes=["greeting.sent"])
     with mesh.up() as running:
         modules = running.wait_until_up()
-        nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
         replica = spawn(mesh.modules / "billing", env=mesh.environment(), pki=mesh.state / "pki")
-        replica.bring_up(settings(nats_url=nats_url))
+        replica.bring_up(settings(nats=running.module_nats("billing")))
         pids = {modules["billing"].pid, replica.popen.pid}
 
         def hook_lines(kind: str) -> list[str]:

@@ -30,12 +30,12 @@ import os
 from collections.abc import Callable
 from importlib import metadata
 
-from mesh.cli import creds, events, inspection, lifecycle, logs, new, operations, tenancy, tokens
+from mesh.cli import creds, events, inspection, lifecycle, logs, nats, new, operations, tenancy, tokens
 from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, error_console
 from mesh.protocol.logs import configure_logging
 
 # In the order `mesh --help` lists them.
-COMMAND_GROUPS = (lifecycle, inspection, operations, events, tenancy, creds, tokens, new, logs)
+COMMAND_GROUPS = (lifecycle, inspection, operations, events, tenancy, creds, tokens, nats, new, logs)
 
 
 def main(argv: list[str] | None = None) -> int:

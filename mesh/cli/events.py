@@ -94,9 +94,11 @@ async def _dlq_action(args: argparse.Namespace, url: str) -> int:
     import nats
 
     from mesh.control import dlq
+    from mesh.control.nats_identities import admin_login
 
+    login = admin_login(StateDir(state_root(args)).nats_access).connect_options()
     try:
-        client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=0)
+        client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=0, **login)
     except Exception as error:
         raise CliError(f"cannot reach NATS at {url}: {error}", EXIT_UNREACHABLE) from None
     try:

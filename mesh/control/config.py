@@ -56,6 +56,9 @@ class MeshConfig(_Strict):
     listen: str = DEFAULT_LISTEN
     state_dir: Path = Path(".mesh")
     nats_url: str = ""
+    nats_credentials: Path | None = None
+    """With an external NATS: a folder of credentials files, `coordinator.creds` and one
+    `<module>.creds` per module (MESH_NATS_CREDENTIALS); see `mesh nats permissions`."""
     stop_grace_seconds: float = Field(default=30.0, gt=0)
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     health_cache_seconds: float = Field(default=5.0, ge=0)
@@ -87,7 +90,8 @@ def load_config(
 ) -> MeshConfig:
     """Read `path` (or ./mesh.toml when it exists), then apply the environment and `overrides`.
 
-    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL, MESH_EXTERNAL_MODULES,
+    Environment: MESH_LISTEN, MESH_STATE_DIR, MESH_MODULES_DIR, NATS_URL, MESH_NATS_CREDENTIALS,
+    MESH_EXTERNAL_MODULES,
     MESH_INSECURE.
 
     Raises:
@@ -111,6 +115,7 @@ def load_config(
         ("MESH_STATE_DIR", "state_dir"),
         ("MESH_MODULES_DIR", "modules_dir"),
         ("NATS_URL", "nats_url"),
+        ("MESH_NATS_CREDENTIALS", "nats_credentials"),
         ("MESH_EXTERNAL_MODULES", "external_modules"),
         ("MESH_INSECURE", "insecure"),
     ):

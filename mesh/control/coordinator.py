@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from mesh.control.credentials import MeshCredentials
 from mesh.control.events_api import EventsServicer
 from mesh.control.failures import StartupFailed, ValidationFailed
 from mesh.control.lifecycle import ModuleLifecycle
+from mesh.control.nats_identities import NatsIdentities
 from mesh.control.registration import Registration
 from mesh.control.registry import ModuleRecord, Registry, describe_origin, now
 from mesh.control.sequencer import Sequencer
@@ -40,7 +42,7 @@ from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.nats_server import EmbeddedNats
 from mesh.protocol.states import State
-from mesh.protocol.streams import ensure_streams, provisioned
+from mesh.protocol.streams import provision_mesh
 from mesh.v1 import module_pb2
 
 __all__ = ["Coordinator", "StartupFailed", "ValidationFailed"]
@@ -60,9 +62,21 @@ class Coordinator:
         self.shutdown_requested = asyncio.Event()
         self.shutdown_reason = ""
         self._endpoints = MeshEndpoints()
-        self._settings = ModuleSettingsSource(config, self.registry, self.state_dir, self._endpoints, self.env)
+        self.nats_identities = NatsIdentities(
+            self.state_dir.nats_access,
+            embedded=not config.nats_url,
+            credentials_dir=config.nats_credentials,
+            enforced=not config.insecure,
+        )
+        self._settings = ModuleSettingsSource(
+            config, self.registry, self.state_dir, self._endpoints, self.env, self.nats_identities.module_login
+        )
         self._lifecycle = ModuleLifecycle(
-            self.registry, self._settings.settings_for, transport, stop_grace_seconds=config.stop_grace_seconds
+            self.registry,
+            self._settings.settings_for,
+            transport,
+            admit=self.nats_identities.admit,
+            stop_grace_seconds=config.stop_grace_seconds,
         )
         self._tasks = BackgroundTasks()
         self._supervisor = Supervisor(
@@ -131,10 +145,11 @@ class Coordinator:
         if not self.config.insecure:
             self._tasks.start(self.credentials.renew_forever(), name="renew certificates")
         self._start_nats()
-        await self._events.connect(self.nats_url)
+        await self._events.connect(self.nats_url, self.nats_identities.coordinator_login().connect_options())
         jetstream = self._events.jetstream()
-        await provisioned("creating the event streams", lambda: ensure_streams(jetstream))
+        await provision_mesh(jetstream)
         self._endpoints.events_since = now()
+        self.nats_identities.attach(jetstream, self._endpoints.events_since.ToDatetime(tzinfo=UTC), self._embedded_nats)
         self.registry.listen(self._events.on_change)
         self._supervisor.restart_listeners.append(self._events.on_restart)
         for record in self.registry.records.values():
@@ -161,7 +176,10 @@ class Coordinator:
             return
         # Started from the main thread, so that Linux can end it with this process.
         self._embedded_nats = EmbeddedNats(
-            data_dir=self.state_dir.nats, log_file=self.state_dir.logs / "nats-server.log", die_with_parent=True
+            data_dir=self.state_dir.nats,
+            log_file=self.state_dir.logs / "nats-server.log",
+            die_with_parent=True,
+            extra_args=self.nats_identities.server_args(),
         )
         self._endpoints.nats_url = self._embedded_nats.start()
 

@@ -6,7 +6,7 @@ FAILED (with the error and the phase) when it fails, and so on for Start and Rel
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from opentelemetry import trace
@@ -14,6 +14,7 @@ from opentelemetry import trace
 from mesh.control.module_client import ModuleClient
 from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import State
 from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, module_pb2
@@ -22,6 +23,8 @@ T = TypeVar("T")
 
 SettingsFor = Callable[[ModuleRecord, Mapping[str, Any] | None], lifecycle_pb2.ModuleSettings]
 """The settings a module gets at Initialize and Reload (extra configuration on top, or None)."""
+Admit = Callable[[Manifest, Sequence[lifecycle_pb2.EventConsumer]], Awaitable[None]]
+"""Gives a described module its NATS identity and creates its consumers, before Initialize."""
 
 _log = logging.getLogger("mesh")
 _tracer = trace.get_tracer("mesh.coordinator")
@@ -31,9 +34,16 @@ class ModuleLifecycle:
     """Drives one module at a time through Describe, Initialize, Start, Reload and Stop."""
 
     def __init__(
-        self, registry: Registry, settings_for: SettingsFor, transport: Transport, *, stop_grace_seconds: float
+        self,
+        registry: Registry,
+        settings_for: SettingsFor,
+        transport: Transport,
+        *,
+        admit: Admit,
+        stop_grace_seconds: float,
     ) -> None:
         self._registry = registry
+        self._admit = admit
         self._transport = transport
         self._settings_for = settings_for
         self._stop_grace_seconds = stop_grace_seconds
@@ -79,6 +89,7 @@ class ModuleLifecycle:
             record.manifest_proto = described.manifest
             record.instance_id = described.status.instance_id or record.instance_id
             record.pid = described.status.pid or record.pid
+            await self._step(record, "access", None, lambda: self._admit(record.manifest, described.consumers))
             settings = self._settings_for(record, None)
             await self._step(record, "initialize", State.INITIALIZING, lambda: client.initialize(settings))
             self._registry.update(record, State.INITIALIZED)

@@ -3,13 +3,14 @@ are, how to reach NATS and the coordinator, telemetry and its state folder."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from mesh.control.config import MeshConfig
+from mesh.control.nats_identities import NatsLogin
 from mesh.control.registry import ModuleRecord, Registry
 from mesh.control.statedir import StateDir
 from mesh.protocol.states import State
@@ -42,8 +43,10 @@ class ModuleSettingsSource:
         state_dir: StateDir,
         endpoints: MeshEndpoints,
         env: Mapping[str, str],
+        nats_login: Callable[[str], NatsLogin],
     ) -> None:
         self._config = config
+        self._nats_login = nats_login
         self._registry = registry
         self._state_dir = state_dir
         self._endpoints = endpoints
@@ -80,7 +83,7 @@ class ModuleSettingsSource:
         return lifecycle_pb2.ModuleSettings(
             config=config,
             dependencies=endpoints,
-            nats=lifecycle_pb2.NatsSettings(servers=mesh.nats_url.split(",") if mesh.nats_url else []),
+            nats=self._nats_login(record.name).settings(mesh.nats_url.split(",") if mesh.nats_url else []),
             telemetry=lifecycle_pb2.TelemetrySettings(
                 otel_env={key: value for key, value in self._env.items() if forwarded_to_modules(key)}
             ),

@@ -9,6 +9,7 @@ embedded NATS data, and the lock that keeps two coordinators off one folder.
     .mesh/run/                 ready files of module processes
     .mesh/state/<module>/      each module's own state (databases, caches)
     .mesh/nats/                the embedded nats-server's JetStream data
+    .mesh/nats-access/         NATS users and permissions (nats_identities.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class StateDir:
         self.state = root / "state"
         self.nats = root / "nats"
         self.pki = root / "pki"
+        self.nats_access = root / "nats-access"
         self.info_file = root / "coordinator.json"
         self._lock_file: IO[str] | None = None
 

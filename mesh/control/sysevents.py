@@ -51,8 +51,9 @@ class LifecycleEvents:
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]] | None] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
 
-    async def connect(self, url: str) -> None:
-        self._nats = await nats.connect(url.split(","), name="mesh-coordinator", max_reconnect_attempts=-1)
+    async def connect(self, url: str, login: dict[str, Any]) -> None:
+        """Connect as the coordinator (`login`: its nats-py authentication options)."""
+        self._nats = await nats.connect(url.split(","), name="mesh-coordinator", max_reconnect_attempts=-1, **login)
         self._publisher = asyncio.create_task(self._publish_in_order(), name="lifecycle-events")
 
     def connection(self) -> Any:

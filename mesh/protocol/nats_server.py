@@ -140,6 +140,13 @@ class EmbeddedNats:
         self.stop()
         raise NatsServerError(f"nats-server did not come up within {STARTUP_TIMEOUT_SECONDS} s")
 
+    def reload(self) -> None:
+        """Have the server read its configuration file again (SIGHUP): new users and
+        permissions apply to connected clients too, nothing restarts."""
+        if self._process is None or self._process.poll() is not None:
+            raise NatsServerError("the nats-server is not running, so it cannot reload its configuration")
+        self._process.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its scratch folder."""
         if self._process is not None and self._process.poll() is None:

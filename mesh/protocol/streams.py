@@ -1,9 +1,10 @@
-"""JetStream provisioning: the event and dead-letter streams and the key-value buckets,
-created when missing and brought up to date, with their settings read from the
-environment.
+"""JetStream provisioning: the event and dead-letter streams, the key-value buckets and the
+durable consumers, created when missing and brought up to date, with the streams' settings
+read from the environment.
 
-Both the coordinator (at `mesh up`) and each module (at Initialize, for a module started
-elsewhere) call these, so a module can run against a NATS server nobody prepared.
+In a mesh the coordinator provisions everything (a module's NATS identity may not: see
+nats_access.py); a module run alone, against a NATS server nobody prepared, provisions what
+it needs itself.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import nats.errors
@@ -24,11 +26,16 @@ from nats.js import api
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import (
     BUCKET_HISTORY,
+    CONFIG_BUCKET,
     DEAD_LETTER_STREAM,
     DEAD_LETTER_SUBJECT_PREFIX,
     EVENT_STREAM,
     EVENT_SUBJECT_PREFIX,
+    FLAGS_BUCKET,
+    MODULES_BUCKET,
     REPLAY_SUBJECT_PREFIX,
+    pattern_subject,
+    replay_subject,
 )
 
 PROVISIONING_SECONDS = 120.0
@@ -154,6 +161,84 @@ async def ensure_streams(js: Any, settings: StreamSettings | None = None) -> Non
             config.retention = info.config.retention
         if sorted(info.config.subjects or []) != sorted(subjects) or info.config.max_age != max_age:
             await js.update_stream(config)
+
+
+async def streams_exist(js: Any) -> bool:
+    """Whether the event and dead-letter streams are there (a read every module may do)."""
+    for name in (EVENT_STREAM, DEAD_LETTER_STREAM):
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return False
+    return True
+
+
+async def provision_mesh(js: Any) -> None:
+    """Everything the coordinator prepares before any module starts: the streams and the
+    tenancy buckets, which modules read but may not create."""
+    await provisioned("creating the event streams", lambda: ensure_streams(js))
+    for bucket in (MODULES_BUCKET, FLAGS_BUCKET, CONFIG_BUCKET):
+        await open_bucket(js, bucket)
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """A durable consumer of the event stream, as a handler needs it."""
+
+    name: str
+    patterns: Sequence[str]
+    ack_wait_seconds: float
+    max_ack_pending: int
+
+    @property
+    def filters(self) -> list[str]:
+        """The handler's event subjects, and its own replay subject."""
+        return [*(pattern_subject(pattern) for pattern in self.patterns), replay_subject(self.name)]
+
+
+async def find_consumer(js: Any, consumer: ConsumerSettings) -> bool | None:
+    """True when the consumer exists with the right filters, False when it exists with others,
+    None when it does not exist."""
+    try:
+        info: api.ConsumerInfo = await js.consumer_info(EVENT_STREAM, consumer.name)
+    except nats.js.errors.NotFoundError:
+        return None
+    return sorted(info.config.filter_subjects or []) == sorted(consumer.filters)
+
+
+async def ensure_consumer(js: Any, consumer: ConsumerSettings, events_since: datetime | None) -> None:
+    """Create a durable consumer, or bring its filters up to date (keeping its start position).
+
+    Args:
+        js: JetStream, with the right to create consumers.
+        consumer: What the handler reads, and how.
+        events_since: Where a new consumer starts (the mesh's start, so that events published
+            before the module came up are still handled); None: only events from now on.
+    """
+    try:
+        info: api.ConsumerInfo | None = await js.consumer_info(EVENT_STREAM, consumer.name)
+    except nats.js.errors.NotFoundError:
+        info = None
+    if info is not None and sorted(info.config.filter_subjects or []) == sorted(consumer.filters):
+        return
+    config = api.ConsumerConfig(
+        durable_name=consumer.name,
+        name=consumer.name,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        max_deliver=-1,  # dead-lettering is ours, so nothing is ever dropped silently
+        ack_wait=consumer.ack_wait_seconds,
+        filter_subjects=consumer.filters,
+        max_ack_pending=consumer.max_ack_pending,
+    )
+    if info is not None:
+        config.deliver_policy = info.config.deliver_policy
+        config.opt_start_time = info.config.opt_start_time
+    elif events_since is not None:
+        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+        config.opt_start_time = events_since
+    else:
+        config.deliver_policy = api.DeliverPolicy.NEW
+    await js.add_consumer(EVENT_STREAM, config=config)
 
 
 async def open_bucket(js: Any, name: str, *, ttl: float | None = None, history: int = BUCKET_HISTORY) -> Any:

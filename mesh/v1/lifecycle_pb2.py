@@ -30,7 +30,7 @@ from mesh.v1 import metrics_pb2 as mesh_dot_v1_dot_metrics__pb2
 from mesh.v1 import module_pb2 as mesh_dot_v1_dot_module__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/v1/lifecycle.proto\x12\x07mesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14mesh/v1/health.proto\x1a\x15mesh/v1/metrics.proto\x1a\x14mesh/v1/module.proto\"i\n\x12\x44\x65pendencyEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08optional\x18\x04 \x01(\x08\x12\x11\n\tavailable\x18\x05 \x01(\x08\"h\n\x0cNatsSettings\x12\x0f\n\x07servers\x18\x01 \x03(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x10\n\x08password\x18\x04 \x01(\t\x12\x18\n\x10\x63redentials_file\x18\x05 \x01(\t\"~\n\x11TelemetrySettings\x12\x39\n\x08otel_env\x18\x01 \x03(\x0b\x32\'.mesh.v1.TelemetrySettings.OtelEnvEntry\x1a.\n\x0cOtelEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x02\n\x0eModuleSettings\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1b.mesh.v1.DependencyEndpoint\x12#\n\x04nats\x18\x03 \x01(\x0b\x32\x15.mesh.v1.NatsSettings\x12-\n\ttelemetry\x18\x04 \x01(\x0b\x32\x1a.mesh.v1.TelemetrySettings\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x11\n\tstate_dir\x18\x06 \x01(\t\x12\x30\n\x0c\x65vents_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0f\x44\x65scribeRequest\"^\n\x10\x44\x65scribeResponse\x12#\n\x08manifest\x18\x01 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\">\n\x11InitializeRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.mesh.v1.ModuleSettings\";\n\x12InitializeResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"\x0e\n\x0cStartRequest\"6\n\rStartResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"G\n\x0bStopRequest\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x02 \x01(\t\"E\n\x0cStopResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\":\n\rReloadRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.mesh.v1.ModuleSettings\"7\n\x0eReloadResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"\x12\n\x10GetHealthRequest\":\n\x11GetHealthResponse\x12%\n\x06health\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleHealth\"\x13\n\x11GetMetricsRequest\"=\n\x12GetMetricsResponse\x12\'\n\x07metrics\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ModuleMetrics2\xc6\x03\n\tLifecycle\x12?\n\x08\x44\x65scribe\x12\x18.mesh.v1.DescribeRequest\x1a\x19.mesh.v1.DescribeResponse\x12\x45\n\nInitialize\x12\x1a.mesh.v1.InitializeRequest\x1a\x1b.mesh.v1.InitializeResponse\x12\x36\n\x05Start\x12\x15.mesh.v1.StartRequest\x1a\x16.mesh.v1.StartResponse\x12\x33\n\x04Stop\x12\x14.mesh.v1.StopRequest\x1a\x15.mesh.v1.StopResponse\x12\x39\n\x06Reload\x12\x16.mesh.v1.ReloadRequest\x1a\x17.mesh.v1.ReloadResponse\x12\x42\n\tGetHealth\x12\x19.mesh.v1.GetHealthRequest\x1a\x1a.mesh.v1.GetHealthResponse\x12\x45\n\nGetMetrics\x12\x1a.mesh.v1.GetMetricsRequest\x1a\x1b.mesh.v1.GetMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/v1/lifecycle.proto\x12\x07mesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14mesh/v1/health.proto\x1a\x15mesh/v1/metrics.proto\x1a\x14mesh/v1/module.proto\"i\n\x12\x44\x65pendencyEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08optional\x18\x04 \x01(\x08\x12\x11\n\tavailable\x18\x05 \x01(\x08\"h\n\x0cNatsSettings\x12\x0f\n\x07servers\x18\x01 \x03(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x10\n\x08password\x18\x04 \x01(\t\x12\x18\n\x10\x63redentials_file\x18\x05 \x01(\t\"~\n\x11TelemetrySettings\x12\x39\n\x08otel_env\x18\x01 \x03(\x0b\x32\'.mesh.v1.TelemetrySettings.OtelEnvEntry\x1a.\n\x0cOtelEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x02\n\x0eModuleSettings\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1b.mesh.v1.DependencyEndpoint\x12#\n\x04nats\x18\x03 \x01(\x0b\x32\x15.mesh.v1.NatsSettings\x12-\n\ttelemetry\x18\x04 \x01(\x0b\x32\x1a.mesh.v1.TelemetrySettings\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x11\n\tstate_dir\x18\x06 \x01(\t\x12\x30\n\x0c\x65vents_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0f\x44\x65scribeRequest\"\x89\x01\n\x10\x44\x65scribeResponse\x12#\n\x08manifest\x18\x01 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12)\n\tconsumers\x18\x03 \x03(\x0b\x32\x16.mesh.v1.EventConsumer\"u\n\rEventConsumer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12+\n\x08\x61\x63k_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_ack_pending\x18\x04 \x01(\r\">\n\x11InitializeRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.mesh.v1.ModuleSettings\";\n\x12InitializeResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"\x0e\n\x0cStartRequest\"6\n\rStartResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"G\n\x0bStopRequest\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x02 \x01(\t\"E\n\x0cStopResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\":\n\rReloadRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.mesh.v1.ModuleSettings\"7\n\x0eReloadResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"\x12\n\x10GetHealthRequest\":\n\x11GetHealthResponse\x12%\n\x06health\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleHealth\"\x13\n\x11GetMetricsRequest\"=\n\x12GetMetricsResponse\x12\'\n\x07metrics\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ModuleMetrics2\xc6\x03\n\tLifecycle\x12?\n\x08\x44\x65scribe\x12\x18.mesh.v1.DescribeRequest\x1a\x19.mesh.v1.DescribeResponse\x12\x45\n\nInitialize\x12\x1a.mesh.v1.InitializeRequest\x1a\x1b.mesh.v1.InitializeResponse\x12\x36\n\x05Start\x12\x15.mesh.v1.StartRequest\x1a\x16.mesh.v1.StartResponse\x12\x33\n\x04Stop\x12\x14.mesh.v1.StopRequest\x1a\x15.mesh.v1.StopResponse\x12\x39\n\x06Reload\x12\x16.mesh.v1.ReloadRequest\x1a\x17.mesh.v1.ReloadResponse\x12\x42\n\tGetHealth\x12\x19.mesh.v1.GetHealthRequest\x1a\x1a.mesh.v1.GetHealthResponse\x12\x45\n\nGetMetrics\x12\x1a.mesh.v1.GetMetricsRequest\x1a\x1b.mesh.v1.GetMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,32 +51,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODULESETTINGS']._serialized_end=830
   _globals['_DESCRIBEREQUEST']._serialized_start=832
   _globals['_DESCRIBEREQUEST']._serialized_end=849
-  _globals['_DESCRIBERESPONSE']._serialized_start=851
-  _globals['_DESCRIBERESPONSE']._serialized_end=945
-  _globals['_INITIALIZEREQUEST']._serialized_start=947
-  _globals['_INITIALIZEREQUEST']._serialized_end=1009
-  _globals['_INITIALIZERESPONSE']._serialized_start=1011
-  _globals['_INITIALIZERESPONSE']._serialized_end=1070
-  _globals['_STARTREQUEST']._serialized_start=1072
-  _globals['_STARTREQUEST']._serialized_end=1086
-  _globals['_STARTRESPONSE']._serialized_start=1088
-  _globals['_STARTRESPONSE']._serialized_end=1142
-  _globals['_STOPREQUEST']._serialized_start=1144
-  _globals['_STOPREQUEST']._serialized_end=1215
-  _globals['_STOPRESPONSE']._serialized_start=1217
-  _globals['_STOPRESPONSE']._serialized_end=1286
-  _globals['_RELOADREQUEST']._serialized_start=1288
-  _globals['_RELOADREQUEST']._serialized_end=1346
-  _globals['_RELOADRESPONSE']._serialized_start=1348
-  _globals['_RELOADRESPONSE']._serialized_end=1403
-  _globals['_GETHEALTHREQUEST']._serialized_start=1405
-  _globals['_GETHEALTHREQUEST']._serialized_end=1423
-  _globals['_GETHEALTHRESPONSE']._serialized_start=1425
-  _globals['_GETHEALTHRESPONSE']._serialized_end=1483
-  _globals['_GETMETRICSREQUEST']._serialized_start=1485
-  _globals['_GETMETRICSREQUEST']._serialized_end=1504
-  _globals['_GETMETRICSRESPONSE']._serialized_start=1506
-  _globals['_GETMETRICSRESPONSE']._serialized_end=1567
-  _globals['_LIFECYCLE']._serialized_start=1570
-  _globals['_LIFECYCLE']._serialized_end=2024
+  _globals['_DESCRIBERESPONSE']._serialized_start=852
+  _globals['_DESCRIBERESPONSE']._serialized_end=989
+  _globals['_EVENTCONSUMER']._serialized_start=991
+  _globals['_EVENTCONSUMER']._serialized_end=1108
+  _globals['_INITIALIZEREQUEST']._serialized_start=1110
+  _globals['_INITIALIZEREQUEST']._serialized_end=1172
+  _globals['_INITIALIZERESPONSE']._serialized_start=1174
+  _globals['_INITIALIZERESPONSE']._serialized_end=1233
+  _globals['_STARTREQUEST']._serialized_start=1235
+  _globals['_STARTREQUEST']._serialized_end=1249
+  _globals['_STARTRESPONSE']._serialized_start=1251
+  _globals['_STARTRESPONSE']._serialized_end=1305
+  _globals['_STOPREQUEST']._serialized_start=1307
+  _globals['_STOPREQUEST']._serialized_end=1378
+  _globals['_STOPRESPONSE']._serialized_start=1380
+  _globals['_STOPRESPONSE']._serialized_end=1449
+  _globals['_RELOADREQUEST']._serialized_start=1451
+  _globals['_RELOADREQUEST']._serialized_end=1509
+  _globals['_RELOADRESPONSE']._serialized_start=1511
+  _globals['_RELOADRESPONSE']._serialized_end=1566
+  _globals['_GETHEALTHREQUEST']._serialized_start=1568
+  _globals['_GETHEALTHREQUEST']._serialized_end=1586
+  _globals['_GETHEALTHRESPONSE']._serialized_start=1588
+  _globals['_GETHEALTHRESPONSE']._serialized_end=1646
+  _globals['_GETMETRICSREQUEST']._serialized_start=1648
+  _globals['_GETMETRICSREQUEST']._serialized_end=1667
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1669
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1730
+  _globals['_LIFECYCLE']._serialized_start=1733
+  _globals['_LIFECYCLE']._serialized_end=2187
 # @@protoc_insertion_point(module_scope)

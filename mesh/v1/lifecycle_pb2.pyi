@@ -78,12 +78,26 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("manifest", "status")
+    __slots__ = ("manifest", "status", "consumers")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONSUMERS_FIELD_NUMBER: _ClassVar[int]
     manifest: _module_pb2.Manifest
     status: _module_pb2.ModuleStatus
-    def __init__(self, manifest: _Optional[_Union[_module_pb2.Manifest, _Mapping]] = ..., status: _Optional[_Union[_module_pb2.ModuleStatus, _Mapping]] = ...) -> None: ...
+    consumers: _containers.RepeatedCompositeFieldContainer[EventConsumer]
+    def __init__(self, manifest: _Optional[_Union[_module_pb2.Manifest, _Mapping]] = ..., status: _Optional[_Union[_module_pb2.ModuleStatus, _Mapping]] = ..., consumers: _Optional[_Iterable[_Union[EventConsumer, _Mapping]]] = ...) -> None: ...
+
+class EventConsumer(_message.Message):
+    __slots__ = ("name", "patterns", "ack_wait", "max_ack_pending")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    ACK_WAIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACK_PENDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    ack_wait: _duration_pb2.Duration
+    max_ack_pending: int
+    def __init__(self, name: _Optional[str] = ..., patterns: _Optional[_Iterable[str]] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ack_pending: _Optional[int] = ...) -> None: ...
 
 class InitializeRequest(_message.Message):
     __slots__ = ("settings",)

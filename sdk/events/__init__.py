@@ -9,12 +9,13 @@ uses `EventBus`, `handler_bindings` and `check_declared_events`.
 The parts, each a private module: `_options` (`@on`, Durable / Ephemeral), `_event` (what
 a handler sees and raises), `_payloads` (payload codecs), `_bindings` (a class's handlers
 and their checks against the manifest), `_delivery` (one delivery, one outcome),
-`_consumers` (JetStream provisioning), `_tracing` (the OpenTelemetry middleware),
+`_consumers` (the durable consumers as data, and their provisioning), `_tracing` (the OpenTelemetry middleware),
 `_publishing`, `_dead_letters`, and `_bus` (the lifecycle-bound whole).
 """
 
 from sdk.events._bindings import HandlerBinding, check_declared_events, handler_bindings
 from sdk.events._bus import EventBus
+from sdk.events._consumers import event_consumers
 from sdk.events._delivery import DeliveryObserver, DeliveryReport, Outcome, Verdict
 from sdk.events._event import Drop, Event, Retry, current_event
 from sdk.events._options import Delivery, Durable, Ephemeral, HandlerOptions, on
@@ -43,6 +44,7 @@ __all__ = [
     "HandlerBinding",
     "HandlerOptions",
     "check_declared_events",
+    "event_consumers",
     "codec_for",
     "content_type_of",
     "handler_bindings",

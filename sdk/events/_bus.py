@@ -26,10 +26,10 @@ from mesh.protocol.cloudevents import ID_HEADER, TYPE_HEADER
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import EVENT_STREAM, consumer_name, dead_letter_subject, pattern_subject
-from mesh.protocol.streams import ensure_streams, provisioned
+from mesh.protocol.streams import ensure_streams, provisioned, streams_exist
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
-from sdk.events._consumers import ensure_consumer
+from sdk.events._consumers import consumer_settings, prepare_consumers
 from sdk.events._dead_letters import dead_letter_headers
 from sdk.events._delivery import Accepts, DeliveryObserver, DeliveryReport, Dispatcher, Outcome, Verdict
 from sdk.events._publishing import Publisher
@@ -51,6 +51,7 @@ class EventBus:
         bindings: list[HandlerBinding],
         recorder: ModuleMetricsRecorder,
         events_since: datetime | None = None,
+        provisioned_by_mesh: bool = False,
         accepts: Accepts | None = None,
         observers: list[DeliveryObserver] | None = None,
     ) -> None:
@@ -60,6 +61,8 @@ class EventBus:
         self._bindings = bindings
         self._recorder = recorder
         self._events_since = events_since
+        self._provisioned_by_mesh = provisioned_by_mesh
+        self._consumers = consumer_settings(self._name, bindings)
         self.accepts = accepts
         """Whether an event is for this module (its tenant enabled); others are acked and skipped."""
         self._observers = observers if observers is not None else []
@@ -95,22 +98,22 @@ class EventBus:
                 )
             return
         js = self._js
-        await provisioned("creating the event streams", lambda: ensure_streams(js))
-        for binding in self._bindings:
-            durable = binding.durable
-            if durable is not None:
-                await provisioned(
-                    f"creating the consumer of {self._name}.{binding.method_name}",
-                    functools.partial(
-                        ensure_consumer,
-                        js,
-                        self._name,
-                        binding.method_name,
-                        binding.options.pattern,
-                        durable,
-                        self._events_since,
-                    ),
-                )
+        if not self._provisioned_by_mesh:
+            await provisioned("creating the event streams", lambda: ensure_streams(js))
+        elif not await provisioned("looking up the event streams", lambda: streams_exist(js)):
+            raise MeshError(
+                "MODULE_UNAVAILABLE",
+                f"module {self._name}: the event streams do not exist on the NATS it was given; the coordinator "
+                "creates them at `mesh up`, so check that the module and the coordinator use the same NATS",
+                metadata={"module": self._name},
+            )
+        await prepare_consumers(
+            js,
+            self._name,
+            self._consumers,
+            created_by_mesh=self._provisioned_by_mesh,
+            events_since=self._events_since,
+        )
 
     async def publish(
         self,

@@ -57,7 +57,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
     async def Describe(
         self, request: lifecycle_pb2.DescribeRequest, context: ServicerContext
     ) -> lifecycle_pb2.DescribeResponse:
-        return lifecycle_pb2.DescribeResponse(manifest=self._manifest_proto, status=self._runtime.status())
+        return lifecycle_pb2.DescribeResponse(
+            manifest=self._manifest_proto, status=self._runtime.status(), consumers=self._runtime.consumers()
+        )
 
     async def Initialize(
         self, request: lifecycle_pb2.InitializeRequest, context: ServicerContext

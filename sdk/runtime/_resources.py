@@ -9,6 +9,7 @@ what lets `Context` have no optional members and nothing an author should not ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import CACHE_BUCKET_PREFIX
+from mesh.protocol.nats_access import inbox_prefix
 from mesh.protocol.streams import open_bucket
 from mesh.protocol.telemetry import client_interceptors
 from mesh.protocol.transport import Transport
@@ -90,6 +92,7 @@ class ModuleResources(Generic[ConfigT]):
             bindings=handlers,
             recorder=recorder,
             events_since=settings.events_since.ToDatetime(tzinfo=UTC) if settings.HasField("events_since") else None,
+            provisioned_by_mesh=bool(settings.coordinator_address),
             observers=observers,
         )
         resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client, transport)
@@ -205,6 +208,8 @@ async def _connect_nats(module: str, settings: lifecycle_pb2.NatsSettings) -> Na
         "connect_timeout": 5,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
+        "inbox_prefix": inbox_prefix(module),
+        "error_cb": functools.partial(_log_nats_error, module),
     }
     if settings.token:
         options["token"] = settings.token
@@ -222,6 +227,12 @@ async def _connect_nats(module: str, settings: lifecycle_pb2.NatsSettings) -> Na
             f"{error}; check the NATS settings passed to Initialize",
             metadata={"module": module},
         ) from error
+
+
+async def _log_nats_error(module: str, error: Exception) -> None:
+    """What NATS refuses asynchronously (a permissions violation above all) is logged with the
+    module's name; nats-py would otherwise only let the request that caused it time out."""
+    _log.error("module %s: NATS says: %s", module, error)
 
 
 def _tenant_filter(view: TenantView[Any]) -> Any:

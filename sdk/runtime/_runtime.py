@@ -28,7 +28,7 @@ from sdk._context import Context
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import ComponentHealth, Health, HealthStatus, Module
 from sdk._tenancy import TenantView
-from sdk.events import DeliveryObserver, HandlerBinding
+from sdk.events import DeliveryObserver, HandlerBinding, event_consumers
 from sdk.runtime._config import validated_config
 from sdk.runtime._resources import ModuleResources
 
@@ -330,6 +330,10 @@ class ModuleRuntime:
         if self.state in (State.STOPPING, State.STOPPED, State.SKIPPED):
             return Health(HealthStatus.UNHEALTHY, message=f"the module is {self.state.name}")
         return Health(HealthStatus.DEGRADED, message=f"the module is {self.state.name}, not RUNNING yet")
+
+    def consumers(self) -> list[lifecycle_pb2.EventConsumer]:
+        """The durable consumers of the module's handlers, which the coordinator creates."""
+        return event_consumers(self.manifest.name, self._handlers)
 
     def status(self) -> module_pb2.ModuleStatus:
         """The module's status as mesh.v1 reports it."""

@@ -1,0 +1,288 @@
+"""Each module's NATS identity: a user of its own, with permissions derived from its manifest
+and the consumers it reported at Describe (mesh/protocol/nats_access.py), and those consumers
+created for it by the coordinator before Initialize.
+
+With the embedded nats-server the coordinator owns the users: it writes the server's
+configuration (passwords made here, kept in the state folder, readable by its owner only),
+has the server load it again when a module is admitted, and hands each module its password
+in Initialize over mTLS. With an external NATS (NATS_URL) the operator owns the users: each
+module gets the credentials file named after it in MESH_NATS_CREDENTIALS, and
+`mesh nats permissions` prints what each of them must be allowed.
+
+    <state>/nats-access/server.conf        the embedded server's users (0600)
+    <state>/nats-access/admin.json         the operator's NATS user for the CLI (0600)
+    <state>/nats-access/permissions.json   every module's permissions, as last admitted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+
+from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import Manifest
+from mesh.protocol.nats_access import (
+    ADMIN_USER,
+    COORDINATOR_USER,
+    DENY_ALL,
+    ConsumerGrant,
+    ModuleGrant,
+    NatsUser,
+    server_config,
+)
+from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.streams import ConsumerSettings, ensure_consumer, provisioned
+from mesh.v1 import lifecycle_pb2
+
+RELOAD_SECONDS = 30.0
+"""How long the embedded server may take to load a new configuration (milliseconds, usually)."""
+CREDENTIALS_DIR_ENV = "MESH_NATS_CREDENTIALS"
+"""The variable naming the folder of credentials files for an external NATS (config.py)."""
+_PROBE_USER = "mesh-config-probe"
+
+_log = logging.getLogger("mesh")
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """How one NATS client of the mesh authenticates: user and password, or a credentials file."""
+
+    user: str = ""
+    password: str = ""
+    credentials_file: str = ""
+
+    def connect_options(self) -> dict[str, Any]:
+        """The nats-py connect() arguments."""
+        if self.credentials_file:
+            return {"user_credentials": self.credentials_file}
+        if self.user:
+            return {"user": self.user, "password": self.password}
+        return {}
+
+    def settings(self, servers: Sequence[str]) -> lifecycle_pb2.NatsSettings:
+        """What a module is told at Initialize."""
+        return lifecycle_pb2.NatsSettings(
+            servers=list(servers), user=self.user, password=self.password, credentials_file=self.credentials_file
+        )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = path.with_suffix(".tmp")
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    scratch.replace(path)
+
+
+def admin_login(folder: Path) -> NatsLogin:
+    """The operator's NATS login of a running mesh (none when its NATS has no users).
+
+    Raises:
+        MeshError: ACCESS_DENIED when the file is there but cannot be read.
+    """
+    path = folder / "admin.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return NatsLogin()
+    except (OSError, ValueError) as error:
+        raise MeshError(
+            "ACCESS_DENIED", f"cannot read the mesh's NATS login {path}: {error}; run as the user who ran mesh up"
+        ) from None
+    return NatsLogin(user=str(data.get("user", "")), password=str(data.get("password", "")))
+
+
+def grant_of(manifest: Manifest, consumers: Sequence[lifecycle_pb2.EventConsumer]) -> ModuleGrant:
+    """What a module may do on NATS, checked: its consumers are its own and read only what
+    its manifest subscribes to (raises MeshError ACCESS_DENIED otherwise)."""
+    grant = ModuleGrant(
+        module=manifest.name,
+        publishes=tuple(manifest.events.publishes),
+        subscribes=tuple(manifest.events.subscribes),
+        consumers=tuple(ConsumerGrant(c.name, tuple(c.patterns)) for c in consumers),
+    )
+    grant.check()
+    return grant
+
+
+class NatsIdentities:
+    """The NATS users of the mesh, its modules' permissions, and their consumers.
+
+    Args:
+        folder: Where the server configuration, the admin login and the permissions are kept.
+        embedded: The coordinator runs the nats-server (it then owns the users); False for an
+            external NATS, whose users the operator provisions.
+        credentials_dir: With an external NATS, the folder of credentials files.
+        enforced: False with --insecure: no users at all (plaintext debugging on one machine).
+    """
+
+    def __init__(self, folder: Path, *, embedded: bool, credentials_dir: Path | None, enforced: bool) -> None:
+        self._folder = folder
+        self._embedded = embedded and enforced
+        self._credentials_dir = credentials_dir if enforced else None
+        self._server: EmbeddedNats | None = None
+        self._grants: dict[str, ModuleGrant] = {}
+        self._passwords: dict[str, str] = {}
+        self._probe_password = ""
+        self._lock = asyncio.Lock()
+        self._jetstream: Any = None
+        self._events_since: datetime | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self._folder / "server.conf"
+
+    @property
+    def permissions_file(self) -> Path:
+        return self._folder / "permissions.json"
+
+    # --- the coordinator's own connections ----------------------------------------------------
+
+    def server_args(self) -> list[str]:
+        """The embedded server's extra arguments: its users, written now; none without auth."""
+        if not self._embedded:
+            return []
+        for user in (COORDINATOR_USER, ADMIN_USER):
+            self._passwords[user] = secrets.token_urlsafe(24)
+        # The previous run's login must not outlive it (with --insecure none is written).
+        _write_private(
+            self._folder / "admin.json",
+            json.dumps({"user": ADMIN_USER, "password": self._passwords[ADMIN_USER]}),
+        )
+        self._write_config()
+        return ["-c", str(self.config_file)]
+
+    def attach(self, jetstream: Any, events_since: datetime | None, server: EmbeddedNats | None) -> None:
+        """The coordinator's JetStream to create consumers with (and where new ones start),
+        and the embedded server to reload (None with an external NATS)."""
+        self._jetstream = jetstream
+        self._events_since = events_since
+        self._server = server
+
+    def coordinator_login(self) -> NatsLogin:
+        """How the coordinator itself connects."""
+        if self._embedded:
+            return NatsLogin(COORDINATOR_USER, self._passwords[COORDINATOR_USER])
+        return self._file_login("coordinator")
+
+    def module_login(self, module: str) -> NatsLogin:
+        """How `module` connects (what Initialize tells it); raises MeshError when an external
+        NATS was given credentials for some modules but not this one."""
+        if self._embedded:
+            password = self._passwords.get(module)
+            if password is None:
+                raise MeshError(
+                    "ACCESS_DENIED",
+                    f"module {module} has no NATS identity yet: it is made when the module is brought up",
+                    metadata={"module": module},
+                )
+            return NatsLogin(module, password)
+        return self._file_login(module)
+
+    def _file_login(self, name: str) -> NatsLogin:
+        if self._credentials_dir is None:
+            return NatsLogin()
+        path = self._credentials_dir / f"{name}.creds"
+        if not path.is_file():
+            raise MeshError(
+                "ACCESS_DENIED",
+                f"no NATS credentials for {name}: expected {path} ({CREDENTIALS_DIR_ENV}); create a NATS user "
+                f"with the permissions `mesh nats permissions --module {name}` prints and save its credentials there",
+                metadata={"module": name},
+            )
+        return NatsLogin(credentials_file=str(path))
+
+    # --- admitting a module -------------------------------------------------------------------
+
+    async def admit(self, manifest: Manifest, consumers: Sequence[lifecycle_pb2.EventConsumer]) -> None:
+        """Give a module its NATS identity and create its consumers, before its Initialize.
+
+        Raises:
+            MeshError: ACCESS_DENIED when it reported a consumer that is not its own or reads
+                what its manifest does not declare; MODULE_UNAVAILABLE when NATS did not
+                take the new configuration.
+        """
+        grant = grant_of(manifest, consumers)
+        async with self._lock:
+            if self._grants.get(grant.module) != grant:
+                self._grants[grant.module] = grant
+                self._passwords.setdefault(grant.module, secrets.token_urlsafe(24))
+                _write_private(self.permissions_file, self.permissions_json())
+                if self._embedded:
+                    self._write_config()
+                    await self._reload()
+        for consumer in consumers:
+            settings = ConsumerSettings(
+                name=consumer.name,
+                patterns=list(consumer.patterns),
+                ack_wait_seconds=consumer.ack_wait.ToNanoseconds() / 1e9 or 30.0,
+                max_ack_pending=consumer.max_ack_pending or 16,
+            )
+            await provisioned(
+                f"creating the consumer {consumer.name}",
+                functools.partial(ensure_consumer, self._jetstream, settings, self._events_since),
+            )
+
+    def permissions_json(self) -> str:
+        """Every admitted module's permissions, for `mesh nats permissions`."""
+        return json.dumps(
+            {name: grant.permissions() for name, grant in sorted(self._grants.items())}, indent=2, sort_keys=True
+        )
+
+    def _write_config(self) -> None:
+        self._probe_password = secrets.token_urlsafe(16)
+        users = [
+            NatsUser(COORDINATOR_USER, self._passwords[COORDINATOR_USER]),
+            NatsUser(ADMIN_USER, self._passwords[ADMIN_USER]),
+            NatsUser(_PROBE_USER, self._probe_password, DENY_ALL),
+            *(NatsUser(name, self._passwords[name], grant.permissions()) for name, grant in self._grants.items()),
+        ]
+        _write_private(self.config_file, server_config(users))
+
+    async def _reload(self) -> None:
+        """Have the server load the configuration just written, and wait until it has: the
+        probe user's fresh password is accepted only by the new configuration."""
+        assert self._server is not None and self._server.url, "attach() the running server first"
+        self._server.reload()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELOAD_SECONDS
+        while True:
+            try:
+                probe = await nats.connect(
+                    self._server.url,
+                    user=_PROBE_USER,
+                    password=self._probe_password,
+                    connect_timeout=2,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=0,
+                    error_cb=_quiet,
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as error:
+                if loop.time() > deadline:
+                    raise MeshError(
+                        "MODULE_UNAVAILABLE",
+                        f"the embedded nats-server did not load its new users within {RELOAD_SECONDS:.0f} s "
+                        f"({error}); see its log in the state folder",
+                    ) from error
+                await asyncio.sleep(0.02)
+                continue
+            await probe.close()
+            return
+
+
+async def _quiet(error: Exception) -> None:
+    """A refused probe is expected until the server has reloaded."""
