@@ -29,11 +29,13 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(BASE_STAMP) $@
 
-# The Node.js module's dependencies, when node is there (its tests are skipped otherwise).
+# The Node.js module's dependencies, when node is there (its tests are skipped otherwise),
+# installed again whenever package.json is newer than the last install.
 NODE_MODULE := modules/audit
 node-deps:
 	@if command -v npm >/dev/null 2>&1; then \
-		test -d $(NODE_MODULE)/node_modules || (cd $(NODE_MODULE) && npm install --no-audit --no-fund --no-package-lock --loglevel=error); \
+		test $(NODE_MODULE)/node_modules/.installed -nt $(NODE_MODULE)/package.json || \
+		(cd $(NODE_MODULE) && npm install --no-audit --no-fund --no-package-lock --loglevel=error && touch node_modules/.installed); \
 	else echo "node/npm not found: the Node.js module ($(NODE_MODULE)) will not run and its tests are skipped"; fi
 
 run: $(BASE_STAMP) node-deps

@@ -1,6 +1,7 @@
 """The Node.js module (modules/audit) in a mesh like any other: sequenced by the coordinator,
 serving Lifecycle, health and reflection over mTLS (Lifecycle to the coordinator alone),
-handling and publishing events in the same binding."""
+handling and publishing events in the same binding with its own NATS identity, and serving
+its own API only to tenants proven (by a bearer token from outside the mesh) and enabled."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from audit.v1 import audit_pb2, audit_pb2_grpc
 from conftest import PROJECT, tool
 from inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from mesh.protocol.errors import error_info
 from mesh.protocol.identity import COORDINATOR, Identity, identity_of, module_identity
+from mesh.protocol.names import MODULES_BUCKET
+from mesh.protocol.nats_access import ConsumerGrant, ModuleGrant, NatsUser, server_config
+from mesh.protocol.nats_server import EmbeddedNats
 from mesh.protocol.pki import CertificateAuthority, Credentials
+from mesh.protocol.streams import ConsumerSettings, ensure_consumer, provision_mesh, stamp
+from mesh.protocol.tokens import SIGNING_KEY_FILE, SigningKey, issue
 from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 from meshkit import WAIT_SECONDS, MeshDir
@@ -210,6 +217,75 @@ async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path,
         assert process.poll() is None
 
 
+async def test_the_module_works_with_only_the_nats_permissions_it_is_granted(tmp_path: Path, pki: Folders) -> None:
+    """The permissions the coordinator derives from what Describe reports (nats_access.py): the
+    module reads its consumer and tenancy and publishes its event, and creates nothing itself,
+    so a consumer nobody created is an error naming it."""
+    with audit_module(tmp_path, MESH_TLS_DIR=str(pki.audit)) as (address, _process):
+        described = await describe(address, pki.coordinator)
+        [consumer] = described.consumers
+        assert (consumer.name, list(consumer.patterns), consumer.ack_wait.seconds, consumer.max_ack_pending) == (
+            "audit--record",
+            ["order.created", "transaction.completed"],
+            30,
+            16,
+        )
+        grant = ModuleGrant(
+            "audit",
+            publishes=tuple(described.manifest.publishes),
+            subscribes=tuple(described.manifest.subscribes),
+            consumers=(ConsumerGrant(consumer.name, tuple(consumer.patterns)),),
+        )
+        grant.check()
+        config = tmp_path / "nats.conf"
+        users = [NatsUser("admin", "admin-pw"), NatsUser("audit", "audit-pw", grant.permissions())]
+        config.write_text(server_config(users))
+        async with EmbeddedNats(extra_args=["-c", str(config)]) as server:
+            admin = await nats.connect(server.url, user="admin", password="admin-pw")
+            js = admin.jetstream()
+            await provision_mesh(js)
+            # Before Initialize: the module reads the current enablement when it opens tenancy.
+            await (await js.key_value(MODULES_BUCKET)).put("acme.audit", stamp("test", enabled=True))
+            nats_settings = lifecycle_pb2.NatsSettings(servers=[server.url], user="audit", password="audit-pw")
+            initialize = lifecycle_pb2.InitializeRequest(settings=lifecycle_pb2.ModuleSettings(nats=nats_settings))
+            async with Transport(pki.coordinator).channel(address) as channel:
+                lifecycle = lifecycle_pb2_grpc.LifecycleStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await lifecycle.Initialize(initialize, timeout=WAIT_SECONDS)
+                assert "may not create its consumer audit--record" in (refused.value.details() or "")
+                assert (info := error_info(refused.value)) is not None and info.metadata["consumer"] == "audit--record"
+
+                settings = ConsumerSettings(
+                    consumer.name,
+                    list(consumer.patterns),
+                    consumer.ack_wait.ToTimedelta().total_seconds(),
+                    consumer.max_ack_pending,
+                )
+                await ensure_consumer(js, settings, None)  # what the coordinator does before Initialize
+                initialized = await lifecycle.Initialize(initialize, timeout=WAIT_SECONDS)
+                assert initialized.status.state == State.INITIALIZED.value
+                await lifecycle.Start(lifecycle_pb2.StartRequest(), timeout=WAIT_SECONDS)
+
+                recorded: asyncio.Queue[Any] = asyncio.Queue()
+                await admin.subscribe("mesh.evt.*.audit.recorded", cb=recorded.put)
+                await admin.flush()
+                # globex's event first: skipped (audit is not enabled for globex), so acme's is recorded first
+                for event_id, tenant in (("e1", "globex"), ("e2", "acme")):
+                    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": "order.created"}
+                    headers["ce-tenant"] = tenant
+                    await js.publish(f"mesh.evt.{tenant}.order.created", b'{"order_id": "o1"}', headers=headers)
+                event = await asyncio.wait_for(recorded.get(), WAIT_SECONDS)
+                assert event.subject == "mesh.evt.acme.audit.recorded"
+                assert json.loads(event.data) == {"event_id": "e2", "event_type": "order.created"}
+                async with Transport(pki.orders).channel(address) as forwarded:  # a module forwards acme's call
+                    listed = await audit_pb2_grpc.AuditStub(forwarded).ListEntries(
+                        audit_pb2.ListEntriesRequest(), metadata=(("x-tenant-id", "acme"),), timeout=WAIT_SECONDS
+                    )
+                assert [(entry.event_id, entry.tenant) for entry in listed.entries] == [("e2", "acme")]
+                await lifecycle.Stop(lifecycle_pb2.StopRequest(), timeout=WAIT_SECONDS)
+            await admin.close()
+
+
 def test_without_credentials_or_insecure_the_module_does_not_start() -> None:
     result = subprocess.run(
         ["node", "index.js"], cwd=AUDIT, env=audit_environment(), capture_output=True, text=True, timeout=WAIT_SECONDS
@@ -272,7 +348,7 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path: Path) -> None:
         nats_url = info["nats_url"]
 
         async def order_and_watch():
-            client = await nats.connect(nats_url)
+            client = await nats.connect(nats_url, **running.nats_login())
             recorded = []
 
             async def keep(message):
@@ -323,3 +399,59 @@ def test_the_node_module_takes_part_in_the_mesh(tmp_path: Path) -> None:
         assert running.signal_and_wait(2) == 0
     stopped = [line for line in (mesh.state / "logs" / "audit.log").read_text().splitlines() if "stopping" in line]
     assert stopped, "the Node.js module was not stopped gracefully"
+
+
+def test_the_node_module_serves_only_tenants_proven_and_enabled(tmp_path: Path) -> None:
+    assert (AUDIT / "node_modules").is_dir(), "run `make test` (it installs the module's npm dependencies)"
+    mesh = MeshDir(tmp_path)
+    (mesh.modules / "audit").symlink_to(AUDIT, target_is_directory=True)
+    with mesh.up() as running:
+        audit = running.wait_until_up()["audit"].address
+        state = ("--state-dir", str(mesh.state))
+        # globex first: once the module serves acme it has seen globex's change too (one watch, in order).
+        for action, tenant in (("disable", "globex"), ("enable", "acme")):
+            changed = mesh.run_cli("tenant", action, tenant, "audit", "--coordinator", running.address, *state)
+            assert changed.returncode == 0, changed.stderr
+
+        def token(tenant: str) -> str:
+            issued = mesh.run_cli("token", "issue", "--tenant", tenant, *state)
+            assert issued.returncode == 0, issued.stderr
+            return issued.stdout.strip()
+
+        async def list_entries(*metadata: tuple[str, str]) -> audit_pb2.ListEntriesResponse:
+            async with running.channel(audit) as channel:  # as the mesh's admin operator: from outside the mesh
+                stub = audit_pb2_grpc.AuditStub(channel)
+                return await stub.ListEntries(audit_pb2.ListEntriesRequest(), metadata=metadata, timeout=WAIT_SECONDS)
+
+        async def refusal(*metadata: tuple[str, str]) -> grpc.aio.AioRpcError:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await list_entries(*metadata)
+            return refused.value
+
+        def served(*metadata: tuple[str, str]) -> bool:
+            try:
+                asyncio.run(list_entries(*metadata))
+            except grpc.aio.AioRpcError as error:
+                info = error_info(error)
+                assert info is not None and info.reason == "MODULE_DISABLED_FOR_TENANT", error.details()
+                return False  # not yet: the module learns the enablement from a KV watch a moment later
+            return True
+
+        running.wait_for(lambda: served(("authorization", f"Bearer {token('acme')}")), "the audit module to serve acme")
+
+        claimed = asyncio.run(refusal(("x-tenant-id", "acme")))
+        assert claimed.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "authorization: Bearer" in (claimed.details() or "")
+        assert (info := error_info(claimed)) is not None and info.reason == "UNAUTHENTICATED"
+
+        expired_token = issue(SigningKey.read(mesh.state / "pki" / SIGNING_KEY_FILE), "acme", ttl_seconds=-60)
+        expired = asyncio.run(refusal(("authorization", f"Bearer {expired_token}")))
+        assert (info := error_info(expired)) is not None and (info.reason, dict(info.metadata)) == (
+            "UNAUTHENTICATED",
+            {"token": "expired"},
+        )
+
+        disabled = asyncio.run(refusal(("authorization", f"Bearer {token('globex')}")))
+        assert disabled.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (info := error_info(disabled)) is not None and info.reason == "MODULE_DISABLED_FOR_TENANT"
+        assert dict(info.metadata) == {"module": "audit", "tenant": "globex"}

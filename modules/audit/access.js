@@ -1,10 +1,10 @@
 // Who may call what on the audit module: the identity a mesh certificate names (its common
-// name, as in the Python SDK's mesh/protocol/identity.py) checked against rules as data, in
-// one server interceptor, so no handler can forget it. mTLS has already refused callers
-// without a certificate from the mesh CA at the handshake; this decides among the others.
+// name, as in the Python SDK's mesh/protocol/identity.py) checked against rules as data by the
+// one server interceptor (gate.js), so no handler can forget it. mTLS has already refused
+// callers without a certificate from the mesh CA at the handshake; this decides among the others.
 "use strict";
 
-const grpc = require("@grpc/grpc-js");
+const { MeshError } = require("./errors");
 
 const COORDINATOR_NAME = "mesh-coordinator";
 const ROLES = ["viewer", "operator", "admin"];
@@ -15,13 +15,14 @@ const ANYONE_AUTHENTICATED = "any mesh identity";
 // anything else (health, reflection, audit.v1.Audit) is open to every mesh identity.
 const RULES = { "/mesh.v1.Lifecycle/": COORDINATOR_ONLY };
 
-// The identity a certificate's common name states, or null when it states none of ours.
+// The identity a certificate's common name states ({kind, name, role, commonName}), or null
+// when it states none of ours.
 function parseIdentity(commonName) {
-  if (commonName === COORDINATOR_NAME) return { kind: "coordinator", name: commonName };
+  if (commonName === COORDINATOR_NAME) return { kind: "coordinator", name: commonName, commonName };
   const [kind, ...rest] = String(commonName || "").split(":");
-  if (kind === "module" && rest.length && rest.join(":")) return { kind, name: rest.join(":") };
+  if (kind === "module" && rest.length && rest.join(":")) return { kind, name: rest.join(":"), commonName };
   if (kind === "operator" && ROLES.includes(rest[0]) && rest.slice(1).join(":")) {
-    return { kind, name: rest.slice(1).join(":"), role: rest[0] };
+    return { kind, name: rest.slice(1).join(":"), role: rest[0], commonName };
   }
   return null;
 }
@@ -33,34 +34,24 @@ function commonNameOf(call) {
   return typeof name === "string" ? name : null;
 }
 
-// Why the caller named `commonName` may not call `method`: { code, message }, or null when it may.
+// Why the caller named `commonName` may not call `method`: a MeshError (UNAUTHENTICATED without
+// an identity of ours, ACCESS_DENIED naming what the call needs), or null when it may.
 function refusal(commonName, method, rules = RULES) {
   const identity = parseIdentity(commonName);
   if (!identity) {
-    return {
-      code: grpc.status.UNAUTHENTICATED,
-      message:
-        `${method} needs a client certificate from the mesh's certificate authority; get one with ` +
+    return new MeshError(
+      "UNAUTHENTICATED",
+      `${method} needs a client certificate from the mesh's certificate authority; get one with ` +
         "`mesh creds issue NAME --role viewer|operator|admin` (grpcurl: `mesh creds grpcurl-flags`)",
-    };
+      { method },
+    );
   }
   const rule = rules[method] || rules[method.slice(0, method.lastIndexOf("/") + 1)] || ANYONE_AUTHENTICATED;
   if (rule === ANYONE_AUTHENTICATED || identity.kind === "coordinator") return null;
-  return { code: grpc.status.PERMISSION_DENIED, message: `${commonName} may not call ${method}: it needs ${rule}` };
-}
-
-// The server interceptor: a refused call ends with its status before any handler sees it.
-function accessInterceptor(methodDescriptor, call) {
-  return new grpc.ServerInterceptingCall(call, {
-    start: (next) =>
-      next({
-        onReceiveMetadata: (metadata, proceed) => {
-          const refused = refusal(commonNameOf(call), methodDescriptor.path);
-          if (refused) call.sendStatus({ code: refused.code, details: refused.message, metadata: new grpc.Metadata() });
-          else proceed(metadata);
-        },
-      }),
+  return new MeshError("ACCESS_DENIED", `${commonName} may not call ${method}: it needs ${rule}`, {
+    method,
+    identity: commonName,
   });
 }
 
-module.exports = { accessInterceptor, refusal, parseIdentity };
+module.exports = { refusal, parseIdentity, commonNameOf };

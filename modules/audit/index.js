@@ -3,11 +3,12 @@
 // It serves mesh.v1.Lifecycle (from proto/mesh/v1), the standard grpc.health.v1.Health
 // (NOT_SERVING until RUNNING) and server reflection, binds MESH_LISTEN with mTLS from
 // MESH_TLS_DIR (or plaintext on loopback with MESH_INSECURE=1; transport.js), takes
-// Lifecycle calls only from the coordinator (access.js), reports its address
-// in MESH_READY_FILE, registers with MESH_COORDINATOR when set, stops when its stdin closes
-// (MESH_EXIT_WITH_PARENT=1) or on SIGTERM/SIGINT, and handles and publishes events in the
-// same CloudEvents NATS binding as the Python SDK (ce- headers, JSON body, a durable
-// JetStream consumer per handler on the MESH_EVENTS stream).
+// Lifecycle calls only from the coordinator and audit.v1.Audit calls only for tenants proven
+// and enabled (one gate: gate.js, access.js, guard.js, tokens.js, tenancy.js), reports its
+// address in MESH_READY_FILE, registers with MESH_COORDINATOR when set, stops when its stdin
+// closes (MESH_EXIT_WITH_PARENT=1) or on SIGTERM/SIGINT, and handles and publishes events in
+// the same CloudEvents NATS binding as the Python SDK (ce- headers, JSON body, a durable
+// JetStream consumer per handler on the MESH_EVENTS stream; events.js).
 "use strict";
 
 const crypto = require("node:crypto");
@@ -17,17 +18,24 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const { ReflectionService } = require("@grpc/reflection");
 const { HealthImplementation, protoPath: healthProtoPath } = require("grpc-health-check");
-const { connect, headers: natsHeaders } = require("@nats-io/transport-node");
-const { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } = require("@nats-io/jetstream");
+const { headers: natsHeaders } = require("@nats-io/transport-node");
+const { jetstream } = require("@nats-io/jetstream");
 const { State, verdict, illegalMessage } = require("./lifecycle");
 const { Transport } = require("./transport");
-const { accessInterceptor } = require("./access");
+const { MeshError } = require("./errors");
+const { ConsumerSettings, connectNats, prepareConsumer, EVENT_STREAM } = require("./events");
+const { gateInterceptor } = require("./gate");
+const { TENANT_METADATA } = require("./guard");
+const { TenantView } = require("./tenancy");
+const { TokenVerifier } = require("./tokens");
 
 const MODULE_DIR = __dirname;
 const NAME = "audit";
 const VERSION = "1.0.0";
-const CONSUMER = `${NAME}--record`;
+const SERVICE = "audit.v1.Audit";
 const SUBSCRIBES = ["order.created", "transaction.completed"];
+// Events are handled one at a time, so a few unacknowledged at once are plenty.
+const CONSUMER = new ConsumerSettings({ name: `${NAME}--record`, patterns: SUBSCRIBES, ackWaitSeconds: 30, maxAckPending: 16 });
 const INSTANCE_ID = crypto.randomUUID().replace(/-/g, "");
 const log = (...parts) => process.stderr.write(`${new Date().toISOString()} audit: ${parts.join(" ")}\n`);
 
@@ -47,18 +55,24 @@ const proto = grpc.loadPackageDefinition(packageDefinition);
 
 class AuditModule {
   constructor() {
+    // What the gate reads: the name, the state, the services it guards, whether calls need a
+    // tenant (module.toml has no requires_tenant), and the tenants enabled (once initialized).
+    this.name = NAME;
+    this.services = new Set([SERVICE]);
+    this.requiresTenant = false;
+    this.tenants = null;
     this.state = State.REGISTERED;
     this.stateReason = "";
     this.error = null;
     this.address = "";
     this.settings = null;
     this.entries = [];
-    this.counts = { published: 0, received: 0, failed: 0 };
+    this.counts = { published: 0, received: 0, failed: 0, skipped: 0 };
     this.requests = 0;
     this.nc = null;
     this.consuming = null;
     this.startedAt = null;
-    this.health = new HealthImplementation({ "": "NOT_SERVING", "audit.v1.Audit": "NOT_SERVING", "mesh.v1.Lifecycle": "SERVING" });
+    this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE]: "NOT_SERVING", "mesh.v1.Lifecycle": "SERVING" });
     this.chain = Promise.resolve(); // lifecycle calls run one at a time
   }
 
@@ -67,7 +81,7 @@ class AuditModule {
     this.stateReason = reason;
     const serving = state === State.RUNNING ? "SERVING" : "NOT_SERVING";
     this.health.setStatus("", serving);
-    this.health.setStatus("audit.v1.Audit", serving);
+    this.health.setStatus(SERVICE, serving);
   }
 
   status() {
@@ -92,7 +106,7 @@ class AuditModule {
       display_name: "Audit",
       publishes: ["audit.recorded"],
       subscribes: SUBSCRIBES,
-      services: ["audit.v1.Audit"],
+      services: [SERVICE],
       run: { command: ["node", "index.js"] },
     };
   }
@@ -102,9 +116,7 @@ class AuditModule {
     const run = this.chain.then(async () => {
       const outcome = verdict(call, this.state);
       if (outcome === "illegal") {
-        const error = new Error(illegalMessage(NAME, call, this.state));
-        error.code = grpc.status.FAILED_PRECONDITION;
-        throw error;
+        throw new MeshError("ILLEGAL_TRANSITION", illegalMessage(NAME, call, this.state), { module: NAME, state: this.state });
       }
       if (outcome === "run") await work();
     });
@@ -125,31 +137,35 @@ class AuditModule {
     }
   }
 
+  // NATS with the identity Initialize gives, the consumer (looked up; created only when
+  // missing), and the tenants' enablement; what was opened is closed again on failure.
   async connectNats(settings) {
-    const servers = (settings.nats && settings.nats.servers) || [];
-    if (!servers.length) throw new Error("the audit module needs NATS servers at Initialize");
-    this.nc = await connect({ servers, name: `mesh-module-${NAME}`, maxReconnectAttempts: -1 });
-    const jsm = await jetstreamManager(this.nc);
-    const filters = [...SUBSCRIBES.map((type) => `mesh.evt.*.${type}`), `mesh.replay.${CONSUMER}`];
-    const existing = await jsm.consumers.info("MESH_EVENTS", CONSUMER).catch(() => null);
-    if (!existing) {
-      const since = settings.events_since;
-      await jsm.consumers.add("MESH_EVENTS", {
-        durable_name: CONSUMER,
-        ack_policy: AckPolicy.Explicit,
-        filter_subjects: filters,
-        ...(since && since.seconds
-          ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(Number(since.seconds) * 1000).toISOString() }
-          : { deliver_policy: DeliverPolicy.New }),
-      });
+    this.nc = await connectNats(NAME, settings.nats || {});
+    try {
+      await prepareConsumer(this.nc, NAME, CONSUMER, settings.events_since);
+      const tenants = new TenantView(NAME);
+      await tenants.open(this.nc);
+      this.tenants = tenants;
+    } catch (error) {
+      await this.disconnect();
+      throw error;
     }
+  }
+
+  async disconnect() {
+    if (this.consuming) await this.consuming.close().catch(() => undefined);
+    if (this.tenants) this.tenants.close();
+    if (this.nc) await this.nc.drain().catch(() => undefined);
+    this.consuming = null;
+    this.tenants = null;
+    this.nc = null;
   }
 
   async start() {
     this.setState(State.STARTING);
     const js = jetstream(this.nc);
-    const consumer = await js.consumers.get("MESH_EVENTS", CONSUMER);
-    this.consuming = await consumer.consume();
+    const consumer = await js.consumers.get(EVENT_STREAM, CONSUMER.name);
+    this.consuming = await consumer.consume({ max_messages: CONSUMER.maxAckPending });
     (async () => {
       for await (const message of this.consuming) await this.handle(js, message);
     })().catch((error) => log("consuming stopped:", error.message));
@@ -158,6 +174,7 @@ class AuditModule {
   }
 
   // One event: record it, publish `audit.recorded`, then ack (redelivered if any step fails).
+  // An event of a tenant the module is disabled for is acknowledged and skipped, as in Python.
   async handle(js, message) {
     const h = message.headers;
     const id = h && h.get("ce-id");
@@ -167,8 +184,13 @@ class AuditModule {
       this.counts.failed += 1;
       return;
     }
+    const tenant = h.get("ce-tenant") || "";
+    if (tenant && !(this.tenants && this.tenants.isEnabled(tenant))) {
+      message.ack();
+      this.counts.skipped += 1;
+      return;
+    }
     try {
-      const tenant = h.get("ce-tenant") || "";
       this.entries.push({ event_id: id, event_type: type, tenant, data_json: message.string() });
       this.counts.received += 1;
       const out = natsHeaders();
@@ -196,15 +218,13 @@ class AuditModule {
 
   async stop() {
     this.setState(State.STOPPING);
-    if (this.consuming) await this.consuming.close().catch(() => undefined);
-    if (this.nc) await this.nc.drain().catch(() => undefined);
-    this.consuming = null;
-    this.nc = null;
+    await this.disconnect();
     this.setState(State.STOPPED);
   }
 
   fail(phase, error) {
-    this.error = { reason: "HOOK_FAILED", message: `the ${phase} of module ${NAME} failed: ${error.message}`, phase };
+    const reason = error instanceof MeshError ? error.reason : "HOOK_FAILED";
+    this.error = { reason, message: `the ${phase} of module ${NAME} failed: ${error.message}`, phase };
     this.setState(State.FAILED, this.error.message);
   }
 }
@@ -214,13 +234,15 @@ function unary(handler) {
     Promise.resolve()
       .then(() => handler(call.request, call))
       .then((reply) => callback(null, reply))
-      .catch((error) => callback({ code: error.code || grpc.status.INTERNAL, details: error.message }));
+      .catch((error) =>
+        callback(error instanceof MeshError ? error.toStatus() : { code: grpc.status.INTERNAL, details: error.message }),
+      );
   };
 }
 
 function lifecycleService(module) {
   return {
-    Describe: unary(() => ({ manifest: module.manifest(), status: module.status() })),
+    Describe: unary(() => ({ manifest: module.manifest(), status: module.status(), consumers: [CONSUMER.toProto()] })),
     Initialize: unary(async (request) => {
       await module.transition("Initialize", () => module.initialize(request.settings || {}));
       return { status: module.status() };
@@ -236,8 +258,7 @@ function lifecycleService(module) {
     Reload: unary(async (request) => {
       await module.transition("Reload", async () => {
         const wasRunning = module.state === State.RUNNING;
-        if (module.consuming) await module.consuming.close();
-        if (module.nc) await module.nc.drain();
+        await module.disconnect();
         await module.initialize(request.settings || {});
         if (wasRunning) await module.start();
       });
@@ -263,16 +284,15 @@ function lifecycleService(module) {
   };
 }
 
+// Reached only through the gate: RUNNING, and x-tenant-id is the proven tenant. A call of a
+// tenant sees that tenant's entries only; a call without one (a mesh process, an operator
+// without a token) sees them all.
 function auditService(module) {
   return {
-    ListEntries: unary(() => {
-      if (module.state !== State.RUNNING) {
-        const error = new Error(`module ${NAME} is ${module.state}; it serves audit.v1.Audit only while RUNNING`);
-        error.code = grpc.status.UNAVAILABLE;
-        throw error;
-      }
+    ListEntries: unary((request, call) => {
       module.requests += 1;
-      return { entries: module.entries };
+      const [tenant] = call.metadata.get(TENANT_METADATA);
+      return { entries: tenant ? module.entries.filter((entry) => entry.tenant === tenant) : module.entries };
     }),
   };
 }
@@ -282,8 +302,10 @@ async function main() {
   const listen = process.env.MESH_LISTEN || "127.0.0.1:0";
   const credentials = transport.serverCredentials(listen);
   const module = new AuditModule();
-  // Without TLS there are no identities, so nothing to check (MESH_INSECURE=1).
-  const server = new grpc.Server({ "grpc.so_reuseport": 0, interceptors: transport.secure ? [accessInterceptor] : [] });
+  // Without TLS there are no identities and no tokens to check (MESH_INSECURE=1): x-tenant-id
+  // is taken as sent, as the Python SDK does there; enablement is checked all the same.
+  const tokens = transport.secure ? TokenVerifier.forModule(transport.folder, process.env) : null;
+  const server = new grpc.Server({ "grpc.so_reuseport": 0, interceptors: [gateInterceptor(module, tokens)] });
   server.addService(proto.mesh.v1.Lifecycle.service, lifecycleService(module));
   server.addService(proto.audit.v1.Audit.service, auditService(module));
   module.health.addToServer(server);
