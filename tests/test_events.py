@@ -14,7 +14,7 @@ from shop.events import OrderCreated, Ping
 from conftest import PROJECT
 from mesh.control.dlq import list_dead_letters, replay
 from mesh.control.tenancy import TenancyStore
-from mesh.protocol.names import EVENT_STREAM, consumer_name
+from mesh.protocol.names import EVENT_STREAM, consumer_name, replay_subject
 from mesh.v1 import lifecycle_pb2
 from sdk import MeshError
 from sdk.testing import eventually
@@ -397,3 +397,69 @@ async def test_the_module_cache_keeps_values_with_a_time_to_live_and_reports_its
         assert await cache.get("never-set") is None
         metrics = (await ledger.lifecycle.GetMetrics(lifecycle_pb2.GetMetricsRequest())).metrics
     assert metrics.custom["cache_hit_rate"] == pytest.approx(100 * 2 / 5)
+
+
+ORIGIN = "mesh-origin-subject"
+"""The header in which a dead letter, and so its replay, says where it was first delivered."""
+
+
+async def test_a_replay_is_checked_against_the_subject_its_dead_letter_was_first_delivered_on(
+    module_harness, mesh_nats
+):
+    order = b'{"order_id": "forged", "amount": 1}'
+    to_book = replay_subject(consumer_name("ledger", "book"))
+    async with module_harness(LEDGER) as ledger:
+        client = await nats.connect(mesh_nats.url)
+        js = client.jetstream()
+        # replays published by hand on book's replay subject, claiming what they like
+        await js.publish(to_book, order, headers=forged("no-origin", "order.created"))
+        origin_lie = {**forged("origin-lie", "order.created", "globex"), ORIGIN: "mesh.evt.acme.order.created"}
+        await js.publish(to_book, order, headers=origin_lie)
+        other_type = {**forged("other-type", "order.paid"), ORIGIN: "mesh.evt._.order.paid"}
+        await js.publish(to_book, order, headers=other_type)
+        await js.publish(to_book, order, headers={**forged("no-event-subject", "order.created"), ORIGIN: to_book})
+        # a lie dead-lettered on its first delivery, with an origin of its own invention
+        laundered = {**forged("laundered", "order.created", "globex"), ORIGIN: "mesh.evt.globex.order.created"}
+        await js.publish("mesh.evt.acme.order.created", order, headers=laundered)
+
+        async def book_letters(ids: set[str]):
+            """book's dead letters by event id (the latest of each) once all of `ids` are there."""
+            letters = {
+                m.headers.get("ce-id"): m
+                for m in await list_dead_letters(client, module="ledger")
+                if m.headers.get("mesh-dlq-handler") == "book"
+            }
+            return letters if ids <= set(letters) else None
+
+        forged_ids = {"no-origin", "origin-lie", "other-type", "no-event-subject", "laundered"}
+        letters = await eventually(lambda: book_letters(forged_ids), "the forged replays among book's dead letters")
+        reasons = {event_id: letters[event_id].headers["mesh-dlq-reason"] for event_id in forged_ids}
+        replay_on = f"replay on {to_book}: "
+        assert reasons["no-origin"].startswith(f"{replay_on}it names no event subject it was first delivered on")
+        assert reasons["origin-lie"].startswith(
+            f"{replay_on}event disagrees with its subject mesh.evt.acme.order.created: the subject says tenant "
+            "'acme', ce-tenant says 'globex'"
+        )
+        assert reasons["other-type"].startswith(
+            f"{replay_on}it says it was first delivered on mesh.evt._.order.paid, but handler book subscribes to "
+            "'order.created', not to 'order.paid'"
+        )
+        assert reasons["no-event-subject"].startswith(f"{replay_on}it says it was first delivered on '{to_book}'")
+        assert all(letters[event_id].headers["mesh-dlq-deliveries"] == "1" for event_id in forged_ids)
+        first = letters["laundered"]
+        assert first.headers[ORIGIN] == "mesh.evt.acme.order.created"  # where it came from, not what it said
+
+        await replay(client, first.seq, keep=False)
+
+        async def replayed_letter():
+            letter = (await book_letters({"laundered"}) or {}).get("laundered")
+            return letter if letter is not None and letter.seq != first.seq else None
+
+        again = await eventually(replayed_letter, "the replayed lie among book's dead letters again")
+        assert again.subject == to_book and again.headers[ORIGIN] == "mesh.evt.acme.order.created"
+        assert again.reason.startswith(
+            f"{replay_on}event disagrees with its subject mesh.evt.acme.order.created: the subject says tenant "
+            "'acme', ce-tenant says 'globex'"
+        )
+        await client.close()
+        assert ledger.module.booked == []

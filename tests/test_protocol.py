@@ -4,6 +4,8 @@ and `_` (no tenant) is no tenant id."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import grpc
 import nats.errors
 import nats.js.errors
@@ -12,6 +14,7 @@ import pytest
 from mesh.protocol import cloudevents, deadletters, names, streams
 from mesh.protocol.cloudevents import CloudEvent, DisagreesWithSubject, InvalidExtension, NotAnEvent
 from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
+from mesh.protocol.guarded_handlers import guarded_handler
 
 
 def test_reason_enum_mirrors_errors_proto() -> None:
@@ -177,3 +180,100 @@ async def test_provisioning_waits_for_a_jetstream_not_ready_and_gives_up_with_wh
 
     with pytest.raises(ValueError, match="a bad config"):  # not a readiness problem: no retry
         await streams.provisioned("creating a test stream", wrong)
+
+
+class _GuardedEcho(grpc.aio.ServerInterceptor):
+    """Every call through `guarded_handler`: refused when it carries `x-refuse`, and observed."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, bool]] = []
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+
+        def check(context):
+            if any(key == "x-refuse" for key, _ in context.invocation_metadata()):
+                return MeshError("ACCESS_DENIED", f"{method} refused")
+            return None
+
+        def observe(context):
+            return lambda failed: self.ended.append((method, failed))
+
+        return guarded_handler(await continuation(handler_call_details), check, observe=observe)
+
+
+async def test_a_guarded_handler_checks_every_call_kind_before_its_behaviour_and_tells_how_it_ended() -> None:
+    ran: list[str] = []
+
+    async def unary_unary(request: bytes, context: object) -> bytes:
+        ran.append("UnaryUnary")
+        return request.upper()
+
+    async def unary_stream(request: bytes, context: object):
+        ran.append("UnaryStream")
+        for part in request.split(b","):
+            yield part
+
+    async def stream_unary(requests, context: object) -> bytes:
+        ran.append("StreamUnary")
+        return b"+".join([part async for part in requests])
+
+    async def stream_stream(requests, context: object):
+        ran.append("StreamStream")
+        async for part in requests:
+            yield part * 2
+
+    guard = _GuardedEcho()
+    server = grpc.aio.server(interceptors=[guard])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Echo",
+                {
+                    "UnaryUnary": grpc.unary_unary_rpc_method_handler(unary_unary),
+                    "UnaryStream": grpc.unary_stream_rpc_method_handler(unary_stream),
+                    "StreamUnary": grpc.stream_unary_rpc_method_handler(stream_unary),
+                    "StreamStream": grpc.stream_stream_rpc_method_handler(stream_stream),
+                },
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+            async def parts() -> AsyncIterator[bytes]:
+                for part in (b"a", b"b"):
+                    yield part
+
+            def calls(metadata: tuple[tuple[str, str], ...]) -> dict[str, Callable[[], Awaitable[object]]]:
+                unary_stream, stream_stream = channel.unary_stream, channel.stream_stream
+                return {
+                    "UnaryUnary": lambda: channel.unary_unary("/test.Echo/UnaryUnary")(b"a", metadata=metadata),
+                    "UnaryStream": lambda: _all(unary_stream("/test.Echo/UnaryStream")(b"a,b", metadata=metadata)),
+                    "StreamUnary": lambda: channel.stream_unary("/test.Echo/StreamUnary")(parts(), metadata=metadata),
+                    "StreamStream": lambda: _all(stream_stream("/test.Echo/StreamStream")(parts(), metadata=metadata)),
+                }
+
+            answers = {method: await call() for method, call in calls(()).items()}
+            assert answers == {
+                "UnaryUnary": b"A",
+                "UnaryStream": [b"a", b"b"],
+                "StreamUnary": b"a+b",
+                "StreamStream": [b"aa", b"bb"],
+            }
+            for method, call in calls((("x-refuse", "1"),)).items():
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call()
+                assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                assert refused.value.details() == f"{method} refused"
+    finally:
+        await server.stop(None)
+
+    assert sorted(ran) == sorted(answers)  # the refused calls never reached a behaviour
+    assert sorted(guard.ended) == sorted([(method, False) for method in answers] + [(m, True) for m in answers])
+
+
+async def _all(responses: AsyncIterator[bytes]) -> list[bytes]:
+    return [response async for response in responses]

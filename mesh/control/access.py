@@ -10,7 +10,7 @@ interceptor is not installed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,9 +18,8 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from mesh.protocol.errors import MeshError
+from mesh.protocol.guarded_handlers import guarded_handler
 from mesh.protocol.identity import Identity, Kind, ModuleSelf, Role, Rule, Rules, identity_of, refusal
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 _COORDINATOR = "/mesh.v1.Coordinator/"
 _TENANCY = "/mesh.v1.Tenancy/"
@@ -75,7 +74,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        return _guarded(handler, lambda context: refusal(identity_of(context), method, self._rules, self._default))
+        return guarded_handler(
+            handler, lambda context: refusal(identity_of(context), method, self._rules, self._default)
+        )
 
 
 def may_register(identity: Identity | None, module: str) -> MeshError | None:
@@ -90,57 +91,3 @@ def may_register(identity: Identity | None, module: str) -> MeshError | None:
         f"{identity} may not register module '{module}': a module registers with its own certificate (module:{module})",
         metadata={"module": module, "identity": identity.common_name},
     )
-
-
-Check = Callable[[Context], MeshError | None]
-
-
-def _guarded(handler: grpc.RpcMethodHandler[Any, Any], check: Check) -> grpc.RpcMethodHandler[Any, Any]:
-    """`handler` with `check` run first; a refusal ends the call before the servicer sees it.
-
-    An aio server's behaviours are coroutines and async generators; grpc-stubs type them as
-    the synchronous server's, hence the `Any` behaviours here.
-    """
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        unary_unary: Any = handler.unary_unary
-
-        async def guarded_unary_unary(request: Any, context: Context) -> Any:
-            await _enforce(check, context)
-            return await unary_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
-    if handler.unary_stream is not None:
-        unary_stream: Any = handler.unary_stream
-
-        async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _enforce(check, context)
-            async for response in unary_stream(request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
-    if handler.stream_unary is not None:
-        stream_unary: Any = handler.stream_unary
-
-        async def guarded_stream_unary(requests: Any, context: Context) -> Any:
-            await _enforce(check, context)
-            return await stream_unary(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **serializers)
-    stream_stream: Any = handler.stream_stream
-
-    async def guarded_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-        await _enforce(check, context)
-        async for response in stream_stream(requests, context):
-            yield response
-
-    return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
-
-
-async def _enforce(check: Check, context: Context) -> None:
-    refused = check(context)
-    if refused is not None:
-        await refused.abort(context)

@@ -206,7 +206,7 @@ def _check_subject(subject: str, headers: Mapping[str, str]) -> None:
     """
     parts = event_subject_parts(subject)
     if parts is None:
-        return  # a replay (`mesh.replay.<consumer>`) names no tenant: its headers are the original's
+        return  # no event subject (a system event); a replay is checked against its origin by the SDK
     tenant, event_type = parts
     claimed_tenant, claimed_type = headers.get("ce-tenant", ""), headers.get(TYPE_HEADER, "")
     if claimed_tenant != tenant:

@@ -1,5 +1,6 @@
 """One delivery of one message to one handler, whatever the transport: decode (refusing an
-event whose tenant or type is not its subject's), filter by tenant, count, run the
+event whose tenant or type is not its subject's, or a replay's whose are not those of the
+subject its dead letter was first delivered on), filter by tenant, count, run the
 handler, classify what happened — into an `Outcome` that the durable path turns into
 ack / nak / dead letter and the ephemeral path into nothing.
 
@@ -20,9 +21,11 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mesh.protocol import cloudevents
-from mesh.protocol.cloudevents import TYPE_HEADER, NotAnEvent
+from mesh.protocol.cloudevents import TYPE_HEADER, DisagreesWithSubject, NotAnEvent
+from mesh.protocol.names import event_subject_parts, matches
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
+from sdk.events._dead_letters import ORIGIN_SUBJECT_HEADER, is_replay, origin_subject
 from sdk.events._event import Drop, Event, Retry, handling
 from sdk.events._options import Durable
 
@@ -130,6 +133,8 @@ class Dispatcher:
     def _unreadable(self, binding: HandlerBinding, message: Msg, reason: str) -> Outcome:
         """A message that is no event, disagrees with its subject or whose payload does not
         validate: no retry helps, and the handler never sees it."""
+        if is_replay(message):
+            reason = f"replay on {message.subject}: {reason}"
         if binding.durable is not None:
             return Outcome(Verdict.DEAD_LETTER, reason=reason)
         self._recorder.record_event((message.headers or {}).get(TYPE_HEADER, "invalid"), "failed")
@@ -164,7 +169,7 @@ def _again(durable: Durable, attempt: int, reason: str, delay: float | None) -> 
 
 
 def _envelope(binding: HandlerBinding, message: Msg, attempt: int) -> Event[Any]:
-    wire = cloudevents.from_nats(message.headers, message.data, subject=message.subject)
+    wire = cloudevents.from_nats(message.headers, message.data, subject=_subject_to_agree_with(binding, message))
     extensions = {name: value for name, value in (("tenant", wire.tenant), ("company", wire.company)) if value}
     return Event(
         id=wire.id,
@@ -179,3 +184,32 @@ def _envelope(binding: HandlerBinding, message: Msg, attempt: int) -> Event[Any]
         attempt=attempt,
         extensions={**extensions, **wire.extensions},
     )
+
+
+def _subject_to_agree_with(binding: HandlerBinding, message: Msg) -> str:
+    """The event subject whose tenant and type `message` must say: its own, or for a replay
+    the one its dead letter was first delivered on, which must be one the handler reads.
+
+    Raises:
+        NotAnEvent: A replay that names no event subject it came from.
+        DisagreesWithSubject: A replay that names one its handler does not subscribe to.
+    """
+    if not is_replay(message):
+        return message.subject
+    origin = origin_subject(message)
+    if origin is None:
+        raise NotAnEvent(
+            f"it names no event subject it was first delivered on (header {ORIGIN_SUBJECT_HEADER}, which a dead "
+            "letter keeps and `mesh dlq replay` passes on), so it cannot be checked like an event"
+        )
+    parts = event_subject_parts(origin)
+    if parts is None:
+        raise DisagreesWithSubject(
+            f"it says it was first delivered on {origin!r}, which is no event subject (mesh.evt.<tenant>.<type>)"
+        )
+    if not matches(binding.options.pattern, parts[1]):
+        raise DisagreesWithSubject(
+            f"it says it was first delivered on {origin}, but handler {binding.method_name} subscribes to "
+            f"{binding.options.pattern!r}, not to {parts[1]!r}"
+        )
+    return origin

@@ -1,0 +1,107 @@
+"""A gRPC method handler with a check run before its behaviour, whatever the call kind.
+
+The coordinator's access interceptor and a module server's interceptor both refuse calls
+before any servicer runs (the module's also times and counts every call). A server
+interceptor can only do that by handing grpc.aio a new handler whose behaviour wraps the
+servicer's, once per call kind; that wrapping is written here once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from mesh.protocol.errors import MeshError
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+Check = Callable[[Context], MeshError | None]
+"""The error that refuses a call (it ends the call before the servicer sees it), or None."""
+
+Observer = Callable[[Context], Callable[[bool], None]]
+"""Told as a call starts, before its check; what it returns is told as the call ends,
+with whether it failed (a refusal, an error, or a stream closed before its end)."""
+
+
+def guarded_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], check: Check, *, observe: Observer | None = None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with `check` run before its behaviour, of any of the four call kinds.
+
+    Args:
+        handler: The servicer's handler, as the interceptor's continuation gave it.
+        check: Run first on every call; a refusal aborts the call with that error.
+        observe: Told of each call's start and end (for metrics); None: nobody is told.
+
+    Returns:
+        A handler of the same call kind and serializers.
+    """
+    # grpc.aio decides how to run a behaviour by its kind (coroutine function or async
+    # generator function), so each wrapper is a real `async def`, not a lambda; grpc-stubs
+    # types behaviours as the synchronous server's, hence `Any`.
+    observer = observe or _nobody
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary or handler.stream_unary:
+        inner: Any = handler.unary_unary or handler.stream_unary
+        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+
+        async def unary_response(request: Any, context: Context) -> Any:
+            done = observer(context)
+            failed = True
+            try:
+                await _enforce(check, context)
+                result = inner(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                failed = False
+                return result
+            finally:
+                done(failed)
+
+        return make(unary_response, **options)
+
+    inner_stream: Any = handler.unary_stream or handler.stream_stream
+    make_stream = (
+        grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    )
+
+    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        done = observer(context)
+        failed = True
+        try:
+            await _enforce(check, context)
+            result = inner_stream(request, context)
+            if inspect.isasyncgen(result):
+                async for response in result:
+                    yield response
+            elif inspect.isawaitable(result):  # a behaviour that writes with context.write
+                await result
+            else:
+                for response in result:
+                    yield response
+            failed = False
+        finally:
+            done(failed)
+
+    return make_stream(stream_response, **options)
+
+
+async def _enforce(check: Check, context: Context) -> None:
+    refused = check(context)
+    if refused is not None:
+        await refused.abort(context)
+
+
+def _nobody(context: Context) -> Callable[[bool], None]:
+    """The observer when nobody watches the calls: told nothing, it costs one call each way."""
+    return _told_nothing
+
+
+def _told_nothing(failed: bool) -> None:
+    pass
