@@ -8,6 +8,7 @@ as the compose file's header says), where the compose file mounts them as a secr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -65,8 +66,9 @@ class HostMap:
         return value
 
 
-def nats_arguments(command: list[str], name: str, hosts: HostMap) -> tuple[list[str], int]:
-    """The compose command of a NATS node with its listen addresses, routes and data mapped."""
+def nats_arguments(command: list[str], name: str, hosts: HostMap, users_conf: Path) -> tuple[list[str], int]:
+    """The compose command of a NATS node with its configuration (the users and routes `mesh
+    nats users` wrote, the routes' and its own cluster address mapped) and data mapped."""
     args, client_port = [], hosts.port(name, 4222)
     items = iter(command)
     for item in items:
@@ -75,26 +77,26 @@ def nats_arguments(command: list[str], name: str, hosts: HostMap) -> tuple[list[
         if item in ("-sd", "-m"):
             next(items)  # data folder and monitoring port: EmbeddedNats' own / not needed here
             continue
-        if item == "--cluster":
-            next(items)
-            args += ["--cluster", f"nats://127.0.0.1:{hosts.port(name, 6222)}"]
-        elif item == "--routes":
-            routes = next(items).split(",")
-            mapped = [f"nats://127.0.0.1:{hosts.port(r.split('//')[1].split(':')[0], 6222)}" for r in routes]
-            args += ["--routes", ",".join(mapped)]
+        if item == "-c":
+            assert Path(next(items)).name == users_conf.name, "the servers run the configuration mesh nats users writes"
+            config = json.loads(users_conf.read_text())
+            config["cluster"]["listen"] = f"127.0.0.1:{hosts.port(name, 6222)}"
+            own = users_conf.with_name(f"{name}.conf")
+            own.write_text(json.dumps(config))
+            args += ["-c", str(own)]
         else:
             args.append(item)
     return args, client_port
 
 
-def wait_for_jetstream(urls: list[str]) -> None:
+def wait_for_jetstream(urls: list[str], login: dict[str, str]) -> None:
     """Until the cluster answers a JetStream call: a fresh cluster elects its meta leader
     after the servers are up. The coordinator waits for that too (streams.provisioned), but
     only for timeouts and "unavailable"; a stream replicated three times placed before every
     peer is known can be refused outright, which this test is not about."""
 
     async def answers() -> bool:
-        client = await nats.connect(urls, connect_timeout=5, max_reconnect_attempts=0)
+        client = await nats.connect(urls, connect_timeout=5, max_reconnect_attempts=0, **login)
         try:
             await client.jetstream().account_info()
             return True
@@ -132,6 +134,16 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
         hosts.port(name, 6222)
     coordinator_port = hosts.port("coordinator", 50050)
     state = tmp_path / "coordinator-state"
+    nats_secrets = tmp_path / "secrets" / "nats"
+    routes = [f"--route=127.0.0.1:{hosts.port(name, 6222)}" for name in nats_nodes]
+    written = subprocess.run(
+        [*MESH, "nats", "users", "--modules", str(PROJECT / "modules"), "--out", str(nats_secrets), *routes],
+        capture_output=True,
+        text=True,
+    )
+    assert written.returncode == 0, written.stderr
+    assert "mesh nats" not in written.stderr, written.stderr  # no module's consumers are unknown
+    admin = json.loads((nats_secrets / "logins" / "mesh-admin.json").read_text())
 
     def issue_module_credentials(module: str) -> Path:
         folder = tmp_path / "secrets" / module
@@ -167,6 +179,8 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
             mapped["MESH_LISTEN"] = f"127.0.0.1:{port}"
         if "MESH_STATE_DIR" in mapped:
             mapped["MESH_STATE_DIR"] = str(state)
+        if "MESH_NATS_CREDENTIALS" in mapped:
+            mapped["MESH_NATS_CREDENTIALS"] = str(nats_secrets / "logins")
         if "MESH_TLS_DIR" in mapped:
             mapped["MESH_TLS_DIR"] = str(issue_module_credentials(mapped["MESH_MODULE"]))
         return {**os.environ, **mapped}
@@ -175,11 +189,13 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for name in nats_nodes:
-            args, client_port = nats_arguments(services[name]["command"], name, hosts)
+            args, client_port = nats_arguments(
+                services[name]["command"], name, hosts, nats_secrets / "server" / "nats-server.conf"
+            )
             server = EmbeddedNats(port=client_port, data_dir=tmp_path / name, extra_args=args)
             servers.append(server)
             server.start()
-        wait_for_jetstream([server.url for server in servers])
+        wait_for_jetstream([server.url for server in servers], admin)
 
         coordinator_env = environment("coordinator")
         logs = tmp_path / "logs"
@@ -246,12 +262,41 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
         ).read_text()[-3000:]
 
         async def replicas() -> int:
-            client = await nats.connect(servers[1].url)
+            client = await nats.connect(servers[1].url, **admin)
             info = await client.jetstream().stream_info("MESH_EVENTS")
             await client.close()
             return info.config.num_replicas
 
         assert asyncio.run(replicas()) == 3
+
+        async def anonymous() -> None:
+            with pytest.raises(nats.errors.Error, match=r"[Aa]uthorization"):
+                await nats.connect(servers[0].url, allow_reconnect=False, max_reconnect_attempts=0)
+
+        asyncio.run(anonymous())
+
+        # a server that knows the cluster's address but not its route password cannot join
+        rogue_log = tmp_path / "rogue-nats.log"
+        rogue = EmbeddedNats(
+            data_dir=tmp_path / "rogue",
+            log_file=rogue_log,
+            extra_args=[
+                "--name",
+                "rogue",
+                "--cluster_name",
+                "mesh",
+                "--cluster",
+                "nats://127.0.0.1:-1",
+                "--routes",
+                f"nats://127.0.0.1:{hosts.port(nats_nodes[0], 6222)}",
+            ],
+        )
+        servers.append(rogue)
+        rogue.start()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while "Authorization Violation" not in rogue_log.read_text():
+            assert time.monotonic() < deadline, rogue_log.read_text()
+            time.sleep(0.1)
     finally:
         for process in reversed(processes):
             if process.poll() is None:

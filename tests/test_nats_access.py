@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from conftest import PROJECT
+from mesh.control.nats_identities import NatsIdentities
 from mesh.protocol.errors import MeshError
+from mesh.protocol.manifest import ManifestError, load_manifest
 from mesh.protocol.nats_access import ConsumerGrant, ModuleGrant, NatsUser, server_config
 
 
@@ -73,4 +75,70 @@ def test_mesh_nats_permissions_without_a_running_mesh_reads_the_modules_folder(t
     assert shown.returncode == 0, shown.stderr
     permissions = json.loads(shown.stdout)
     assert "$JS.API.CONSUMER.MSG.NEXT.MESH_EVENTS.orders--remember_stock" in permissions["orders"]["publish"]["allow"]
-    assert "module audit is not Python" in shown.stderr
+    # the Node.js module lists its consumer in its manifest
+    assert "$JS.API.CONSUMER.MSG.NEXT.MESH_EVENTS.audit--record" in permissions["audit"]["publish"]["allow"]
+    assert shown.stderr == ""
+
+
+def test_an_external_nats_login_that_is_missing_or_malformed_is_refused_with_the_fix(tmp_path):
+    identities = NatsIdentities(tmp_path / "access", embedded=False, credentials_dir=tmp_path, enforced=True)
+    with pytest.raises(MeshError, match=r"no NATS login for shop: expected .*shop\.json") as missing:
+        identities.module_login("shop")
+    assert missing.value.reason == "ACCESS_DENIED"
+    assert "mesh nats users --out DIR" in missing.value.message
+
+    (tmp_path / "shop.json").write_text('{"user": "shop"}')
+    with pytest.raises(MeshError, match="is no NATS login"):
+        identities.module_login("shop")
+
+    (tmp_path / "shop.json").write_text('{"user": "shop", "password": "pw"}')
+    assert identities.module_login("shop").connect_options() == {"user": "shop", "password": "pw"}
+
+
+def test_a_module_may_not_take_the_name_of_a_mesh_user():
+    with pytest.raises(MeshError, match="may not be called 'mesh-admin'"):
+        ModuleGrant("mesh-admin").check()
+
+
+def _manifest(events: str, run: str) -> str:
+    return f'name = "shop"\nversion = "1.0.0"\n[events]\n{events}\n[run]\n{run}\n'
+
+
+@pytest.mark.parametrize(
+    ("events", "run", "problem"),
+    [
+        (
+            'subscribes = ["order.*"]\nconsumers = { spy = [">"] }',
+            'command = ["node", "index.js"]',
+            "consumer 'spy' reads >; list patterns of 'subscribes' there",
+        ),
+        (
+            'subscribes = ["order.*"]\nconsumers = { on_order = ["order.*"] }',
+            'entry = "module:Shop"',
+            "a Python module's consumers come from its @on handlers",
+        ),
+        (
+            'subscribes = ["order.*"]\nconsumers = { "on.order" = ["order.*"] }',
+            'command = ["node", "index.js"]',
+            "on.order",
+        ),
+    ],
+)
+def test_declared_consumers_are_checked_in_the_manifest(tmp_path, events, run, problem):
+    (tmp_path / "module.toml").write_text(_manifest(events, run))
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(tmp_path)
+    assert problem in str(refused.value)
+
+
+def test_mesh_nats_users_refuses_a_route_that_is_no_address(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "nats", "users", "--out", str(tmp_path), "--route", "nats-1"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "--route 'nats-1' is not HOST:PORT" in refused.stderr
+    assert not any(tmp_path.iterdir()), "nothing is written for a bad route"

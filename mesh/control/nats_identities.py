@@ -5,12 +5,13 @@ created for it by the coordinator before Initialize.
 With the embedded nats-server the coordinator owns the users: it writes the server's
 configuration (passwords made here, kept in the state folder, readable by its owner only),
 has the server load it again when a module is admitted, and hands each module its password
-in Initialize over mTLS. With an external NATS (NATS_URL) the operator owns the users: each
-module gets the credentials file named after it in MESH_NATS_CREDENTIALS, and
+in Initialize over mTLS. With an external NATS (NATS_URL) the operator owns the users: the
+coordinator and each module get the login named after them in the MESH_NATS_CREDENTIALS
+folder (`mesh nats users` writes it with the servers' configuration), and
 `mesh nats permissions` prints what each of them must be allowed.
 
     <state>/nats-access/server.conf        the embedded server's users (0600)
-    <state>/nats-access/admin.json         the operator's NATS user for the CLI (0600)
+    <state>/nats-access/mesh-admin.json    the operator's NATS login for the CLI (0600)
     <state>/nats-access/permissions.json   every module's permissions, as last admitted
 """
 
@@ -22,7 +23,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from mesh.protocol.nats_access import (
     ADMIN_USER,
     COORDINATOR_USER,
     DENY_ALL,
+    PROBE_USER,
     ConsumerGrant,
     ModuleGrant,
     NatsUser,
@@ -50,35 +52,30 @@ RELOAD_SECONDS = 30.0
 """How long the embedded server may take to load a new configuration (milliseconds, usually)."""
 CREDENTIALS_DIR_ENV = "MESH_NATS_CREDENTIALS"
 """The variable naming the folder of credentials files for an external NATS (config.py)."""
-_PROBE_USER = "mesh-config-probe"
 
 _log = logging.getLogger("mesh")
 
 
 @dataclass(frozen=True)
 class NatsLogin:
-    """How one NATS client of the mesh authenticates: user and password, or a credentials file."""
+    """How one NATS client of the mesh authenticates: a user and password (none: a NATS
+    without users)."""
 
     user: str = ""
     password: str = ""
-    credentials_file: str = ""
 
     def connect_options(self) -> dict[str, Any]:
         """The nats-py connect() arguments."""
-        if self.credentials_file:
-            return {"user_credentials": self.credentials_file}
         if self.user:
             return {"user": self.user, "password": self.password}
         return {}
 
     def settings(self, servers: Sequence[str]) -> lifecycle_pb2.NatsSettings:
         """What a module is told at Initialize."""
-        return lifecycle_pb2.NatsSettings(
-            servers=list(servers), user=self.user, password=self.password, credentials_file=self.credentials_file
-        )
+        return lifecycle_pb2.NatsSettings(servers=list(servers), user=self.user, password=self.password)
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, replacing it atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch = path.with_suffix(".tmp")
@@ -88,22 +85,38 @@ def _write_private(path: Path, text: str) -> None:
     scratch.replace(path)
 
 
-def admin_login(folder: Path) -> NatsLogin:
-    """The operator's NATS login of a running mesh (none when its NATS has no users).
+def read_login(path: Path) -> NatsLogin | None:
+    """A `{"user", "password"}` file; None when there is none.
 
     Raises:
-        MeshError: ACCESS_DENIED when the file is there but cannot be read.
+        MeshError: ACCESS_DENIED when the file is there but cannot be read or is no login.
     """
-    path = folder / "admin.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return NatsLogin()
+        return None
     except (OSError, ValueError) as error:
-        raise MeshError(
-            "ACCESS_DENIED", f"cannot read the mesh's NATS login {path}: {error}; run as the user who ran mesh up"
-        ) from None
-    return NatsLogin(user=str(data.get("user", "")), password=str(data.get("password", "")))
+        raise MeshError("ACCESS_DENIED", f"cannot read the NATS login {path}: {error}") from None
+    if not isinstance(data, dict) or not data.get("user") or not data.get("password"):
+        raise MeshError("ACCESS_DENIED", f'{path} is no NATS login: expected {{"user": …, "password": …}}')
+    return NatsLogin(user=str(data["user"]), password=str(data["password"]))
+
+
+def admin_login(folder: Path, env: Mapping[str, str] = os.environ) -> NatsLogin:
+    """The operator's NATS login: the running mesh's (its state folder's `nats-access`), else
+    `mesh-admin.json` in MESH_NATS_CREDENTIALS (an external NATS), else none (a NATS without users).
+
+    Raises:
+        MeshError: ACCESS_DENIED when a login file is there but cannot be read.
+    """
+    candidates = [folder / f"{ADMIN_USER}.json"]
+    if env.get(CREDENTIALS_DIR_ENV):
+        candidates.append(Path(env[CREDENTIALS_DIR_ENV]) / f"{ADMIN_USER}.json")
+    for path in candidates:
+        login = read_login(path)
+        if login is not None:
+            return login
+    return NatsLogin()
 
 
 def grant_of(manifest: Manifest, consumers: Sequence[lifecycle_pb2.EventConsumer]) -> ModuleGrant:
@@ -159,8 +172,8 @@ class NatsIdentities:
         for user in (COORDINATOR_USER, ADMIN_USER):
             self._passwords[user] = secrets.token_urlsafe(24)
         # The previous run's login must not outlive it (with --insecure none is written).
-        _write_private(
-            self._folder / "admin.json",
+        write_private(
+            self._folder / f"{ADMIN_USER}.json",
             json.dumps({"user": ADMIN_USER, "password": self._passwords[ADMIN_USER]}),
         )
         self._write_config()
@@ -177,7 +190,7 @@ class NatsIdentities:
         """How the coordinator itself connects."""
         if self._embedded:
             return NatsLogin(COORDINATOR_USER, self._passwords[COORDINATOR_USER])
-        return self._file_login("coordinator")
+        return self._file_login(COORDINATOR_USER)
 
     def module_login(self, module: str) -> NatsLogin:
         """How `module` connects (what Initialize tells it); raises MeshError when an external
@@ -194,17 +207,21 @@ class NatsIdentities:
         return self._file_login(module)
 
     def _file_login(self, name: str) -> NatsLogin:
+        """`<name>.json` of the credentials folder: a user and password (as `mesh nats users`
+        writes them), handed to the module in Initialize over mTLS."""
         if self._credentials_dir is None:
             return NatsLogin()
-        path = self._credentials_dir / f"{name}.creds"
-        if not path.is_file():
+        path = self._credentials_dir / f"{name}.json"
+        login = read_login(path)
+        if login is None:
             raise MeshError(
                 "ACCESS_DENIED",
-                f"no NATS credentials for {name}: expected {path} ({CREDENTIALS_DIR_ENV}); create a NATS user "
-                f"with the permissions `mesh nats permissions --module {name}` prints and save its credentials there",
+                f"no NATS login for {name}: expected {path} ({CREDENTIALS_DIR_ENV}); `mesh nats users --out DIR` "
+                f'writes the logins with the servers\' users, or write {{"user", "password"}} of a NATS user '
+                f"allowed what `mesh nats permissions --module {name}` prints",
                 metadata={"module": name},
             )
-        return NatsLogin(credentials_file=str(path))
+        return login
 
     # --- admitting a module -------------------------------------------------------------------
 
@@ -221,7 +238,7 @@ class NatsIdentities:
             if self._grants.get(grant.module) != grant:
                 self._grants[grant.module] = grant
                 self._passwords.setdefault(grant.module, secrets.token_urlsafe(24))
-                _write_private(self.permissions_file, self.permissions_json())
+                write_private(self.permissions_file, self.permissions_json())
                 if self._embedded:
                     self._write_config()
                     await self._reload()
@@ -248,10 +265,10 @@ class NatsIdentities:
         users = [
             NatsUser(COORDINATOR_USER, self._passwords[COORDINATOR_USER]),
             NatsUser(ADMIN_USER, self._passwords[ADMIN_USER]),
-            NatsUser(_PROBE_USER, self._probe_password, DENY_ALL),
+            NatsUser(PROBE_USER, self._probe_password, DENY_ALL),
             *(NatsUser(name, self._passwords[name], grant.permissions()) for name, grant in self._grants.items()),
         ]
-        _write_private(self.config_file, server_config(users))
+        write_private(self.config_file, server_config(users))
 
     async def _reload(self) -> None:
         """Have the server load the configuration just written, and wait until it has: the
@@ -264,7 +281,7 @@ class NatsIdentities:
             try:
                 probe = await nats.connect(
                     self._server.url,
-                    user=_PROBE_USER,
+                    user=PROBE_USER,
                     password=self._probe_password,
                     connect_timeout=2,
                     allow_reconnect=False,

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -120,11 +121,29 @@ class DependencySpec(_Strict):
     optional: bool = False
 
 
+HandlerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
 class EventsSpec(_Strict):
     """The `[events]` table: what the module publishes and what it handles."""
 
     publishes: list[EventType] = Field(default_factory=list)
     subscribes: list[EventPattern] = Field(default_factory=list)
+    consumers: dict[HandlerName, list[EventPattern]] = Field(default_factory=dict)
+    """A module in another language: its durable consumers, handler name -> the patterns it
+    reads (a Python module's come from its `@on` handlers). Read before the module runs, by
+    `mesh nats users` / `mesh nats permissions`, to grant its NATS user exactly these."""
+
+    @model_validator(mode="after")
+    def _consumers_read_what_is_subscribed(self) -> EventsSpec:
+        for handler, patterns in self.consumers.items():
+            undeclared = sorted(set(patterns) - set(self.subscribes))
+            if undeclared or not patterns:
+                raise ValueError(
+                    f"consumer '{handler}' reads {', '.join(undeclared) or 'nothing'}; list patterns of "
+                    "'subscribes' there"
+                )
+        return self
 
 
 class RestartSpec(_Strict):
@@ -168,6 +187,15 @@ class Manifest(_Strict):
     services: list[Annotated[str, AfterValidator(_service)]] = Field(default_factory=list)
     restart: RestartSpec = Field(default_factory=RestartSpec)
     run: RunSpec
+
+    @model_validator(mode="after")
+    def _consumers_only_for_other_languages(self) -> Manifest:
+        if self.events.consumers and self.run.entry is not None:
+            raise ValueError(
+                "[events] consumers is for a module in another language; a Python module's consumers come "
+                "from its @on handlers, so remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_dependencies(self) -> Manifest:

@@ -37,6 +37,12 @@ TENANCY_BUCKETS = (MODULES_BUCKET, FLAGS_BUCKET, CONFIG_BUCKET)
 COORDINATOR_USER = "mesh-coordinator"
 ADMIN_USER = "mesh-admin"
 """The operator's NATS user (`mesh dlq` and other CLI commands that read NATS directly)."""
+PROBE_USER = "mesh-config-probe"
+"""A user without permissions whose password proves which configuration a server has loaded."""
+ROUTE_USER = "mesh-route"
+"""The user NATS servers of one cluster authenticate their routes to each other with."""
+RESERVED_USERS = frozenset({COORDINATOR_USER, ADMIN_USER, PROBE_USER, ROUTE_USER})
+"""NATS users of the mesh itself: no module may be called so."""
 
 
 def inbox_prefix(module: str) -> str:
@@ -73,6 +79,12 @@ class ModuleGrant:
         Raises:
             MeshError: ACCESS_DENIED naming the consumer and what is wrong.
         """
+        if self.module in RESERVED_USERS:
+            raise MeshError(
+                "ACCESS_DENIED",
+                f"a module may not be called {self.module!r}: the mesh's own NATS user has that name; rename it",
+                metadata={"module": self.module},
+            )
         declared = set(self.subscribes)
         for consumer in self.consumers:
             if not consumer.name.startswith(consumer_prefix(self.module)) or "." in consumer.name:
