@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from rich.console import Console
 
 from mesh.control.config import DEFAULT_LISTEN, ConfigError, MeshConfig, load_config
+from mesh.control.discovery import DiscoveredModule, DiscoveryError, discover
 from mesh.control.statedir import StateDir
 from mesh.protocol.errors import error_info
 from mesh.protocol.pki import CredentialsError
@@ -79,6 +80,19 @@ def load_mesh_config(args: argparse.Namespace, **extra: object) -> MeshConfig:
         return load_config(args.config, overrides={"modules_dir": args.modules, "state_dir": args.state_dir, **extra})
     except ConfigError as error:
         raise CliError(str(error), EXIT_USAGE) from None
+
+
+def discovered_modules(args: argparse.Namespace) -> dict[str, DiscoveredModule]:
+    """The modules of the folder the configuration names (`--modules`, `--config`).
+
+    Raises:
+        CliError: The configuration or a manifest is invalid (exit code 2), every problem listed.
+    """
+    config = load_mesh_config(args)
+    try:
+        return discover(config.modules_dir)
+    except DiscoveryError as error:
+        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
 
 
 def json_struct(text: str, what: str, example: str) -> struct_pb2.Struct:

@@ -18,11 +18,10 @@ from mesh.cli._common import (
     Commands,
     config_options,
     console,
+    discovered_modules,
     error_console,
-    load_mesh_config,
     state_root,
 )
-from mesh.control.discovery import DiscoveryError, discover
 from mesh.control.statedir import StateDir
 
 
@@ -50,11 +49,7 @@ def _events(args: argparse.Namespace) -> int:
     # The catalogue loads module code through the SDK, which only this command needs.
     from mesh.control.catalog import asyncapi, build_catalog
 
-    config = load_mesh_config(args)
-    try:
-        discovered = discover(config.modules_dir)
-    except DiscoveryError as error:
-        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    discovered = discovered_modules(args)
     catalog = build_catalog(discovered)
     if args.asyncapi:
         args.asyncapi.write_text(json.dumps(asyncapi(catalog), indent=2) + "\n")

@@ -19,11 +19,11 @@ from mesh.cli._common import (
     console,
     coordinator_address,
     coordinator_option,
+    discovered_modules,
     error_console,
     load_mesh_config,
 )
 from mesh.control import graph
-from mesh.control.discovery import DiscoveryError, discover
 from mesh.protocol.states import State
 from mesh.v1 import coordinator_pb2, health_pb2
 
@@ -91,10 +91,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def _graph(args: argparse.Namespace) -> int:
     config = load_mesh_config(args)
-    try:
-        discovered = discover(config.modules_dir)
-    except DiscoveryError as error:
-        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    discovered = discovered_modules(args)
     manifests = {name: module.manifest for name, module in discovered.items()}
     skipped = graph.skipped_modules(manifests, os.environ, config.flags)
     render_graph = {"text": render.graph_tree, "mermaid": render.graph_mermaid, "dot": render.graph_dot}[args.format]

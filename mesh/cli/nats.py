@@ -16,11 +16,10 @@ from mesh.cli._common import (
     Commands,
     config_options,
     console,
+    discovered_modules,
     error_console,
-    load_mesh_config,
     state_root,
 )
-from mesh.control.discovery import DiscoveryError, discover
 from mesh.control.statedir import StateDir
 from mesh.protocol.nats_access import ModuleGrant
 
@@ -64,11 +63,7 @@ def _planned(args: argparse.Namespace) -> dict[str, ModuleGrant]:
     # does not slow down the others.
     from mesh.control.nats_plan import planned_grants
 
-    config = load_mesh_config(args)
-    try:
-        discovered = discover(config.modules_dir)
-    except DiscoveryError as error:
-        raise CliError("\n".join(error.lines), EXIT_USAGE) from None
+    discovered = discovered_modules(args)
     grants, warnings = planned_grants(discovered)
     for warning in warnings:
         error_console.print(f"mesh nats {args.action}: {warning}", markup=False)
