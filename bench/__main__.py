@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.rpc", "bench.boot", "bench.events", "bench.tracing")
+BENCHMARKS = ("bench.rpc", "bench.boot", "bench.events", "bench.events_auth", "bench.tracing")
 
 
 def main() -> int:

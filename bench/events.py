@@ -29,6 +29,7 @@ from nats.js import api
 
 import sdk
 from mesh.protocol.streams import ensure_streams
+from mesh.v1 import lifecycle_pb2
 from sdk.testing import EmbeddedNats, ModuleHarness
 
 PUBLISHERS = 20
@@ -165,8 +166,29 @@ async def raw_durable(url: str, count: int, round_: int) -> tuple[float, float, 
     return summary(count, elapsed, latencies)
 
 
-async def sdk_run(url: str, sink_dir: Path, count: int, event_type: str) -> tuple[float, float, float]:
-    async with ModuleHarness(sink_dir, nats=url) as harness:
+async def sdk_run(
+    url: str,
+    sink_dir: Path,
+    count: int,
+    event_type: str,
+    adjust: Callable[[lifecycle_pb2.ModuleSettings], None] | None = None,
+) -> tuple[float, float, float]:
+    """SDK publish -> handle of `count` events of `event_type` through the SINK module.
+
+    Args:
+        url: The NATS server.
+        sink_dir: The SINK module's folder.
+        count: How many events.
+        event_type: bench.tick (ephemeral) or bench.stored (durable).
+        adjust: Changes the ModuleSettings the harness sends at Initialize (a NATS login, a
+            coordinator address), when given.
+    """
+    async with ModuleHarness(sink_dir, nats=url, start=False) as harness:
+        settings = harness.settings()
+        if adjust is not None:
+            adjust(settings)
+        await harness.lifecycle.Initialize(lifecycle_pb2.InitializeRequest(settings=settings))
+        await harness.start()
         sink = cast(Sink, harness.module)
         tick = type(harness.module).event_models[event_type]
         durable = event_type == "bench.stored"

@@ -1,8 +1,21 @@
-"""Unary RPC through an SDK module against a plain grpc.aio server with the same servicer.
+"""Unary RPC through an SDK module against a raw grpc.aio server with the same servicer, as
+two pairs in the same run:
 
-Both servers run as their own processes; this process is the client. Rounds alternate
-between the two so that machine noise hits both alike; the medians are reported with
-their ratio. Also reported: the resident memory of each idle server process.
+* plaintext: the module with MESH_INSECURE=1 against an insecure raw server, the record of
+  the SDK's own cost;
+* secured: the module as a mesh serves it, over mTLS with a module certificate, verifying
+  every call's bearer token and checking its tenant (enabled through the tenancy bucket on
+  an embedded nats-server), against a raw server with the same TLS (the same certificate, a
+  client certificate required). Both get the same client certificate (an operator's) and the
+  same metadata (`authorization: Bearer <token>`, `x-tenant-id`).
+
+Every server runs as its own process; this process is the client, one channel per server,
+`--concurrency` calls in flight. Rounds alternate between the servers so that machine noise
+hits all alike; the medians are reported with their ratios, with each server process's CPU
+time per call (steadier than throughput where other work shares the cores) and its resident
+memory when idle. Before timing, the secured module must refuse a token signed by a key it
+does not trust and one of a tenant it is not enabled for, which shows the timed calls go
+through the verification.
 
     python -m bench.rpc [--calls 6000] [--concurrency 50] [--rounds 3]
 """
@@ -19,20 +32,42 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import psutil
 
+from bench.identity import STRANGER, BenchIdentity, call_metadata, enable_tenant
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
+from mesh.protocol.errors import error_info
+from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.pki import Credentials
+from mesh.protocol.transport import INSECURE_ENV, TLS_DIR_ENV
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
 PROJECT = Path(__file__).resolve().parent.parent
 GREETER = PROJECT / "modules" / "greeter"
+MODULE = "greeter"
+
+Metadata = Sequence[tuple[str, str]]
 
 
-async def serve_plain() -> None:
-    """The baseline: the greeter's own servicer code on a bare grpc.aio server."""
+@dataclass(frozen=True)
+class Target:
+    """One server under load, and how the client calls it."""
+
+    name: str
+    process: subprocess.Popen[str]
+    address: str
+    credentials: grpc.ChannelCredentials | None = None
+    metadata: Metadata = ()
+
+
+async def serve_plain(tls_dir: Path | None) -> None:
+    """The baseline: the greeter's own servicer code on a bare grpc.aio server, over mTLS with
+    the credentials in `tls_dir` (a client certificate required) or plaintext."""
     import sdk
     from greeter.module import Greeter, GreeterConfig
 
@@ -42,15 +77,19 @@ async def serve_plain() -> None:
     servicer.greetings = sdk.Counter()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     greeter_pb2_grpc.add_GreeterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls_dir is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", Credentials.read(tls_dir).server_credentials())
     await server.start()
     print(json.dumps({"address": f"127.0.0.1:{port}"}), flush=True)
     await server.wait_for_termination()
 
 
-def start_plain() -> tuple[subprocess.Popen[str], str]:
+def start_plain(tls_dir: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """The baseline server as its own process; with `tls_dir`, over mTLS with those credentials."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.rpc", "--serve-plain"],
+        [sys.executable, "-m", "bench.rpc", "--serve-plain", *(["--tls-dir", str(tls_dir)] if tls_dir else [])],
         cwd=PROJECT,
         stdout=subprocess.PIPE,
         text=True,
@@ -59,21 +98,29 @@ def start_plain() -> tuple[subprocess.Popen[str], str]:
     return process, json.loads(process.stdout.readline())["address"]
 
 
-def start_module(scratch: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    """The greeter module as its own process, initialized and started; `env` adds variables."""
+def start_module(
+    scratch: Path,
+    env: dict[str, str] | None = None,
+    *,
+    identity: BenchIdentity | None = None,
+    nats_url: str = "",
+) -> tuple[subprocess.Popen[str], str]:
+    """The greeter module as its own process, initialized and started.
+
+    Args:
+        scratch: A folder of this module's own (its ready file goes there).
+        env: More environment variables.
+        identity: Serve over mTLS with the module's credentials and verify tokens, brought up
+            by the coordinator's identity; None: plaintext (MESH_INSECURE=1).
+        nats_url: The NATS given at Initialize (tenancy); none if empty.
+    """
     ready = scratch / "ready.json"
     ready.unlink(missing_ok=True)
+    transport = {TLS_DIR_ENV: str(identity.module_dir)} if identity else {INSECURE_ENV: "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "sdk.run", str(GREETER)],
         cwd=PROJECT,
-        # Plaintext, like the baseline server: this compares the SDK's own cost, not TLS's.
-        env={
-            **os.environ,
-            "MESH_READY_FILE": str(ready),
-            "MESH_LOG_LEVEL": "WARNING",
-            "MESH_INSECURE": "1",
-            **(env or {}),
-        },
+        env={**os.environ, "MESH_READY_FILE": str(ready), "MESH_LOG_LEVEL": "WARNING", **transport, **(env or {})},
         text=True,
     )
     while not ready.exists():
@@ -81,24 +128,50 @@ def start_module(scratch: Path, env: dict[str, str] | None = None) -> tuple[subp
             raise RuntimeError("the module process exited at start")
         time.sleep(0.02)
     address = json.loads(ready.read_text())["address"]
+    settings = lifecycle_pb2.ModuleSettings(nats=lifecycle_pb2.NatsSettings(servers=[nats_url] if nats_url else []))
 
     async def bring_up() -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        channel = (
+            grpc.aio.secure_channel(address, identity.coordinator.channel_credentials())
+            if identity
+            else grpc.aio.insecure_channel(address)
+        )
+        async with channel:
             lifecycle = lifecycle_pb2_grpc.LifecycleStub(channel)
-            await lifecycle.Initialize(lifecycle_pb2.InitializeRequest())
+            await lifecycle.Initialize(lifecycle_pb2.InitializeRequest(settings=settings))
             await lifecycle.Start(lifecycle_pb2.StartRequest())
 
     asyncio.run(bring_up())
     return process, address
 
 
-async def load(address: str, calls: int, concurrency: int) -> tuple[float, list[float]]:
-    """`calls` SayHello calls over `concurrency` workers; returns (calls/s, latencies ms)."""
+def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials)
+
+
+async def load(
+    address: str,
+    calls: int,
+    concurrency: int,
+    credentials: grpc.ChannelCredentials | None = None,
+    metadata: Metadata = (),
+) -> tuple[float, list[float]]:
+    """`calls` SayHello calls over `concurrency` workers on one channel; returns (calls/s, latencies ms).
+
+    Args:
+        address: The server's "host:port".
+        calls: How many calls in all.
+        concurrency: How many in flight at once.
+        credentials: TLS for the channel; plaintext if None.
+        metadata: What every call carries.
+    """
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, credentials) as channel:
         stub = greeter_pb2_grpc.GreeterStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
         request = greeter_pb2.SayHelloRequest(name="bench")
-        await stub.SayHello(request)  # connect before timing
+        await stub.SayHello(request, metadata=metadata)  # connect (and hand-shake) before timing
         remaining = calls
 
         async def worker() -> None:
@@ -106,13 +179,43 @@ async def load(address: str, calls: int, concurrency: int) -> tuple[float, list[
             while remaining > 0:
                 remaining -= 1
                 began = time.perf_counter()
-                await stub.SayHello(request)
+                await stub.SayHello(request, metadata=metadata)
                 latencies.append((time.perf_counter() - began) * 1000)
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     return calls / elapsed, latencies
+
+
+async def refusals(address: str, identity: BenchIdentity) -> dict[str, str]:
+    """The reasons the secured module refuses a token of an untrusted key and one of a tenant
+    it is not enabled for, once a valid token was served.
+
+    Raises:
+        RuntimeError: either was served, or refused for another reason: then the timed calls
+            would not measure the verification.
+    """
+    expected = {
+        "untrusted key": (call_metadata(identity.forged_token), "UNAUTHENTICATED"),
+        "tenant not enabled": (call_metadata(identity.stranger_token, STRANGER), "MODULE_DISABLED_FOR_TENANT"),
+    }
+    found: dict[str, str] = {}
+    async with _channel(address, identity.operator.channel_credentials()) as channel:
+        stub = greeter_pb2_grpc.GreeterStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
+        request = greeter_pb2.SayHelloRequest(name="bench")
+        await stub.SayHello(request, metadata=call_metadata(identity.token))
+        for case, (metadata, reason) in expected.items():
+            try:
+                await stub.SayHello(request, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                info = error_info(error)
+                found[case] = info.reason if info is not None else error.code().name
+            else:
+                found[case] = "served"
+            if found[case] != reason:
+                raise RuntimeError(f"a call with a token ({case}) got {found[case]}, not {reason}")
+    return found
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -125,46 +228,76 @@ def idle_rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def cpu_seconds(process: subprocess.Popen[str]) -> float:
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
+
+
+def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
+    """Alternating rounds over the targets; the median (calls/s, p50 ms, p99 ms, server CPU
+    µs per call) of each. The server's CPU time per call is the steadier figure on a shared
+    machine: other work there slows the calls down, it hardly changes what each one costs."""
+    results: dict[str, list[tuple[float, float, float, float]]] = {target.name: [] for target in targets}
+    for _ in range(args.rounds):
+        for target in targets:
+            before = cpu_seconds(target.process)
+            rate, latencies = asyncio.run(
+                load(target.address, args.calls, args.concurrency, target.credentials, target.metadata)
+            )
+            cpu_per_call = (cpu_seconds(target.process) - before) / (args.calls + 1) * 1e6
+            results[target.name].append((rate, quantile(latencies, 0.5), quantile(latencies, 0.99), cpu_per_call))
+    return {name: tuple(statistics.median(run[i] for run in runs) for i in range(4)) for name, runs in results.items()}
+
+
+def ratio_line(label: str, ours: tuple[float, ...], base: tuple[float, ...], rss: tuple[float, float]) -> str:
+    return (
+        f"ratio {label}: throughput {ours[0] / base[0]:.2f}, p50 {ours[1] / base[1]:.2f}, "
+        f"p99 {ours[2] / base[2]:.2f}, server CPU {ours[3] / base[3]:.2f}, idle RSS {rss[0] / rss[1]:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_plain:
-        asyncio.run(serve_plain())
+        asyncio.run(serve_plain(args.tls_dir))
         return
-    with tempfile.TemporaryDirectory() as scratch:
-        plain, plain_address = start_plain()
-        module, module_address = start_module(Path(scratch))
+    targets: list[Target] = []
+    with tempfile.TemporaryDirectory() as scratch_name, EmbeddedNats() as nats_server:
+        scratch = Path(scratch_name)
+        for folder in ("plain", "secured"):
+            (scratch / folder).mkdir()
+        identity = BenchIdentity.issue(scratch / "pki", MODULE)
+        asyncio.run(enable_tenant(nats_server.url, MODULE))
+        client_tls, metadata = identity.operator.channel_credentials(), call_metadata(identity.token)
         try:
-            rss = {"plain": idle_rss_mib(plain.pid), "sdk": idle_rss_mib(module.pid)}
-            results: dict[str, list[tuple[float, float, float]]] = {"plain": [], "sdk": []}
-            for _ in range(args.rounds):
-                for name, address in (("plain", plain_address), ("sdk", module_address)):
-                    rate, latencies = asyncio.run(load(address, args.calls, args.concurrency))
-                    results[name].append((rate, quantile(latencies, 0.5), quantile(latencies, 0.99)))
+            targets.append(Target("plain", *start_plain()))
+            targets.append(Target("sdk", *start_module(scratch / "plain")))
+            targets.append(Target("plain mTLS", *start_plain(identity.module_dir), client_tls, metadata))
+            module, address = start_module(scratch / "secured", identity=identity, nats_url=nats_server.url)
+            targets.append(Target("sdk mTLS+token", module, address, client_tls, metadata))
+            refused = asyncio.run(refusals(address, identity))
+            rss = {target.name: idle_rss_mib(target.process.pid) for target in targets}
+            summary = measure(targets, args)
         finally:
-            for process in (plain, module):
-                process.terminate()
-                process.wait(timeout=30)
-    summary = {
-        name: tuple(statistics.median(run[i] for run in runs) for i in range(3)) for name, runs in results.items()
-    }
+            for target in targets:
+                target.process.terminate()
+                target.process.wait(timeout=30)
     print(
         f"unary SayHello, {args.calls} calls x {args.rounds} rounds, "
         f"{args.concurrency} concurrent, client in its own process"
     )
-    print(f"{'server':<8}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'idle RSS MiB':>14}")
-    for name, (rate, p50, p99) in summary.items():
-        print(f"{name:<8}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}{rss[name]:>14.1f}")
-    plain_rate, plain_p50, plain_p99 = summary["plain"]
-    sdk_rate, sdk_p50, sdk_p99 = summary["sdk"]
-    print(
-        f"ratio sdk/plain: throughput {sdk_rate / plain_rate:.2f}, p50 {sdk_p50 / plain_p50:.2f}, "
-        f"p99 {sdk_p99 / plain_p99:.2f}, idle RSS {rss['sdk'] / rss['plain']:.2f}"
-    )
+    print("sdk mTLS+token refused before timing: " + ", ".join(f"{case} -> {why}" for case, why in refused.items()))
+    print(f"{'server':<16}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/call':>13}{'idle RSS MiB':>14}")
+    for name, (rate, p50, p99, cpu) in summary.items():
+        print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}{cpu:>13.0f}{rss[name]:>14.1f}")
+    for ours, base in (("sdk", "plain"), ("sdk mTLS+token", "plain mTLS"), ("plain mTLS", "plain")):
+        print(ratio_line(f"{ours} / {base}", summary[ours], summary[base], (rss[ours], rss[base])))
 
 
 if __name__ == "__main__":
