@@ -267,3 +267,49 @@ async def test_an_unreadable_or_foreign_tenant_event_is_not_handled():
     assert (await dispatcher.deliver(glance, garbled, 1, None)).verdict is Delivered.FAILED
     counts = recorder.events["note.added"]
     assert (counts["skipped"], counts["failed"], counts["received"], counts["dead_lettered"]) == (1, 1, 0, 0)
+
+
+def test_every_handler_registered_through_the_gated_server_is_gated_by_either_path():
+    """Registered methods (which grpc.aio prefers) and generic handlers both come out gated,
+    and the server offers no other way to register, so nothing is served past the gate."""
+    import asyncio
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from sdk.runtime._gating import GatedServer
+
+    seen: list[str] = []
+
+    def gate(method, context):
+        seen.append(method)
+        return MeshError("ACCESS_DENIED", f"nobody may call {method}")
+
+    async def call_both() -> None:
+        server = grpc.aio.server()
+        gated = GatedServer(server, ModuleMetricsRecorder("unit", frozenset()), gate)
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), gated)  # both paths
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection_pb2_grpc.ServerReflectionServicer(), gated
+        )
+        with pytest.raises(AttributeError):
+            gated.add_insecure_port  # noqa: B018  # serving goes through the real server, never this view
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as refused_stream:
+                    async for _ in stream:
+                        pass
+                assert refused_stream.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await server.stop(None)
+
+    asyncio.run(call_both())
+    assert seen == ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]

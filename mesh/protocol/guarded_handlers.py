@@ -50,15 +50,21 @@ def guarded_handler(
     if handler.unary_unary or handler.stream_unary:
         inner: Any = handler.unary_unary or handler.stream_unary
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        asynchronous = inspect.iscoroutinefunction(inner)
 
         async def unary_response(request: Any, context: Context) -> Any:
             done = observer(context)
             failed = True
             try:
-                await _enforce(check, context)
-                result = inner(request, context)
-                if inspect.isawaitable(result):
-                    result = await result
+                refused = check(context)
+                if refused is not None:
+                    await refused.abort(context)
+                if asynchronous:  # told apart once, not on every call: this runs on every call
+                    result = await inner(request, context)
+                else:
+                    result = inner(request, context)
+                    if inspect.isawaitable(result):
+                        result = await result
                 failed = False
                 return result
             finally:

@@ -14,6 +14,7 @@ the rules of that server; a call without a certificate never reaches a servicer.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,12 @@ def identity_of(context: Any) -> Identity | None:
     names = auth.get("x509_common_name") or []
     if not names:
         return None
-    name = names[0]
+    return _identity_named(names[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_named(name: bytes | str) -> Identity | None:
+    """Identity.parse of a certificate's common name, once per name (asked on every call)."""
     return Identity.parse(name.decode() if isinstance(name, bytes) else str(name))
 
 

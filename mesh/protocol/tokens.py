@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -271,6 +272,9 @@ class TokenVerifier:
     """
 
     _REMEMBERED = 1024
+    _KEYS_CHECKED_EVERY_SECONDS = 1.0
+    """How stale the key files may be for a token verified before: a removed key stops
+    honouring its tokens within this (new tokens always see the files as they are)."""
 
     def __init__(self, pem_file: Path | None, jwks_file: Path | None = None, *, jwks_issuer: str = ISSUER) -> None:
         self._pem_file = pem_file
@@ -279,6 +283,7 @@ class TokenVerifier:
         self._keys: list[VerificationKey] = []
         self._read_as: tuple[Any, ...] = ()
         self._verified: dict[str, tuple[TenantClaims, float]] = {}
+        self._keys_checked_at = -math.inf
 
     @classmethod
     def for_module(cls, tls_dir: Path | None, env: Mapping[str, str]) -> TokenVerifier:
@@ -291,18 +296,26 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> TenantClaims:
-        """See `verify`; the same errors."""
-        keys = self._keys_now()
+        """See `verify`; the same errors.
+
+        A token verified before is answered from memory until it expires (its signature is
+        the costly part), the key files looked at once a second at most (a stat each); any
+        other token is checked against the files as they are now.
+        """
+        now = time.monotonic()
+        if now - self._keys_checked_at >= self._KEYS_CHECKED_EVERY_SECONDS:
+            self._keys_now()
         remembered = self._verified.get(token)
         if remembered is not None and remembered[1] > time.time():
             return remembered[0]
-        claims, expires = _decode(token, keys)
+        claims, expires = _decode(token, self._keys_now())
         if len(self._verified) >= self._REMEMBERED:
             self._verified.clear()
         self._verified[token] = (claims, expires)
         return claims
 
     def _keys_now(self) -> list[VerificationKey]:
+        self._keys_checked_at = time.monotonic()
         files = (self._pem_file, self._jwks_file)
         read_as = tuple(_version(path) for path in files)
         if read_as != self._read_as:

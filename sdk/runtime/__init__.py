@@ -1,6 +1,6 @@
 """Serving one module: the runtime that drives its lifecycle and owns its connections
-(`_runtime`, `_resources`), the mesh.v1.Lifecycle servicer (`_lifecycle`), the interceptor
-that counts calls and guards tenants (`_interceptors`), and the gRPC server that puts them
+(`_runtime`, `_resources`), the mesh.v1.Lifecycle servicer (`_lifecycle`), the gate in
+front of every handler that counts calls and guards tenants (`_gating`), and the gRPC server that puts them
 together with health and reflection (`_server`). Used by `sdk.run` and `sdk.testing`;
 authors never import it."""
 

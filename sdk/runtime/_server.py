@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from mesh.protocol.errors import MeshError
 from mesh.protocol.identity import Anyone, CoordinatorOnly, Identity, Kind, Rules, identity_of, refusal
@@ -37,7 +37,7 @@ from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import required_flags, served_services
 from sdk._tenancy import CallTenant, current_call
 from sdk.events import check_declared_events, handler_bindings
-from sdk.runtime._interceptors import ModuleServerInterceptor
+from sdk.runtime._gating import Gate, GatedServer, text_metadata
 from sdk.runtime._lifecycle import LifecycleServicer
 from sdk.runtime._runtime import ModuleRuntime
 
@@ -128,28 +128,27 @@ class ModuleServer:
         own = {service.full_name for service in self.services}
         tokens = TokenVerifier.for_module(self.transport.folder, os.environ) if self.transport.secure else None
         server = grpc.aio.server(
-            interceptors=[
-                *server_interceptors(),
-                _gated_interceptor(
-                    self.recorder,
-                    self.runtime,
-                    own,
-                    required_flags(self.loaded.module_class, self.services),
-                    tokens=tokens,
-                ),
-            ],
+            interceptors=server_interceptors(),
             # With gRPC's default (1) a second server can silently share a port in use.
             options=[("grpc.so_reuseport", 0)],
         )
+        gated = GatedServer(
+            server,
+            self.recorder,
+            _gate(self.runtime, own, required_flags(self.loaded.module_class, self.services), tokens=tokens),
+        )
         schema = json.dumps(self.loaded.module_class.config_model.model_json_schema(), sort_keys=True)
         self.lifecycle = LifecycleServicer(self.runtime, schema)
-        lifecycle_pb2_grpc.add_LifecycleServicer_to_server(self.lifecycle, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # Every servicer registers through `gated`, never `server`: that is what puts the gate in front.
+        lifecycle_pb2_grpc.add_LifecycleServicer_to_server(self.lifecycle, gated)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, gated)
         for service in self.services:
-            service.register(self.module, server)
-        reflection.enable_server_reflection(
-            [LIFECYCLE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, *sorted(own)], server
-        )
+            service.register(self.module, gated)
+        # What reflection.enable_server_reflection does for a grpc.aio.Server (it tells one by
+        # its class, which `gated` is not).
+        names = [LIFECYCLE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, *sorted(own)]
+        aio_reflection = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]  # not in its stubs
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(aio_reflection, gated)
         target = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         try:
             self.port = self.transport.add_port(server, target)
@@ -204,21 +203,20 @@ class ModuleServer:
             await self._server.wait_for_termination()
 
 
-def _gated_interceptor(
-    recorder: ModuleMetricsRecorder,
+def _gate(
     runtime: ModuleRuntime,
     own_services: set[str],
     flags: dict[str, str],
     *,
     tokens: TokenVerifier | None,
-) -> ModuleServerInterceptor:
-    """The interceptor, with the one gate of every call: the caller's identity against
-    MODULE_RULES (with mTLS, where `tokens` verifies operators' bearer tokens; plaintext has
-    neither), then, in front of the module's own services, open only while RUNNING and only
-    to tenants the module is enabled for; the call's tenant is then `current_call`."""
+) -> Gate:
+    """The one gate of every call: the caller's identity against MODULE_RULES (with mTLS,
+    where `tokens` verifies operators' bearer tokens; plaintext has neither), then, in front
+    of the module's own services, open only while RUNNING and only to tenants the module is
+    enabled for; the call's tenant is then `current_call`."""
     name = runtime.manifest.name
 
-    def gate(method: str, metadata: Mapping[str, str], context: grpc.aio.ServicerContext[Any, Any]) -> MeshError | None:
+    def gate(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> MeshError | None:
         identity = None
         if tokens is not None:
             identity = identity_of(context)
@@ -235,7 +233,7 @@ def _gated_interceptor(
                 metadata={"module": name, "state": runtime.state.name},
             )
         try:
-            call = proven_tenant(metadata, identity, tokens)
+            call = proven_tenant(text_metadata(context, _TENANT_KEYS), identity, tokens)
         except MeshError as error:
             return error
         refused = tenant_refusal(runtime, method, call.tenant, flags.get(method))
@@ -243,7 +241,11 @@ def _gated_interceptor(
             current_call.set(call)
         return refused
 
-    return ModuleServerInterceptor(recorder, gate)
+    return gate
+
+
+_TENANT_KEYS = frozenset({TENANT_METADATA, AUTHORIZATION_METADATA})
+"""The metadata the tenant of a call is read from."""
 
 
 def proven_tenant(metadata: Mapping[str, str], identity: Identity | None, tokens: TokenVerifier | None) -> CallTenant:

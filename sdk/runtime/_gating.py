@@ -1,0 +1,101 @@
+"""Every call of a module server through one gate (who is calling; the module's own services
+closed until RUNNING; the tenant guard), and timed and counted.
+
+The servicers register through a `GatedServer`, which wraps each method handler once, as it
+is registered (`mesh.protocol.guarded_handlers`), instead of a grpc.aio interceptor, which
+costs a coroutine, a handler lookup and a newly wrapped handler on every call: removing it
+took about 30 µs of server CPU off each call of 280 (bench/rpc.py, mTLS and tokens on). Both registration paths of
+grpc.aio are covered (generic handlers, and registered methods, which take precedence), so
+no handler reaches the server unwrapped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import grpc
+
+from mesh.protocol.errors import MeshError
+from mesh.protocol.guarded_handlers import Context, Observer, guarded_handler
+from sdk._metrics import ModuleMetricsRecorder
+
+Gate = Callable[[str, Context], MeshError | None]
+"""Given a full method name and the call's context (its metadata, the caller's certificate),
+the error that refuses the call, or None."""
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
+
+
+class GatedServer:
+    """What servicers, health and reflection register with: the server, every handler gated.
+
+    Only the two registration calls are offered, so a registration by any other way fails
+    loudly rather than serving without the gate.
+    """
+
+    def __init__(self, server: grpc.aio.Server, recorder: ModuleMetricsRecorder, gate: Gate) -> None:
+        self._server = server
+        self._recorder = recorder
+        self._gate = gate
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        self._server.add_generic_rpc_handlers([_GatedGenericHandler(self, inner) for inner in generic_rpc_handlers])
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping[str, Handler]) -> None:
+        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]  # newer than grpc-stubs
+            service_name,
+            {name: self.gated(f"/{service_name}/{name}", handler) for name, handler in method_handlers.items()},
+        )
+
+    def gated(self, method: str, handler: Handler) -> Handler:
+        """`handler` of `method` behind the gate, wrapped once per method and handler."""
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        gate = self._gate
+        wrapped = guarded_handler(
+            handler, lambda context: gate(method, context), observe=_call_metrics(method, self._recorder)
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+class _GatedGenericHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # generic only in grpc-stubs
+    """A generic handler whose method handlers come out gated."""
+
+    def __init__(self, server: GatedServer, inner: grpc.GenericRpcHandler[Any, Any]) -> None:
+        self._server = server
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._server.gated(handler_call_details.method, handler)
+
+
+def text_metadata(context: Context, keys: frozenset[str]) -> dict[str, str]:
+    """The call's metadata of these keys (text values only: binary `-bin` values are bytes)."""
+    return {key: value for key, value in context.invocation_metadata() or () if key in keys and isinstance(value, str)}
+
+
+def _call_metrics(method: str, recorder: ModuleMetricsRecorder) -> Observer:
+    """An observer that times each call of `method` and records it with its status code."""
+
+    def observe(context: Context) -> Callable[[bool], None]:
+        started = time.perf_counter()
+
+        def finish(failed: bool) -> None:
+            code = context.code()
+            ok = not failed and code in (None, grpc.StatusCode.OK, 0)
+            if isinstance(code, grpc.StatusCode):
+                name = code.name
+            else:
+                name = "OK" if ok else "UNKNOWN"
+            recorder.record_call(method, (time.perf_counter() - started) * 1000.0, ok, name)
+
+        return finish
+
+    return observe
