@@ -139,3 +139,33 @@ def test_a_newcomer_closing_a_cycle_through_an_optional_dependency_is_refused():
 def test_a_newcomer_answers_only_for_its_own_problems_and_may_replace_its_namesake():
     running = mesh(manifest("broken", "ghost"), manifest("base"), manifest("visitor", "base", "ghost"))
     assert graph.problems_on_joining(running, manifest("visitor", "base")) == []
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path):
+    """`mesh graph | head -1`: the pipe closes before mesh has written; no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesh.cli",
+            "graph",
+            "--modules",
+            str(PROJECT / "modules"),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before mesh writes a line
+    errors = process.stderr.read()
+    assert process.wait(timeout=120) == 0, errors
+    assert "Traceback" not in errors
