@@ -263,11 +263,21 @@ async def test_a_guarded_handler_checks_every_call_kind_before_its_behaviour_and
                 "StreamUnary": b"a+b",
                 "StreamStream": [b"aa", b"bb"],
             }
-            for method, call in calls((("x-refuse", "1"),)).items():
+            refuse = (("x-refuse", "1"),)
+            for method in ("UnaryUnary", "UnaryStream"):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await call()
+                    await calls(refuse)[method]()
                 assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
                 assert refused.value.details() == f"{method} refused"
+            # A client-streaming call is opened and never written to: a refusal that races a
+            # client still sending ends that send with INTERNAL on the client's side instead.
+            for method, open_call in (
+                ("StreamUnary", channel.stream_unary("/test.Echo/StreamUnary")),
+                ("StreamStream", channel.stream_stream("/test.Echo/StreamStream")),
+            ):
+                call = open_call(metadata=refuse)
+                assert await call.code() is grpc.StatusCode.PERMISSION_DENIED
+                assert await call.details() == f"{method} refused"
     finally:
         await server.stop(None)
 

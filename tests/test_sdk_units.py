@@ -275,7 +275,7 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
     import asyncio
 
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
 
     from sdk.runtime._gating import GatedServer
 
@@ -301,13 +301,9 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-                stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-                )
-                with pytest.raises(grpc.aio.AioRpcError) as refused_stream:
-                    async for _ in stream:
-                        pass
-                assert refused_stream.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                # opened and never written to, so the refusal cannot race a request being sent
+                stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+                assert await stream.code() == grpc.StatusCode.PERMISSION_DENIED
         finally:
             await server.stop(None)
 
