@@ -1,20 +1,34 @@
 """The protocol layer as data: the reason table mirrors errors.proto, the CloudEvents NATS
 codec round-trips every attribute and refuses what is not an event or lies about itself,
-and `_` (no tenant) is no tenant id."""
+`_` (no tenant) is no tenant id, an error never quotes a huge input whole, and a MeshError
+raised behind a guarded handler reaches the caller with its own status and reason."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import nats.errors
 import nats.js.errors
 import pytest
+from google.protobuf import struct_pb2
 
 from mesh.protocol import cloudevents, deadletters, names, streams
 from mesh.protocol.cloudevents import CloudEvent, DisagreesWithSubject, InvalidExtension, NotAnEvent
-from mesh.protocol.errors import PROTO_REASONS, MeshError, Reason, status_of
+from mesh.protocol.errors import (
+    MAX_MESSAGE_BYTES,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_VALUE_BYTES,
+    PROTO_REASONS,
+    MeshError,
+    Reason,
+    error_info,
+    excerpt,
+    status_of,
+)
 from mesh.protocol.guarded_handlers import guarded_handler
+from mesh.protocol.layers import config_from_struct, non_finite_path
 
 
 def test_reason_enum_mirrors_errors_proto() -> None:
@@ -31,6 +45,50 @@ def test_every_reason_has_one_status() -> None:
 def test_unknown_reason_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown mesh error reason 'NOPE'.*MODULE_NOT_FOUND"):
         MeshError("NOPE", "x")
+
+
+def test_an_excerpt_is_short_one_line_and_says_how_long_the_input_was() -> None:
+    assert excerpt("acme\n") == "'acme\\n'"
+    long = excerpt("a" * 100_000)
+    assert len(long) < 80 and long.endswith("(100000 chars)")
+    assert excerpt(b"\xff" * 1_000).endswith("(1000 bytes)")
+
+
+@pytest.mark.parametrize("text", ["x" * 100_000, "\u00e9" * 100_000, "\u4e2d" * 100_000])
+def test_a_mesh_error_caps_what_it_quotes_and_keeps_both_ends(text: str) -> None:
+    error = MeshError(
+        "INVALID_TENANT",
+        f"tenant {text} is not valid: use letters",
+        metadata={"t": text, **{str(i): text for i in range(20)}},
+    )
+    assert len(error.message.encode()) <= MAX_MESSAGE_BYTES
+    assert error.message.startswith("tenant ") and error.message.endswith("use letters")
+    assert len(error.metadata) == MAX_METADATA_ENTRIES
+    assert all(len(value.encode()) <= MAX_METADATA_VALUE_BYTES for value in error.metadata.values())
+    status = error.to_grpc_status()
+    assert sum(len(value) for _, value in status.trailing_metadata) < 4_000
+
+
+def test_ids_are_matched_whole_so_a_trailing_line_break_is_refused() -> None:
+    for value in ("acme\n", "acme\r\n", "a" * 129, ""):
+        with pytest.raises(MeshError) as refused:
+            names.check_id(value, "tenant")
+        assert refused.value.status is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(MeshError):
+        names.check_token("acme\n", "tenant")
+    assert names.check_id("acme-1_x", "tenant") == "acme-1_x"
+
+
+def test_a_configuration_with_nan_or_infinity_is_refused_naming_where() -> None:
+    struct = struct_pb2.Struct()
+    struct.update({"limits": {"rates": [1, math.inf]}, "name": "x"})
+    with pytest.raises(MeshError) as refused:
+        config_from_struct(struct, "the configuration of module orders")
+    assert refused.value.reason is Reason.INVALID_CONFIG and "'limits.rates[1]'" in refused.value.message
+    assert non_finite_path({"a": [{"b": math.nan}]}) == "a[0].b"
+    struct = struct_pb2.Struct()
+    struct.update({"a": {"b": [1, "two", None, True]}})
+    assert config_from_struct(struct, "x") == {"a": {"b": [1.0, "two", None, True]}}
 
 
 def test_codec_round_trips_every_attribute() -> None:
@@ -287,3 +345,56 @@ async def test_a_guarded_handler_checks_every_call_kind_before_its_behaviour_and
 
 async def _all(responses: AsyncIterator[bytes]) -> list[bytes]:
     return [response async for response in responses]
+
+
+async def test_a_mesh_error_raised_behind_a_guarded_handler_keeps_its_status_and_reason() -> None:
+    """A publish timeout inside a servicer, say: the caller reads DEADLINE_EXCEEDED and TIMEOUT
+    (retriable), not UNKNOWN; for a unary and a streaming call, before and after a response."""
+
+    async def unary(request: bytes, context: object) -> bytes:
+        raise MeshError("TIMEOUT", "publishing order.created timed out; retry", metadata={"event": "order.created"})
+
+    async def streaming(request: bytes, context: object):
+        yield b"first"
+        raise MeshError("TIMEOUT", "publishing order.created timed out; retry")
+
+    def sync_unary(request: bytes, context: object) -> bytes:
+        raise MeshError("MODULE_NOT_FOUND", "no module 'x'")
+
+    server = grpc.aio.server(interceptors=[_GuardedEcho()])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Failing",
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                    "Streaming": grpc.unary_stream_rpc_method_handler(streaming),
+                    "SyncUnary": grpc.unary_unary_rpc_method_handler(sync_unary),
+                },
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await channel.unary_unary("/test.Failing/Unary")(b"x")
+            assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            info = error_info(failed.value)
+            assert info is not None and info.reason == "TIMEOUT" and info.metadata["event"] == "order.created"
+
+            call = channel.unary_stream("/test.Failing/Streaming")(b"x")
+            received = []
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                async for response in call:
+                    received.append(response)
+            assert received == [b"first"]
+            assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert failed.value.details() == "publishing order.created timed out; retry"
+
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await channel.unary_unary("/test.Failing/SyncUnary")(b"x")
+            assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(None)

@@ -7,7 +7,9 @@ import re
 import sys
 from pathlib import Path
 
-_KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+from mesh.protocol.errors import excerpt
+
+_KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # fullmatch: `$` passes "name\n"
 
 
 class ScaffoldError(ValueError):
@@ -16,9 +18,10 @@ class ScaffoldError(ValueError):
 
 def names(name: str) -> tuple[str, str]:
     """(Python package / proto package, service name) of a module name: my-thing -> (my_thing, MyThing)."""
-    if not _KEBAB.match(name):
+    if len(name) > 64 or not _KEBAB.fullmatch(name):
         raise ScaffoldError(
-            f"'{name}' is not a kebab-case module name (lowercase letters, digits, single '-'), e.g. 'shipping'"
+            f"{excerpt(name)} is not a kebab-case module name (at most 64 lowercase letters, digits, single '-'), "
+            "e.g. 'shipping'"
         )
     package = name.replace("-", "_")
     if package in sys.stdlib_module_names:
@@ -105,6 +108,8 @@ class {service}(sdk.Module, {package}_pb2_grpc.{service}Servicer):
         f"tests/test_{package}.py": f'''"""The `{name}` module through sdk.testing, with a real nats-server."""
 
 from pathlib import Path
+
+from mesh.protocol.errors import excerpt
 
 import pytest
 

@@ -1,5 +1,9 @@
 """The mesh.v1.Coordinator service, and the coordinator's gRPC server (with the Tenancy and
-Events services, grpc.health.v1 and reflection)."""
+Events services, grpc.health.v1 and reflection).
+
+Every request is untrusted input: a malformed one is refused with INVALID_ARGUMENT,
+FAILED_PRECONDITION or NOT_FOUND and a short message, never answered UNKNOWN.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -19,9 +22,10 @@ from mesh.control.module_client import ModuleClient
 from mesh.control.operations import MeshOperations
 from mesh.control.registry import ModuleRecord, now
 from mesh.control.system import SystemHealth, collect_metrics, graph_response
-from mesh.control.tenancy import TenancyServicer
-from mesh.protocol.errors import MeshError, answer
+from mesh.control.tenancy import TenancyServicer, config_schema
+from mesh.protocol.errors import MeshError, answer, excerpt
 from mesh.protocol.identity import identity_of
+from mesh.protocol.layers import config_from_struct
 from mesh.protocol.manifest import manifest_from_proto
 from mesh.protocol.telemetry import server_interceptors
 from mesh.protocol.transport import InsecureBindRefused, Transport
@@ -40,6 +44,42 @@ Context = grpc.aio.ServicerContext[Any, Any]
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
 TENANCY_SERVICE = tenancy_pb2.DESCRIPTOR.services_by_name["Tenancy"].full_name
 EVENTS_SERVICE = event_pb2.DESCRIPTOR.services_by_name["Events"].full_name
+
+MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The largest request the coordinator reads (grpc's default, stated: an event published
+through it is at most NATS's max_payload, a manifest a few KB)."""
+MAX_CONCURRENT_RPCS = 1024
+"""Calls served at once, watchers included; past it a call is refused RESOURCE_EXHAUSTED
+instead of the coordinator taking memory for every caller that piles up."""
+MAX_ADDRESS_CHARS = 255
+MAX_INSTANCE_ID_CHARS = 128
+
+
+def check_registration(address: str, instance_id: str) -> None:
+    """Refuse an address that is no `host:port` or an instance id no log line should hold.
+
+    Raises:
+        MeshError: INVALID_MANIFEST, naming the field and the form expected.
+    """
+    host, _, port = address.rpartition(":")
+    if (
+        len(address) > MAX_ADDRESS_CHARS
+        or not host
+        or not port.isdecimal()
+        or not 0 < int(port) < 65536
+        or not all(c.isprintable() and not c.isspace() for c in address)
+    ):
+        raise MeshError(
+            "INVALID_MANIFEST",
+            f"address {excerpt(address)} is not 'host:port'; RegisterModule needs the address others reach "
+            "the module at, e.g. '10.0.0.5:7000'",
+        )
+    if len(instance_id) > MAX_INSTANCE_ID_CHARS or not instance_id.isprintable():
+        raise MeshError(
+            "INVALID_MANIFEST",
+            f"instance_id {excerpt(instance_id)} is not valid: use at most {MAX_INSTANCE_ID_CHARS} printable "
+            "characters, e.g. a UUID",
+        )
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -114,8 +154,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     async def ReloadModule(
         self, request: coordinator_pb2.ReloadModuleRequest, context: Context
     ) -> coordinator_pb2.ReloadModuleResponse:
-        extra = json_format.MessageToDict(request.config) if request.HasField("config") else None
-        record = await answer(context, lambda: self._operations.reload_module(request.name, extra))
+        async def reload() -> ModuleRecord:
+            extra = None
+            if request.HasField("config"):
+                extra = config_from_struct(request.config, f"the configuration for module {excerpt(request.name)}")
+            return await self._operations.reload_module(request.name, extra)
+
+        record = await answer(context, reload)
         return coordinator_pb2.ReloadModuleResponse(status=record.status())
 
     async def RestartModule(
@@ -128,6 +173,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.RegisterModuleRequest, context: Context
     ) -> coordinator_pb2.RegisterModuleResponse:
         async def register() -> ModuleRecord:
+            check_registration(request.address, request.instance_id)
             manifest_proto = request.manifest
             if not request.HasField("manifest"):
                 client = ModuleClient("registering module", request.address, self._transport)
@@ -142,6 +188,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             refused = may_register(identity_of(context), manifest.name)
             if refused is not None:
                 raise refused
+            if manifest_proto.config_schema_json:
+                config_schema(manifest_proto.config_schema_json, manifest.name)
             return await self._operations.register_module(
                 request.address, manifest, manifest_proto, request.instance_id
             )
@@ -211,7 +259,11 @@ async def serve(
     """
     # Access first: a refused call never reaches telemetry's handlers or a servicer.
     access = [AccessInterceptor()] if transport.secure else []
-    server = grpc.aio.server(interceptors=[*access, *server_interceptors()], options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[*access, *server_interceptors()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc_health-stubs lack health.aio
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

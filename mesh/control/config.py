@@ -25,6 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mesh.protocol.errors import excerpt
+from mesh.protocol.layers import non_finite_path
+
 DEFAULT_LISTEN = "127.0.0.1:50050"
 CONFIG_FILE = "mesh.toml"
 
@@ -108,8 +111,12 @@ def load_config(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such mesh configuration file") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 at byte {error.start}; save the file as UTF-8") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     for variable, key in (
         ("MESH_LISTEN", "listen"),
         ("MESH_STATE_DIR", "state_dir"),
@@ -125,10 +132,19 @@ def load_config(
     if path is not None:
         data["config_file"] = path.resolve()
     try:
-        return MeshConfig.model_validate(data)
+        config = MeshConfig.model_validate(data)
     except ValidationError as error:
         lines = [
-            f"{source}: field '{'.'.join(str(p) for p in problem['loc'])}': {problem['msg']}"
-            for problem in error.errors()
+            f"{source}: field {excerpt('.'.join(str(p) for p in problem['loc']), 120)}: {problem['msg']}"
+            for problem in error.errors()[:20]
         ]
         raise ConfigError("\n".join(lines)) from None
+    for name, module in config.modules.items():
+        where = non_finite_path(module.config)
+        if where is not None:
+            # NaN and Infinity have no JSON form: the module could never be sent this configuration.
+            raise ConfigError(
+                f"{source}: field {excerpt(f'modules.{name}.config.{where}', 120)} is NaN or Infinity; "
+                "configuration is JSON, so use a finite number"
+            )
+    return config

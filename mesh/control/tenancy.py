@@ -16,12 +16,13 @@ from typing import Any
 import grpc
 import jsonschema
 import nats.js.errors
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+import referencing.exceptions
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from mesh.control import graph
 from mesh.control.registry import ModuleRecord, Registry
-from mesh.protocol.errors import MeshError, answer
-from mesh.protocol.layers import deep_merge
+from mesh.protocol.errors import MeshError, answer, excerpt
+from mesh.protocol.layers import config_from_struct, deep_merge
 from mesh.protocol.names import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, check_id
 from mesh.protocol.states import State
 from mesh.protocol.streams import open_bucket, stamp
@@ -104,9 +105,74 @@ class TenancyStore:
         await (await self._bucket(CONFIG_BUCKET)).put(key, stamp(actor, config=dict(config)))
 
 
+MAX_ACTOR_CHARS = 256
+"""An actor names who made a change (kept in every audit entry): a name, not a document."""
+MAX_CONFIG_SCHEMA_BYTES = 256 * 1024
+
+
+def config_schema(text: str, module: str) -> dict[str, Any]:
+    """A module's `config_schema_json`, parsed and checked to be a JSON Schema object.
+
+    Refused at registration, so that configuring the module later cannot fail on it.
+
+    Args:
+        text: The schema as the module reported it (Describe or RegisterModule).
+        module: The module's name, for the error.
+
+    Raises:
+        MeshError: INVALID_MANIFEST, saying what is wrong with it.
+    """
+    problem = ""
+    schema: Any = None
+    if len(text.encode("utf-8")) > MAX_CONFIG_SCHEMA_BYTES:
+        problem = f"is {len(text)} chars; the most is {MAX_CONFIG_SCHEMA_BYTES // 1024} KiB"
+    else:
+        try:
+            schema = json.loads(text)
+        except ValueError as error:
+            problem = f"is not JSON ({error})"
+        except RecursionError:
+            problem = "is nested too deeply"
+    if not problem and not isinstance(schema, dict):
+        problem = f"is a JSON {type(schema).__name__}, not an object"
+    if not problem:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            problem = f"is not a JSON Schema: {excerpt(error.message, 120)} at '{_schema_path(error)}'"
+        except RecursionError:
+            problem = "is nested too deeply"
+    if problem:
+        raise MeshError(
+            "INVALID_MANIFEST",
+            f"the config_schema_json of module {excerpt(module)} {problem}; report the JSON Schema of the "
+            "module's config model (e.g. pydantic's model_json_schema()), or none",
+            metadata={"module": module},
+        )
+    return dict(schema)
+
+
+def _schema_path(error: jsonschema.SchemaError) -> str:
+    return "/".join(str(part) for part in error.path) or "(root)"
+
+
+def check_actor(actor: str) -> None:
+    """Refuse an actor no audit entry should hold (INVALID_TENANT)."""
+    if len(actor) > MAX_ACTOR_CHARS or not actor.isprintable():
+        raise MeshError(
+            "INVALID_TENANT",
+            f"actor {excerpt(actor)} is not valid: use at most {MAX_ACTOR_CHARS} printable characters",
+        )
+
+
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults a pydantic JSON Schema states for its top-level properties."""
-    return {name: prop["default"] for name, prop in schema.get("properties", {}).items() if "default" in prop}
+    properties = schema.get("properties", {})
+    if not isinstance(properties, Mapping):
+        return {}
+    return {
+        name: prop["default"] for name, prop in properties.items() if isinstance(prop, Mapping) and "default" in prop
+    }
 
 
 def _leaves(config: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -160,6 +226,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
 
     async def enable(self, tenant: str, module: str, with_dependencies: bool, actor: str) -> list[str]:
         check_id(tenant, "tenant")
+        check_actor(actor)
         self._record(module)
         required = self._required()
         closure = [*graph.transitive(module, required)]
@@ -184,6 +251,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
 
     async def disable(self, tenant: str, module: str, cascade: bool, actor: str) -> list[str]:
         check_id(tenant, "tenant")
+        check_actor(actor)
         self._record(module)
         required = self._required()
         dependents_map: dict[str, list[str]] = {name: [] for name in required}
@@ -223,11 +291,14 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 "start it before configuring it",
                 metadata={"module": module},
             )
-        schema: dict[str, Any] = json.loads(text)
-        return schema
+        return config_schema(text, module)
 
     async def layers(self, module: str, tenant: str, company: str) -> list[tuple[str, dict[str, Any]]]:
         """The configuration layers, lowest first: defaults, mesh, tenant, company."""
+        if tenant:
+            check_id(tenant, "tenant")
+        if company:
+            check_id(company, "company")
         layers = [("default", _defaults(self._schema(module))), ("mesh", self._mesh_config(module))]
         if tenant:
             layers.append(("tenant", ((await self._store.override(module, tenant)) or {}).get("config", {})))
@@ -241,7 +312,17 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         schema = dict(self._schema(module))
         # As the SDK does: a misspelt top-level key is an error unless the model allows extras.
         schema.setdefault("additionalProperties", False)
-        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(dict(config)), key=lambda e: list(e.path))
+        try:
+            errors = sorted(
+                jsonschema.Draft202012Validator(schema).iter_errors(dict(config)), key=lambda e: list(e.path)
+            )
+        except (referencing.exceptions.Unresolvable, RecursionError) as error:  # a $ref nobody can follow
+            raise MeshError(
+                "INVALID_MANIFEST",
+                f"the config schema of module {module} cannot be used ({type(error).__name__}); the module "
+                "must report a self-contained JSON Schema",
+                metadata={"module": module},
+            ) from None
         if errors:
             first = errors[0]
             path = ".".join(str(p) for p in first.absolute_path) or "(root)"
@@ -250,7 +331,8 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 path = extra[0] if extra else path
             raise MeshError(
                 "INVALID_CONFIG",
-                f"configuration of module {module} is invalid at '{path}': {first.message}; nothing was stored",
+                f"configuration of module {module} is invalid at {excerpt(path, 80)}: {excerpt(first.message, 160)}; "
+                "nothing was stored",
                 metadata={"module": module, "field": path},
             )
 
@@ -258,8 +340,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         self, module: str, tenant: str, company: str, config: Mapping[str, Any], actor: str
     ) -> dict[str, Any]:
         check_id(tenant, "tenant")
-        if company:
-            check_id(company, "company")
+        check_actor(actor)
         layers = await self.layers(module, tenant, company)
         level = "company" if company else "tenant"
         layers = [(name, dict(config) if name == level else value) for name, value in layers]
@@ -315,6 +396,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         async def set_flag() -> dict[str, Any]:
             check_id(request.tenant, "tenant")
             check_id(request.flag, "flag")
+            check_actor(request.actor)
             stored = await self._store.set_flag(request.tenant, request.flag, request.enabled, request.actor)
             await self._announce(request.tenant, "flag.changed", {"flag": request.flag, "enabled": request.enabled})
             return stored
@@ -332,10 +414,11 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
     async def SetConfig(
         self, request: tenancy_pb2.SetConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tenancy_pb2.SetConfigResponse:
-        config = json_format.MessageToDict(request.config) if request.HasField("config") else {}
-        effective = await answer(
-            context, self.set_config(request.module, request.tenant, request.company, config, request.actor)
-        )
+        async def set_config() -> dict[str, Any]:
+            config = config_from_struct(request.config, f"the configuration of module {excerpt(request.module)}")
+            return await self.set_config(request.module, request.tenant, request.company, config, request.actor)
+
+        effective = await answer(context, set_config)
         return tenancy_pb2.SetConfigResponse(effective=_struct(effective))
 
     async def GetConfig(
@@ -344,6 +427,8 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         async def get() -> dict[str, Any]:
             self._record(request.module)
             check_id(request.tenant, "tenant")
+            if request.company:
+                check_id(request.company, "company")
             return (await self._store.override(request.module, request.tenant, request.company)) or {}
 
         stored = await answer(context, get())

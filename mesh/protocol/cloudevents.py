@@ -59,7 +59,7 @@ RESERVED_EXTENSIONS = frozenset(
 )
 """Names an extension may not have: the CloudEvents attributes and the mesh's own, and
 every attribute whose `ce-` header the codec writes."""
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 """A CloudEvents attribute name: lowercase letters and digits, at most 20 of them."""
 
 
@@ -88,7 +88,7 @@ def check_extensions(extensions: Mapping[str, str]) -> None:
                 f"extension {name!r} collides with the CloudEvents attribute of that name; "
                 f"extensions may not be any of {', '.join(sorted(RESERVED_EXTENSIONS))}"
             )
-        if not _EXTENSION_NAME.match(name):
+        if not _EXTENSION_NAME.fullmatch(name):
             raise InvalidExtension(
                 f"extension {name!r} is not a CloudEvents attribute name: use 1-20 lowercase letters and digits"
             )
@@ -193,7 +193,7 @@ def from_nats(
             for header, value in headers.items()
             if header.startswith("ce-")
             and (name := header.removeprefix("ce-")) not in RESERVED_EXTENSIONS
-            and _EXTENSION_NAME.match(name)
+            and _EXTENSION_NAME.fullmatch(name)
         },
     )
 

@@ -23,6 +23,16 @@ from mesh.v1 import errors_pb2
 ERROR_DOMAIN = "mesh.v1"
 _REASON_PREFIX = "ERROR_REASON_"
 
+# An error travels in trailing metadata twice (grpc-message, percent-encoded, and the
+# base64 grpc-status-details-bin), and a client refuses trailers over ~8 KB with
+# RESOURCE_EXHAUSTED. These caps keep the worst case (non-ASCII text) under it.
+MAX_MESSAGE_BYTES = 800
+MAX_METADATA_ENTRIES = 8
+MAX_METADATA_KEY_BYTES = 64
+MAX_METADATA_VALUE_BYTES = 128
+EXCERPT_CHARS = 40
+"""How much of a user's input a message quotes (see `excerpt`)."""
+
 T = TypeVar("T")
 
 
@@ -90,6 +100,52 @@ PROTO_REASONS = frozenset(
 """The reasons errors.proto defines (what `Reason` must mirror)."""
 
 
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A short, one-line, quoted form of user input for a message: its repr (control
+    characters escaped), cut in the middle past `limit` characters with the input's length,
+    so a huge or multi-line input never floods a message, a log line or gRPC metadata.
+
+    Args:
+        value: The input as given (a string, bytes, a number ...).
+        limit: The most characters of the repr shown.
+
+    Returns:
+        e.g. `'acme\\n'`, or `'aaaaaaaaaa…aaaaaaaaaa' (100000 chars)` for a long input.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    half = max(limit // 2, 1)
+    if isinstance(value, bytes):
+        size = f"{len(value)} bytes"
+    elif isinstance(value, str):
+        size = f"{len(value)} chars"
+    else:
+        size = f"{len(text)} chars written out"
+    return f"{text[:half]}…{text[-half:]} ({size})"
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` within `max_bytes` of UTF-8, its middle cut out (the end of a message usually
+    says how to fix it, so both ends stay)."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    note = f" …[{len(encoded) - max_bytes} bytes cut]… "
+    keep = max(max_bytes - len(note.encode("utf-8")), 2) // 2
+    head = encoded[:keep].decode("utf-8", errors="ignore")
+    tail = encoded[-keep:].decode("utf-8", errors="ignore")
+    return f"{head}{note}{tail}"
+
+
+def _bounded_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """ErrorInfo metadata within the caps: its first entries, keys and values cut."""
+    bounded: dict[str, str] = {}
+    for key, value in list((metadata or {}).items())[:MAX_METADATA_ENTRIES]:
+        bounded[_cut(str(key), MAX_METADATA_KEY_BYTES)] = _cut(str(value), MAX_METADATA_VALUE_BYTES)
+    return bounded
+
+
 def status_of(reason: Reason | str) -> grpc.StatusCode:
     """The gRPC status code a reason travels with."""
     return _STATUS_OF_REASON[Reason(reason)]
@@ -100,8 +156,10 @@ class MeshError(Exception):
 
     Args:
         reason: The reason's name without the ERROR_REASON_ prefix, e.g. "MODULE_NOT_FOUND".
-        message: What went wrong, where, and how to fix it.
-        metadata: The things involved, e.g. {"module": "orders"}; sent in ErrorInfo.
+        message: What went wrong, where, and how to fix it; cut in the middle past
+            MAX_MESSAGE_BYTES (quote user input with `excerpt`).
+        metadata: The things involved, e.g. {"module": "orders"}; sent in ErrorInfo, each
+            entry cut to the MAX_METADATA_* caps.
         status: Overrides the reason's usual gRPC status code.
     """
 
@@ -114,11 +172,12 @@ class MeshError(Exception):
         status: grpc.StatusCode | None = None,
     ) -> None:
         if reason not in Reason.__members__:
-            raise ValueError(f"unknown mesh error reason {reason!r}; known: {sorted(Reason.__members__)}")
+            raise ValueError(f"unknown mesh error reason {excerpt(reason)}; known: {sorted(Reason.__members__)}")
+        message = _cut(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.reason = Reason(reason)
         self.message = message
-        self.metadata = dict(metadata or {})
+        self.metadata = _bounded_metadata(metadata)
         self.status = status or _STATUS_OF_REASON[self.reason]
 
     def to_grpc_status(self) -> grpc.Status:

@@ -4,6 +4,11 @@ The coordinator's access interceptor and a module server's interceptor both refu
 before any servicer runs (the module's also times and counts every call). A server
 interceptor can only do that by handing grpc.aio a new handler whose behaviour wraps the
 servicer's, once per call kind; that wrapping is written here once.
+
+The wrapping also ends a call whose behaviour raises a MeshError (a publish that timed out
+inside a servicer, say) with that error's status and ErrorInfo reason, as a refusal is
+ended, instead of the UNKNOWN grpc gives any exception. Other exceptions pass on to grpc,
+which logs them and answers UNKNOWN.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def guarded_handler(
 
     Args:
         handler: The servicer's handler, as the interceptor's continuation gave it.
-        check: Run first on every call; a refusal aborts the call with that error.
+        check: Run first on every call; a refusal aborts the call with that error, as does a
+            MeshError the behaviour raises.
         observe: Told of each call's start and end (for metrics); None: nobody is told.
 
     Returns:
@@ -59,12 +65,15 @@ def guarded_handler(
                 refused = check(context)
                 if refused is not None:
                     await refused.abort(context)
-                if asynchronous:  # told apart once, not on every call: this runs on every call
-                    result = await inner(request, context)
-                else:
-                    result = inner(request, context)
-                    if inspect.isawaitable(result):
-                        result = await result
+                try:
+                    if asynchronous:  # told apart once, not on every call: this runs on every call
+                        result = await inner(request, context)
+                    else:
+                        result = inner(request, context)
+                        if inspect.isawaitable(result):
+                            result = await result
+                except MeshError as error:
+                    await error.abort(context)
                 failed = False
                 return result
             finally:
@@ -82,15 +91,18 @@ def guarded_handler(
         failed = True
         try:
             await _enforce(check, context)
-            result = inner_stream(request, context)
-            if inspect.isasyncgen(result):
-                async for response in result:
-                    yield response
-            elif inspect.isawaitable(result):  # a behaviour that writes with context.write
-                await result
-            else:
-                for response in result:
-                    yield response
+            try:
+                result = inner_stream(request, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                elif inspect.isawaitable(result):  # a behaviour that writes with context.write
+                    await result
+                else:
+                    for response in result:
+                        yield response
+            except MeshError as error:
+                await error.abort(context)
             failed = False
         finally:
             done(failed)

@@ -4,7 +4,9 @@ The manifest is the single source of truth for a module's name, version, depende
 events, feature flag, restart policy and how to run it. The coordinator validates the
 whole graph from these files before any process starts; the SDK cross-checks a module's
 code against its own. Every problem is reported as one line naming the file, the field,
-the bad value and what is expected.
+the bad value and what is expected; any byte sequence gives such lines, never another
+exception: the file's size, every string, list and number have caps, and a bad value is
+quoted as a short excerpt.
 """
 
 from __future__ import annotations
@@ -26,15 +28,24 @@ from pydantic import (
     model_validator,
 )
 
+from mesh.protocol.errors import excerpt
 from mesh.v1 import module_pb2
 
 MANIFEST_FILE = "module.toml"
+MAX_MANIFEST_BYTES = 256 * 1024
+"""A manifest holds graph facts, not data: a bigger file is refused before it is parsed."""
+MAX_PROBLEM_LINES = 20
+"""The most problem lines reported for one manifest (then one line counting the rest)."""
+MAX_LINE_CHARS = 400
+"""The most characters of one problem line after the file's name."""
 
-_KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-_EVENT_TOKEN = re.compile(r"^[a-z][a-z0-9_-]*$")
-_FLAG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_SERVICE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+# Matched with fullmatch: `$` also matches before a final newline.
+_KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_EVENT_TOKEN = re.compile(r"[a-z][a-z0-9_-]*")
+_FLAG = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_SERVICE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ManifestError(ValueError):
@@ -46,7 +57,7 @@ class ManifestError(ValueError):
 
 
 def _kebab_name(value: str) -> str:
-    if not _KEBAB.match(value):
+    if not _KEBAB.fullmatch(value):
         raise ValueError("expected a kebab-case name: lowercase letters, digits and single '-', e.g. 'pricing-engine'")
     return value
 
@@ -65,9 +76,16 @@ def _version_range(value: str) -> str:
     return value
 
 
+MAX_EVENT_TYPE_CHARS = 255
+"""An event type is part of a NATS subject, whose control line the server caps."""
+
+
 def validate_event_type(value: str) -> str:
+    """`value` when it is an event type `entity.action`; ValueError otherwise."""
+    if len(value) > MAX_EVENT_TYPE_CHARS:
+        raise ValueError(f"expected an event type 'entity.action' of at most {MAX_EVENT_TYPE_CHARS} characters")
     tokens = value.split(".")
-    if len(tokens) != 2 or not all(_EVENT_TOKEN.match(token) for token in tokens):
+    if len(tokens) != 2 or not all(_EVENT_TOKEN.fullmatch(token) for token in tokens):
         raise ValueError("expected an event type 'entity.action' in lowercase, e.g. 'order.created'")
     return value
 
@@ -76,7 +94,9 @@ def _event_pattern(value: str) -> str:
     tokens = value.split(".")
     valid = (
         len(tokens) <= 2
-        and all(t == "*" or _EVENT_TOKEN.match(t) or (t == ">" and i == len(tokens) - 1) for i, t in enumerate(tokens))
+        and all(
+            t == "*" or _EVENT_TOKEN.fullmatch(t) or (t == ">" and i == len(tokens) - 1) for i, t in enumerate(tokens)
+        )
         and (len(tokens) == 2 or tokens == [">"])
     )
     if not valid:
@@ -85,32 +105,38 @@ def _event_pattern(value: str) -> str:
 
 
 def _flag(value: str) -> str:
-    if not _FLAG.match(value):
+    if not _FLAG.fullmatch(value):
         raise ValueError("expected a flag name of letters, digits, '-' and '_', e.g. 'enable-shipping'")
     return value
 
 
 def _service(value: str) -> str:
-    if not _SERVICE.match(value):
+    if not _SERVICE.fullmatch(value):
         raise ValueError("expected a fully-qualified gRPC service name, e.g. 'greeter.v1.Greeter'")
     return value
 
 
 def _entry(value: str) -> str:
-    if not _ENTRY.match(value):
+    if not _ENTRY.fullmatch(value):
         raise ValueError("expected 'python_module:ClassName' inside the module's folder, e.g. 'module:Greeter'")
     return value
 
 
-KebabName = Annotated[str, AfterValidator(_kebab_name)]
-SemVer = Annotated[str, AfterValidator(_semver)]
-VersionRange = Annotated[str, AfterValidator(_version_range)]
-EventType = Annotated[str, AfterValidator(validate_event_type)]
-EventPattern = Annotated[str, AfterValidator(_event_pattern)]
+# Names end up in NATS subjects, consumer names, bucket keys and certificates: short caps.
+KebabName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_kebab_name)]
+SemVer = Annotated[str, StringConstraints(max_length=128), AfterValidator(_semver)]
+VersionRange = Annotated[str, StringConstraints(max_length=256), AfterValidator(_version_range)]
+EventType = Annotated[str, StringConstraints(max_length=MAX_EVENT_TYPE_CHARS), AfterValidator(validate_event_type)]
+EventPattern = Annotated[str, StringConstraints(max_length=MAX_EVENT_TYPE_CHARS), AfterValidator(_event_pattern)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+EventList = Annotated[list[EventType], Field(max_length=256)]
+PatternList = Annotated[list[EventPattern], Field(max_length=256)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # str_max_length: no text field holds more than this, whatever its own cap;
+    # allow_inf_nan: a duration of `inf` or `nan` is no duration.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=4096, allow_inf_nan=False)
 
 
 class DependencySpec(_Strict):
@@ -127,9 +153,9 @@ HandlerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 class EventsSpec(_Strict):
     """The `[events]` table: what the module publishes and what it handles."""
 
-    publishes: list[EventType] = Field(default_factory=list)
-    subscribes: list[EventPattern] = Field(default_factory=list)
-    consumers: dict[HandlerName, list[EventPattern]] = Field(default_factory=dict)
+    publishes: EventList = Field(default_factory=list)
+    subscribes: PatternList = Field(default_factory=list)
+    consumers: dict[HandlerName, PatternList] = Field(default_factory=dict, max_length=64)
     """A module in another language: its durable consumers, handler name -> the patterns it
     reads (a Python module's come from its `@on` handlers). Read before the module runs, by
     `mesh nats users` / `mesh nats permissions`, to grant its NATS user exactly these."""
@@ -150,18 +176,18 @@ class RestartSpec(_Strict):
     """The `[restart]` table: how the coordinator restarts the module's process."""
 
     policy: Literal["never", "on-failure", "always"] = "on-failure"
-    max_restarts: int = Field(default=5, ge=0)
-    window_seconds: float = Field(default=60.0, gt=0)
-    backoff_initial_seconds: float = Field(default=0.5, gt=0)
-    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    max_restarts: int = Field(default=5, ge=0, le=10_000)
+    window_seconds: float = Field(default=60.0, gt=0, le=7 * 86_400)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, le=86_400)
+    backoff_max_seconds: float = Field(default=30.0, gt=0, le=86_400)
 
 
 class RunSpec(_Strict):
     """The `[run]` table: a Python entry served by the SDK, or a command in any language."""
 
-    entry: Annotated[str, AfterValidator(_entry)] | None = None
-    command: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    entry: Annotated[str, StringConstraints(max_length=256), AfterValidator(_entry)] | None = None
+    command: list[str] = Field(default_factory=list, max_length=256)
+    env: dict[ShortText, str] = Field(default_factory=dict, max_length=256)
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> RunSpec:
@@ -176,15 +202,19 @@ class Manifest(_Strict):
     name: KebabName
     version: SemVer
     description: str = ""
-    display_name: str = ""
-    author: str = ""
-    category: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    dependencies: list[DependencySpec] = Field(default_factory=list)
+    display_name: ShortText = ""
+    author: ShortText = ""
+    category: ShortText = ""
+    labels: dict[Annotated[str, StringConstraints(max_length=64)], ShortText] = Field(
+        default_factory=dict, max_length=64
+    )
+    dependencies: list[DependencySpec] = Field(default_factory=list, max_length=256)
     events: EventsSpec = Field(default_factory=EventsSpec)
-    feature_flag: Annotated[str, AfterValidator(_flag)] | None = None
+    feature_flag: Annotated[str, StringConstraints(max_length=64), AfterValidator(_flag)] | None = None
     requires_tenant: bool = False
-    services: list[Annotated[str, AfterValidator(_service)]] = Field(default_factory=list)
+    services: list[Annotated[str, StringConstraints(max_length=256), AfterValidator(_service)]] = Field(
+        default_factory=list, max_length=64
+    )
     restart: RestartSpec = Field(default_factory=RestartSpec)
     run: RunSpec
 
@@ -254,11 +284,21 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 def parse_manifest(data: dict[str, Any], source: str) -> Manifest:
-    """Validate manifest data read from `source` (a path, for the error lines)."""
+    """Validate manifest data read from `source` (a path, for the error lines).
+
+    Raises:
+        ManifestError: one line per problem (at most MAX_PROBLEM_LINES, then a count).
+    """
     try:
         return Manifest.model_validate(data)
     except ValidationError as error:
-        raise ManifestError([_describe(source, problem) for problem in error.errors()]) from None
+        problems = error.errors()
+        lines = [_describe(source, problem) for problem in problems[:MAX_PROBLEM_LINES]]
+        if len(problems) > MAX_PROBLEM_LINES:
+            lines.append(f"{source}: {len(problems) - MAX_PROBLEM_LINES} more problems like these, not shown")
+        raise ManifestError(lines) from None
+    except RecursionError:  # a value nested too deeply for the validator
+        raise ManifestError([f"{source}: values are nested too deeply; a manifest holds flat tables"]) from None
 
 
 def manifest_from_proto(message: module_pb2.Manifest, source: str) -> Manifest:
@@ -313,56 +353,102 @@ def load_manifest(module_dir: Path | str) -> Manifest:
         ManifestError: with one line per problem, each naming the file and field.
     """
     path = Path(module_dir) / MANIFEST_FILE
+    return parse_manifest(_read_toml(path), str(path))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML tables of `path`; any file that is not a small UTF-8 TOML file is one line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError([f"{path}: no manifest here; every module folder needs a {MANIFEST_FILE}"]) from None
+    except OSError as error:
+        raise ManifestError([f"{path}: cannot be read ({error.strerror or type(error).__name__})"]) from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError([f"{path}: larger than {MAX_MANIFEST_BYTES // 1024} KiB; a manifest holds graph facts"])
     try:
-        data = tomllib.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        bad = excerpt(raw[error.start : error.start + 4])
+        raise ManifestError(
+            [f"{path}: not UTF-8 at line {line}, column {column} (bytes {bad}); save the file as UTF-8"]
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ManifestError([f"{path}: not valid TOML: {error}"]) from None
-    return parse_manifest(data, str(path))
+        raise ManifestError([_line(str(path), f"not valid TOML: {error}")]) from None
+    except RecursionError:
+        raise ManifestError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
+
+
+def _line(source: str, text: str) -> str:
+    """One problem line: `source: text`, control characters escaped, `text` cut to
+    MAX_LINE_CHARS (its end says what is expected, so the middle goes)."""
+    printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(printable) > MAX_LINE_CHARS:
+        half = MAX_LINE_CHARS // 2
+        printable = f"{printable[:half]} … {printable[-half:]}"
+    return f"{source}: {printable}"
 
 
 def _describe(source: str, problem: Any) -> str:
     """One line for one pydantic problem: file, field, bad value, what is expected."""
-    location = _field_path(problem["loc"])
+    loc = tuple(problem["loc"])
+    location = _field_path(loc)
     kind = problem["type"]
     value = problem.get("input")
     if kind == "missing":
-        return f"{source}: field '{location}' is missing; it is required"
+        return _line(source, f"field '{location}' is missing; it is required")
     if kind == "extra_forbidden":
-        parent, _, field = location.rpartition(".")
+        parent = loc[:-1]
+        field = loc[-1] if loc else ""
         known = _known_fields(parent)
-        where = f" in '{parent}'" if parent else ""
-        return f"{source}: unknown field '{field}'{where}; expected one of: {', '.join(known)}"
+        where = f" in '{_field_path(parent)}'" if parent else ""
+        expected = f"; expected one of: {', '.join(known)}" if known else ""
+        return _line(source, f"unknown field {excerpt(field)}{where}{expected}")
     message = str(problem["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
         message = "expected " + message.removeprefix("Input should be ")
         message = message.replace("expected '", "expected one of '", 1)
     if not location:
-        return f"{source}: {message}"
-    if isinstance(value, dict):
-        return f"{source}: field '{location}': {message}"
-    return f"{source}: field '{location}' has {value!r}: {message}"
+        return _line(source, message)
+    if isinstance(value, dict | list):
+        return _line(source, f"field '{location}': {message}")
+    return _line(source, f"field '{location}' has {excerpt(value)}: {message}")
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
+    """`events.publishes[0]`, `labels["a.b"]`: a key that is no plain name is quoted, so a
+    dotted TOML key reads as one key."""
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part.startswith("function-after") or part in {"str", "list[str]"}:
+        elif part.startswith("function-after") or part in {"str", "list[str]", "constrained-str"}:
             continue
+        elif part == "[key]":
+            path += " (the key)"
+        elif _IDENTIFIER.fullmatch(part):
+            path += f".{part}" if path else part
         else:
-            path += f".{part}" if path else str(part)
+            path += f"[{excerpt(part)}]"
     return path
 
 
-def _known_fields(parent: str) -> list[str]:
+def _known_fields(parent: tuple[Any, ...]) -> list[str]:
+    """The fields of the table at `parent` (a pydantic location), or [] when it is no table
+    of the manifest's own."""
     model: type[BaseModel] = Manifest
-    for part in re.sub(r"\[\d+\]", "", parent).split(".") if parent else []:
-        annotation = model.model_fields[part].annotation
-        inner = getattr(annotation, "__args__", (annotation,))
-        model = next(a for a in inner if isinstance(a, type) and issubclass(a, BaseModel))
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = getattr(field.annotation, "__args__", (field.annotation,)) if field else ()
+        found = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if found is None:
+            return []
+        model = found
     return list(model.model_fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from mesh.protocol.errors import MeshError
+from mesh.protocol.errors import MeshError, excerpt
 
 # --- events -----------------------------------------------------------------------------
 
@@ -29,16 +29,17 @@ SYSTEM_SUBJECT_PREFIX = "mesh.sys"
 """Lifecycle and tenancy events of the mesh itself: `mesh.sys.module.<name>.<event>`, `mesh.sys.tenant.…`."""
 MODULE_EVENTS_PREFIX = f"{SYSTEM_SUBJECT_PREFIX}.module"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# fullmatch everywhere: `$` also matches before a final newline, so "acme\n" would pass.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def check_token(value: str, what: str) -> None:
     """Refuse a value that cannot be one token of a NATS subject (INVALID_EVENT); a tenant
     may not be `_`, which on a subject means "no tenant"."""
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise MeshError(
             "INVALID_EVENT",
-            f"{what} {value!r} cannot be part of a NATS subject; use letters, digits, '-' and '_'",
+            f"{what} {excerpt(value)} cannot be part of a NATS subject; use 1-128 letters, digits, '-' and '_'",
         )
     _refuse_no_tenant_marker(value, what, "INVALID_EVENT")
 
@@ -123,16 +124,16 @@ TENANT_METADATA = "x-tenant-id"
 COMPANY_METADATA = "x-company-id"
 """The gRPC metadata key of the company a call is for."""
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def check_id(value: str, what: str) -> str:
     """A tenant, company or flag id: it is a key token, so letters, digits, '-' and '_'; a
     tenant may not be `_`, the "no tenant" token of event subjects."""
-    if not _ID.match(value or ""):
+    if not _ID.fullmatch(value or ""):
         raise MeshError(
             "INVALID_TENANT",
-            f"{what} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'",
+            f"{what} {excerpt(value)} is not valid: use 1-128 letters, digits, '-' or '_'",
             metadata={what: value},
         )
     _refuse_no_tenant_marker(value, what, "INVALID_TENANT")
