@@ -25,12 +25,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import nats.errors
 import nats.js.errors
 from pydantic import BaseModel, ValidationError
 
 from mesh.protocol.errors import MeshError
 from mesh.protocol.layers import deep_merge
 from mesh.protocol.names import CONFIG_BUCKET, FLAGS_BUCKET, MODULES_BUCKET, TENANT_METADATA
+from mesh.protocol.nats_limits import check_kv_key, excerpt
 from mesh.protocol.streams import open_bucket
 from mesh.protocol.tokens import AUTHORIZATION_METADATA
 
@@ -219,6 +221,9 @@ class ModuleCache:
 
     Expiry is kept in the value (NATS key-value has no per-key TTL on overwrite); an
     expired entry is a miss and is deleted. The bucket's own max age bounds what is kept.
+    A key or value NATS would refuse by closing the connection (a key longer than its
+    control line, a value over max_payload) raises MeshError INVALID_EVENT (status
+    INVALID_ARGUMENT) before anything is sent; in an event handler that dead-letters the event.
     """
 
     _EXPIRY = struct.Struct(">d")
@@ -252,7 +257,16 @@ class ModuleCache:
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         expires = time.time() + ttl if ttl else 0.0
-        await self._bucket.put(_cache_key(key), self._EXPIRY.pack(expires) + bytes(value))
+        stored_key = _cache_key(key)
+        try:
+            await self._bucket.put(stored_key, self._EXPIRY.pack(expires) + bytes(value))
+        except nats.errors.MaxPayloadError:  # nats-py refuses it before sending: the connection stays
+            raise MeshError(
+                "INVALID_EVENT",
+                f"the cache value of {excerpt(key)} is {len(value)} bytes, more than the NATS server's "
+                "max_payload; cache a smaller value",
+                metadata={"value_bytes": str(len(value))},
+            ) from None
 
     async def delete(self, key: str) -> None:
         try:
@@ -262,5 +276,11 @@ class ModuleCache:
 
 
 def _cache_key(key: str) -> str:
-    """Any string as a valid key-value key (hex when it holds other characters)."""
-    return key if re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key) and not key.startswith(".") else "x." + key.encode().hex()
+    """Any string as a valid key-value key (hex when it holds other characters).
+
+    Raises:
+        MeshError: The key, as stored, is too long for NATS (see `check_kv_key`).
+    """
+    stored = key if re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key) and not key.startswith(".") else "x." + key.encode().hex()
+    check_kv_key(stored, "cache key")
+    return stored

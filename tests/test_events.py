@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 
+import grpc
 import nats
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shop.events import OrderCreated, Ping
 
 from conftest import PROJECT
-from mesh.control.dlq import list_dead_letters, replay
+from mesh.control.dlq import SHOWN_BYTES, list_dead_letters, replay, shown_data
 from mesh.control.tenancy import TenancyStore
-from mesh.protocol.names import EVENT_STREAM, consumer_name, replay_subject
+from mesh.protocol import deadletters
+from mesh.protocol.names import EVENT_STREAM, consumer_name, event_subject, replay_subject
+from mesh.protocol.nats_limits import MAX_STORED_HEADER_BYTES, check_subject, header_size, message_size
 from mesh.v1 import lifecycle_pb2
 from sdk import MeshError
 from sdk.testing import eventually
@@ -463,3 +468,44 @@ async def test_a_replay_is_checked_against_the_subject_its_dead_letter_was_first
         )
         await client.close()
         assert ledger.module.booked == []
+
+
+async def test_a_key_or_subject_too_long_for_nats_is_refused_and_the_connection_stays(module_harness):
+    # nats-server closes a connection whose protocol line exceeds 4096 bytes: a 5,000-character
+    # sku (hex-encoded into a cache key of 10,000) must fail one call, not cut the module off.
+    async with module_harness(LEDGER) as ledger, module_harness(SHOP) as shop:
+        cache = ledger.context.cache
+        for attempt in (cache.set("stock._." + "s" * 5000, b"1"), cache.get("é" * 5000), cache.delete("k" * 5000)):
+            with pytest.raises(MeshError) as refused:
+                await attempt
+            assert refused.value.status == grpc.StatusCode.INVALID_ARGUMENT
+            assert "cache key" in refused.value.message and len(refused.value.message) < 400
+        with pytest.raises(MeshError) as long_subject:
+            await shop.module.ctx.publish("signal.ping", {"n": 1}, tenant="t" * 5000)
+        assert long_subject.value.status == grpc.StatusCode.INVALID_ARGUMENT and len(long_subject.value.message) < 400
+        with pytest.raises(MeshError) as subject_checked:  # what publish checks every subject with
+            check_subject(event_subject("signal.ping", "t") + ".x" * 1500, "the subject")
+        assert subject_checked.value.status == grpc.StatusCode.INVALID_ARGUMENT
+        assert "NATS takes at most 2048" in subject_checked.value.message
+        # the same connections still work
+        await cache.set("stock._.sku-1", b"2")
+        assert await cache.get("stock._.sku-1") == b"2"
+        await shop.module.ctx.publish("signal.ping", {"n": 2})
+
+
+@settings(derandomize=True, deadline=None, max_examples=200)
+@given(
+    body=st.one_of(st.binary(max_size=5000), st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n)),
+    original=st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=3000), max_size=30),
+    reason=st.text(max_size=6000),
+    max_payload=st.integers(8 * 1024, 64 * 1024),
+)
+def test_any_dead_letter_fits_nats_and_shows_bounded(body, original, reason, max_payload):
+    given_up = deadletters.GivenUp(reason, "m", "h", "m--h", "1", "mesh.evt._.a.b", "t")
+    headers = deadletters.headers_of(original, given_up, sequence=1)
+    kept_body, kept = deadletters.bounded(body, headers, max_payload)
+    assert message_size(kept_body, kept) <= max_payload and header_size(kept) <= MAX_STORED_HEADER_BYTES
+    assert kept["mesh-dlq-reason"] == reason[: deadletters.REASON_LIMIT]
+    assert (kept_body, kept) == (body, headers) or kept[deadletters.TRUNCATED_HEADER] == str(len(body))
+    shown = json.dumps(shown_data(body))
+    assert len(shown) < 6 * SHOWN_BYTES

@@ -272,6 +272,7 @@ async def test_the_module_works_with_only_the_nats_permissions_it_is_granted(tmp
                 # globex's event first: skipped (audit is not enabled for globex), so acme's is recorded first
                 for event_id, tenant in (("e1", "globex"), ("e2", "acme")):
                     headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": "order.created"}
+                    headers["ce-source"] = "mesh://orders"
                     headers["ce-tenant"] = tenant
                     await js.publish(f"mesh.evt.{tenant}.order.created", b'{"order_id": "o1"}', headers=headers)
                 event = await asyncio.wait_for(recorded.get(), WAIT_SECONDS)

@@ -105,7 +105,7 @@ async def _dlq_action(args: argparse.Namespace, url: str) -> int:
                 console.print(render.dead_letter_table(letters))
         elif args.action == "show":
             letter = await dlq.show(client, args.seq)
-            console.print_json(json.dumps({**render.dead_letter_fields(letter), "headers": letter.headers}))
+            console.print_json(json.dumps({**render.dead_letter_fields(letter), "headers": letter.shown_headers()}))
         elif args.all:
             letters = await dlq.list_dead_letters(client, module=args.module)
             for letter in letters:

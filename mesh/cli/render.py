@@ -164,12 +164,7 @@ def events_table(catalog: Catalog) -> Table:
 
 
 def dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as JSON-ready fields; a JSON body is shown parsed, any other as text."""
-    body: Any
-    try:
-        body = json.loads(letter.data)
-    except ValueError:
-        body = letter.data.decode(errors="replace")
+    """A dead letter as JSON-ready fields, its body bounded (`DeadLetter.shown_data`)."""
     return {
         "seq": letter.seq,
         "event_id": letter.event.id,
@@ -180,7 +175,7 @@ def dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
         "reason": letter.reason,
         "time": letter.time,
         "subject": letter.subject,
-        "data": body,
+        "data": letter.shown_data(),
     }
 
 

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 
 from mesh.protocol import cloudevents
 from mesh.protocol.cloudevents import MESSAGE_ID_HEADER
+from mesh.protocol.nats_limits import MAX_STORED_HEADER_BYTES, header_size, message_size
 
 PREFIX = "mesh-dlq-"
 REPLAY_OF_HEADER = "mesh-replay-of"
 """On a replayed event: the dead letter's sequence number."""
 REASON_LIMIT = 4000
 """A reason is cut to this many characters, so that a huge error cannot outgrow the message."""
+TRUNCATED_HEADER = f"{PREFIX}truncated"
+"""On a dead letter too large to keep whole: the size in bytes of the body it was cut from."""
+HEADER_VALUE_LIMIT = 1000
+"""An original header value is cut to this many characters when the dead letter must shrink."""
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,30 @@ def replay_headers(headers: Mapping[str, str], sequence: int, replay_id: str) ->
         REPLAY_OF_HEADER: str(sequence),
         MESSAGE_ID_HEADER: f"replay-{sequence}-{replay_id}",
     }
+
+
+def bounded(body: bytes, headers: Mapping[str, str], max_payload: int) -> tuple[bytes, dict[str, str]]:
+    """A dead letter that NATS takes: a message it took may outgrow `max_payload` (a publish
+    over it closes the connection) or JetStream's 64 KiB of headers by the `mesh-dlq-*`
+    headers. Then its original header values are cut (or, if still too many, left out), then
+    its body, and `mesh-dlq-truncated` says the body's size.
+
+    Args:
+        body: The original body.
+        headers: The dead letter's headers (`headers_of`).
+        max_payload: The server's limit for headers and body together.
+
+    Returns:
+        The body and headers to store: unchanged when they fit.
+    """
+    if message_size(body, headers) <= max_payload and header_size(headers) <= MAX_STORED_HEADER_BYTES:
+        return body, dict(headers)
+
+    def own(key: str) -> bool:
+        return key.startswith(PREFIX) or key == MESSAGE_ID_HEADER
+
+    kept = {key: value if own(key) else value[:HEADER_VALUE_LIMIT] for key, value in headers.items()}
+    kept[TRUNCATED_HEADER] = str(len(body))
+    if header_size(kept) > MAX_STORED_HEADER_BYTES or header_size(kept) > max_payload:
+        kept = {key: value for key, value in kept.items() if own(key)}
+    return body[: max(max_payload - header_size(kept), 0)], kept

@@ -27,6 +27,7 @@ const { ConsumerSettings, connectNats, prepareConsumer, EVENT_STREAM } = require
 const { gateInterceptor } = require("./gate");
 const { TENANT_METADATA } = require("./guard");
 const { TenantView } = require("./tenancy");
+const { unreadable, publishDeadLetter, MAX_DELIVERIES } = require("./deadletters");
 const { TokenVerifier } = require("./tokens");
 
 const MODULE_DIR = __dirname;
@@ -35,6 +36,8 @@ const VERSION = "1.0.0";
 const SERVICE = "audit.v1.Audit";
 const SUBSCRIBES = ["order.created", "transaction.completed"];
 // Events are handled one at a time, so a few unacknowledged at once are plenty.
+// The most entries kept in memory (the newest); older ones are dropped as new ones come.
+const MAX_ENTRIES = 1000;
 const CONSUMER = new ConsumerSettings({ name: `${NAME}--record`, patterns: SUBSCRIBES, ackWaitSeconds: 30, maxAckPending: 16 });
 const INSTANCE_ID = crypto.randomUUID().replace(/-/g, "");
 const log = (...parts) => process.stderr.write(`${new Date().toISOString()} audit: ${parts.join(" ")}\n`);
@@ -173,17 +176,16 @@ class AuditModule {
     this.setState(State.RUNNING);
   }
 
-  // One event: record it, publish `audit.recorded`, then ack (redelivered if any step fails).
-  // An event of a tenant the module is disabled for is acknowledged and skipped, as in Python.
+  // One event: record it, publish `audit.recorded`, then ack (redelivered if any step fails,
+  // dead-lettered after MAX_DELIVERIES). A message that is no valid event for this handler is
+  // dead-lettered at once with the reason (deadletters.js). An event of a tenant the module is
+  // disabled for is acknowledged and skipped, as in Python.
   async handle(js, message) {
+    const reason = unreadable(message, SUBSCRIBES);
+    if (reason) return this.deadLetter(js, message, reason);
     const h = message.headers;
-    const id = h && h.get("ce-id");
-    const type = h && h.get("ce-type");
-    if (!id || !type) {
-      message.term();
-      this.counts.failed += 1;
-      return;
-    }
+    const id = h.get("ce-id");
+    const type = h.get("ce-type");
     const tenant = h.get("ce-tenant") || "";
     if (tenant && !(this.tenants && this.tenants.isEnabled(tenant))) {
       message.ack();
@@ -191,7 +193,7 @@ class AuditModule {
       return;
     }
     try {
-      this.entries.push({ event_id: id, event_type: type, tenant, data_json: message.string() });
+      this.record({ event_id: id, event_type: type, tenant, data_json: message.string() });
       this.counts.received += 1;
       const out = natsHeaders();
       const recordId = crypto.randomUUID().replace(/-/g, "");
@@ -210,8 +212,36 @@ class AuditModule {
       this.counts.published += 1;
       message.ack();
     } catch (error) {
-      this.counts.failed += 1;
       log("handling", id, "failed:", error.message);
+      const deliveries = (message.info && message.info.deliveryCount) || 1;
+      if (deliveries >= MAX_DELIVERIES) return this.deadLetter(js, message, `${error.message} (after ${deliveries} deliveries)`);
+      this.counts.failed += 1;
+      message.nak(1000);
+    }
+  }
+
+  // The newest MAX_ENTRIES entries are kept: the trail in memory is bounded whatever the rate
+  // of events (the durable record is the audit.recorded events on NATS).
+  record(entry) {
+    this.entries.push(entry);
+    if (this.entries.length > MAX_ENTRIES) this.entries.splice(0, this.entries.length - MAX_ENTRIES);
+  }
+
+  // Moves the message to the dead-letter stream with why, once (its message id is the
+  // stream sequence), then ends its deliveries; if NATS refuses, it is redelivered later.
+  async deadLetter(js, message, reason) {
+    this.counts.failed += 1;
+    try {
+      await publishDeadLetter(js, message, reason, {
+        module: NAME,
+        handler: "record",
+        consumer: CONSUMER.name,
+        maxPayload: (this.nc && this.nc.info && this.nc.info.max_payload) || 1024 * 1024,
+      });
+      log("dead-lettered a message on", message.subject.slice(0, 200), ":", String(reason).slice(0, 200));
+      message.term();
+    } catch (error) {
+      log("dead-lettering failed:", error.message);
       message.nak(1000);
     }
   }

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from mesh.protocol.cloudevents import ID_HEADER, TYPE_HEADER
+from mesh.protocol.deadletters import bounded
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import EVENT_STREAM, consumer_name, dead_letter_subject, pattern_subject
@@ -231,20 +232,30 @@ class EventBus:
         except asyncio.CancelledError:
             await _quietly(message.nak())
             raise
-        match outcome.verdict:
-            case Verdict.RETRY:
-                await message.nak(delay=outcome.delay)
-            case Verdict.DEAD_LETTER | Verdict.FAILED:
-                await self._dead_letter(binding, message, outcome.reason, attempt)
-            case Verdict.ACK | Verdict.DROP | Verdict.SKIP:
-                await message.ack()
+        except Exception as error:  # a message no delivery step foresaw: never a consumer stuck on it
+            _log.exception("module %s: delivering to %s failed", self._name, binding.method_name)
+            outcome = Outcome(Verdict.DEAD_LETTER, reason=f"undeliverable: {type(error).__name__}: {error}"[:1000])
+        try:
+            match outcome.verdict:
+                case Verdict.RETRY:
+                    await message.nak(delay=outcome.delay)
+                case Verdict.DEAD_LETTER | Verdict.FAILED:
+                    await self._dead_letter(binding, message, outcome.reason, attempt)
+                case Verdict.ACK | Verdict.DROP | Verdict.SKIP:
+                    await message.ack()
+        except (nats.errors.Error, MeshError) as error:  # NATS away: the message comes back after ack_wait
+            _log.warning("module %s: answering for event on %s failed: %s", self._name, message.subject, error)
+            return
         self._report(binding, message, attempt, outcome)
 
     async def _dead_letter(self, binding: HandlerBinding, message: Msg, reason: str, attempt: int) -> None:
-        """Move the message, intact, to the dead-letter stream with why; then end its deliveries."""
+        """Move the message to the dead-letter stream with why (intact, unless too large for
+        NATS with the reason added); then end its deliveries."""
+        assert self._nats is not None
         consumer = consumer_name(self._name, binding.method_name)
         headers = dead_letter_headers(message, self._name, binding.method_name, consumer, reason, attempt)
-        await self._publisher.store(dead_letter_subject(consumer), message.data, headers)
+        body, headers = bounded(message.data or b"", headers, self._nats.max_payload)
+        await self._publisher.store(dead_letter_subject(consumer), body, headers)
         event_headers = message.headers or {}
         self._recorder.record_event(event_headers.get(TYPE_HEADER, "invalid"), "dead_lettered")
         _log.warning(
@@ -267,6 +278,8 @@ class EventBus:
         try:
             outcome = await self._deliver(binding, message, 1)  # at most once: every outcome is final
             self._report(binding, message, 1, outcome)
+        except Exception:  # a message no delivery step foresaw: logged, and the next one is handled
+            _log.exception("module %s: delivering to %s failed", self._name, binding.method_name)
         finally:
             self._ephemeral_busy -= 1
             if not self._ephemeral_busy:

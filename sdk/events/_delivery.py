@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mesh.protocol import cloudevents
 from mesh.protocol.cloudevents import TYPE_HEADER, DisagreesWithSubject, NotAnEvent
+from mesh.protocol.errors import MeshError
 from mesh.protocol.names import event_subject_parts, matches
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._bindings import HandlerBinding
@@ -112,9 +114,11 @@ class Dispatcher:
             self._recorder.record_event((message.headers or {}).get(TYPE_HEADER, "?"), "redelivered")
         try:
             event = _envelope(binding, message, attempt)
-        except (NotAnEvent, ValidationError, DecodeError, ValueError) as error:
-            reason = str(error) if isinstance(error, NotAnEvent) else f"payload does not validate: {error}"
-            return self._unreadable(binding, message, reason)
+        except NotAnEvent as error:
+            return self._unreadable(binding, message, str(error))
+        except (ValidationError, DecodeError, ValueError, RecursionError) as error:
+            # RecursionError: JSON nested deeper than the parser goes; no retry reads it either
+            return self._unreadable(binding, message, f"payload does not validate: {_short(error)}")
         if accepts is not None and not await accepts(event):
             self._recorder.record_event(event.type, "skipped")
             return SKIP
@@ -152,13 +156,30 @@ class Dispatcher:
             binding.method_name,
             event.id,
             event.attempt,
-            error,
+            _short(error),
         )
-        reason = f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {_short(error)}"
         if durable is None:
             return Outcome(Verdict.FAILED, reason=reason, error=error)
+        if _refused_as_invalid(error):
+            # the handler's input is what is wrong (a cache key too long for NATS, say): no retry helps
+            return Outcome(Verdict.DEAD_LETTER, reason=reason, error=error)
         outcome = _again(durable, event.attempt, reason, None)
         return Outcome(outcome.verdict, outcome.delay, outcome.reason, error)
+
+
+REASON_EXCERPT = 1000
+"""The most characters of an error a reason keeps: a validation error may quote a huge input."""
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= REASON_EXCERPT else f"{text[:REASON_EXCERPT]}… ({len(text)} characters)"
+
+
+def _refused_as_invalid(error: Exception) -> bool:
+    """Whether the handler failed on a MeshError that says its input is invalid (INVALID_ARGUMENT)."""
+    return isinstance(error, MeshError) and error.status is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _again(durable: Durable, attempt: int, reason: str, delay: float | None) -> Outcome:

@@ -19,6 +19,7 @@ from mesh.protocol.cloudevents import CloudEvent
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.names import check_token, event_subject
+from mesh.protocol.nats_limits import check_size, check_subject
 from sdk._metrics import ModuleMetricsRecorder
 from sdk.events._payloads import codec_for, content_type_of
 from sdk.events._tracing import EventTracing
@@ -94,6 +95,7 @@ class Publisher:
             )
         )
         target = event_subject(event_type, tenant)
+        check_subject(target, f"the subject of event '{event_type}'")
 
         async def send(traced: dict[str, str]) -> None:
             await self._send(event_type, target, body, traced, durable)
@@ -105,14 +107,7 @@ class Publisher:
     async def _send(self, event_type: str, target: str, body: bytes, headers: dict[str, str], durable: bool) -> None:
         """Refuse what the server would refuse, then publish (durably: until acknowledged)."""
         assert self._nats is not None
-        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-        if size > self._nats.max_payload:
-            raise MeshError(
-                "INVALID_EVENT",
-                f"event '{event_type}' is {size} bytes with its headers; the NATS server takes at most "
-                f"{self._nats.max_payload} (max_payload); send a reference to the data instead",
-                metadata={"module": self._manifest.name, "event_type": event_type},
-            )
+        check_size(body, headers, self._nats.max_payload, f"event '{event_type}'", stored=durable)
         if durable:
             await self.store(target, body, headers)
         else:
@@ -149,7 +144,7 @@ class Publisher:
                 ) from None
         raise MeshError(
             "INVALID_EVENT",
-            f"payload of '{event_type}' must be {model.__name__} (event_models of {type(self._module).__name__}), "
+            f"payload of '{event_type}' must be {model.__name__} (event_models of {_class_name(self._module)}), "
             f"got {type(payload).__name__}",
             metadata={"module": self._manifest.name, "event_type": event_type},
         )
@@ -178,3 +173,8 @@ class Publisher:
                     ) from error
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _class_name(module: Any) -> str:
+    """The name of the module's class (given the class itself, or an instance of it)."""
+    return module.__name__ if isinstance(module, type) else type(module).__name__
