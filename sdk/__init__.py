@@ -11,10 +11,11 @@ from mesh.protocol.errors import ERROR_DOMAIN, MeshError, error_info
 from mesh.protocol.manifest import Manifest, ManifestError
 from mesh.protocol.states import State
 from sdk._context import Context
+from sdk._health import ComponentHealth, Health, HealthStatus
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
 from sdk._metrics import Counter
-from sdk._module import ComponentHealth, Health, HealthStatus, Module, NoConfig, requires_flag
-from sdk._storage import Database
+from sdk._module import Module, NoConfig, requires_flag
+from sdk._storage import Database, Transaction
 from sdk._tenancy import ModuleCache, TenantView, tenant_metadata, tenant_of
 from sdk.events import (
     Drop,
@@ -40,6 +41,7 @@ __all__ = [
     "NoConfig",
     "State",
     "Database",
+    "Transaction",
     # tenancy
     "ModuleCache",
     "TenantView",

@@ -1,5 +1,6 @@
 """What a module receives at initialize: its config, clients to its dependencies, its
-logger, tracer and meter, tenancy, a cache, background tasks and its own metrics.
+logger, tracer and meter, tenancy, a cache, databases with an outbox, background tasks and
+its own metrics.
 
 A context lives from one Initialize (or Reload) to the next Stop (or Reload). It is built
 whole by the runtime once the module's connections are open, so every member is there
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -22,8 +24,12 @@ from pydantic import BaseModel
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.v1 import lifecycle_pb2
+from sdk._health import ComponentHealth
 from sdk._metrics import Counter, ModuleMetricsRecorder
+from sdk._outbox import OUTBOX_MAX_AGE_SECONDS, Outbox
+from sdk._storage import Database
 from sdk._tenancy import ModuleCache, TenantView
+from sdk.events import EventTracing, Publisher
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 StubT = TypeVar("StubT")
@@ -83,6 +89,8 @@ class Context(Generic[ConfigT]):
         self._manifest_path = manifest_path
         self._resources = resources
         self._recorder = recorder
+        self._checker: Publisher | None = None
+        self._outboxes: list[Outbox] = []
 
     # --- tenancy, cache, NATS -------------------------------------------------------
 
@@ -163,6 +171,76 @@ class Context(Generic[ConfigT]):
         return await self._resources.publish(
             event_type, payload, tenant=tenant, company=company, subject=subject, event_id=event_id, durable=durable
         )
+
+    def check_event(self, event_type: str, payload: Any, *, tenant: str | None = None) -> Any:
+        """Make the checks `publish` makes, without publishing (the outbox makes them when an
+        event is written, so that a refused one never reaches the table).
+
+        Returns:
+            The payload as it would be sent (a dict validated into the declared model).
+
+        Raises:
+            MeshError: UNDECLARED_EVENT or INVALID_EVENT, as `publish` does.
+        """
+        if self._checker is None:
+            self._checker = Publisher(
+                nats_client=None,
+                manifest=self.manifest,
+                manifest_path=str(self._manifest_path),
+                module=self._module_class(),
+                recorder=self._recorder,
+                tracing=EventTracing(self.name),
+            )
+        return self._checker.check(event_type, payload, tenant)
+
+    def _module_class(self) -> type | None:
+        """The class the manifest's [run] entry names (imported by whoever loaded the module):
+        its `event_models` are what payloads are checked against."""
+        entry = self.manifest.run.entry
+        if entry is None:
+            return None
+        module_path, _, class_name = entry.partition(":")
+        python_module = sys.modules.get(f"{self._manifest_path.parent.name}.{module_path}")
+        found = getattr(python_module, class_name, None)
+        return found if isinstance(found, type) else None
+
+    # --- storage ------------------------------------------------------------------
+
+    async def database(self, filename: str, *, schema: str = "") -> Database:
+        """Open (creating) a SQLite database in `state_dir` whose transactions publish events
+        through an outbox: an event commits with the state change it announces, and is
+        relayed to JetStream even across NATS outages and restarts.
+
+            self.db = await ctx.database("orders.db", schema=SCHEMA)
+            async with self.db.transaction() as tx:
+                await tx.execute("INSERT INTO orders VALUES (?, ?)", (order_id, sku))
+                tx.publish("order.created", OrderCreated(order_id=order_id, sku=sku))
+
+        The outbox's depth and age are in the module's metrics (`outbox_depth`,
+        `outbox_oldest_age_seconds`) and its health (`outbox_health`). Close the database
+        in the stop hook.
+
+        Args:
+            filename: The file's name within `state_dir`, e.g. "orders.db".
+            schema: Idempotent DDL run at open.
+
+        Returns:
+            The open database, its outbox relaying (events left by an earlier run first).
+        """
+        database = await Database.open(self.state_dir / filename, schema=schema, outbox=self)
+        assert database.outbox is not None
+        self._outboxes = [o for o in self._outboxes if o.label != database.outbox.label]
+        self._outboxes.append(database.outbox)
+        self._recorder.gauge("outbox_depth", lambda: float(sum(o.depth for o in self._outboxes)))
+        self._recorder.gauge(
+            "outbox_oldest_age_seconds", lambda: max((o.oldest_age_seconds for o in self._outboxes), default=0.0)
+        )
+        return database
+
+    def outbox_health(self, max_age_seconds: float = OUTBOX_MAX_AGE_SECONDS) -> tuple[ComponentHealth, ...]:
+        """The health of each outbox opened by `database`: DEGRADED when an event waited longer
+        than `max_age_seconds` or was refused for good. The SDK adds it to the module's health."""
+        return tuple(outbox.health(max_age_seconds) for outbox in self._outboxes)
 
     # --- dependencies -------------------------------------------------------------
 

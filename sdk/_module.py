@@ -1,17 +1,19 @@
-"""The module class an author subclasses, and the health verdict its hook returns."""
+"""The module class an author subclasses. The health verdict its hook returns lives in
+`sdk._health` (re-exported here, where the runtime has always found it)."""
 
 from __future__ import annotations
 
-import enum
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from mesh.v1 import health_pb2
+from sdk._health import ComponentHealth as ComponentHealth
+from sdk._health import Health as Health
+from sdk._health import HealthStatus as HealthStatus
 
 if TYPE_CHECKING:
     from sdk._context import Context
@@ -23,52 +25,6 @@ class NoConfig(BaseModel):
     """The configuration of a module that takes none: any key given is an error."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class HealthStatus(enum.IntEnum):
-    """How well a module or one of its components works."""
-
-    HEALTHY = health_pb2.HEALTH_STATUS_HEALTHY
-    DEGRADED = health_pb2.HEALTH_STATUS_DEGRADED
-    UNHEALTHY = health_pb2.HEALTH_STATUS_UNHEALTHY
-
-
-@dataclass(frozen=True)
-class ComponentHealth:
-    """The health of one part of a module, e.g. its database.
-
-    Args:
-        name: The component's name, e.g. "database".
-        status: How well it works.
-        latency_ms: How long its check took.
-        message: What is wrong, when something is.
-    """
-
-    name: str
-    status: HealthStatus = HealthStatus.HEALTHY
-    latency_ms: float = 0.0
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Health:
-    """A module's own health verdict, returned by `Module.health()`.
-
-    Args:
-        status: The overall verdict; `Health.of(components)` derives it as the worst component.
-        components: The parts checked.
-        message: A short explanation when the status is not HEALTHY.
-    """
-
-    status: HealthStatus = HealthStatus.HEALTHY
-    components: tuple[ComponentHealth, ...] = field(default_factory=tuple)
-    message: str = ""
-
-    @classmethod
-    def of(cls, *components: ComponentHealth, message: str = "") -> Health:
-        """A verdict as bad as the worst of `components`."""
-        worst = max((c.status for c in components), default=HealthStatus.HEALTHY)
-        return cls(status=worst, components=components, message=message)
 
 
 class Module:

@@ -1,5 +1,6 @@
 """Orders: checks the user, reserves stock, records the order in SQLite and publishes
-`order.created`; follows `inventory.updated` into its cache (whose hit rate is a metric)."""
+`order.created` in the same transaction (through the outbox); follows `inventory.updated`
+into its cache (whose hit rate is a metric)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class Orders(sdk.Module, orders_pb2_grpc.OrdersServicer):
         self.ctx = ctx
         self.users = ctx.client("users", users_pb2_grpc.UsersStub)
         self.inventory = ctx.client("inventory", inventory_pb2_grpc.InventoryStub)
-        self.db = await sdk.Database.open(ctx.state_dir / "orders.db", schema=SCHEMA)
+        self.db = await ctx.database("orders.db", schema=SCHEMA)
 
     async def stop(self) -> None:
         await self.db.close()
@@ -63,15 +64,17 @@ class Orders(sdk.Module, orders_pb2_grpc.OrdersServicer):
         order = orders_pb2.Order(
             id=f"o-{uuid.uuid4().hex[:8]}", user_id=request.user_id, sku=request.sku, quantity=request.quantity
         )
-        await self.db.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?)", (tenant, order.id, order.user_id, order.sku, order.quantity)
-        )
-        await self.ctx.publish(
-            "order.created",
-            OrderCreated(order_id=order.id, user_id=order.user_id, sku=order.sku, quantity=order.quantity),
-            tenant=tenant or None,
-            subject=order.id,
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+                (tenant, order.id, order.user_id, order.sku, order.quantity),
+            )
+            tx.publish(
+                "order.created",
+                OrderCreated(order_id=order.id, user_id=order.user_id, sku=order.sku, quantity=order.quantity),
+                tenant=tenant or None,
+                subject=order.id,
+            )
         return orders_pb2.PlaceOrderResponse(order=order)
 
     async def GetOrder(

@@ -1,4 +1,5 @@
-"""Transfers through the wallet, recorded in SQLite; publishes `transaction.completed`."""
+"""Transfers through the wallet, recorded in SQLite; publishes `transaction.completed` in the
+same transaction (through the outbox)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,8 @@ class Transactions(sdk.Module, transactions_pb2_grpc.TransactionsServicer):
     event_models: ClassVar = {"transaction.completed": TransactionCompleted}
 
     async def initialize(self, ctx: sdk.Context[sdk.NoConfig]) -> None:
-        self.ctx = ctx
         self.wallet = ctx.client("wallet", wallet_pb2_grpc.WalletStub)
-        self.db = await sdk.Database.open(ctx.state_dir / "transactions.db", schema=SCHEMA)
+        self.db = await ctx.database("transactions.db", schema=SCHEMA)
 
     async def stop(self) -> None:
         await self.db.close()
@@ -67,21 +67,22 @@ class Transactions(sdk.Module, transactions_pb2_grpc.TransactionsServicer):
             to_user_id=request.to_user_id,
             amount=request.amount,
         )
-        await self.db.execute(
-            "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, julianday('now'))",
-            (tenant, transaction.id, transaction.from_user_id, transaction.to_user_id, transaction.amount),
-        )
-        await self.ctx.publish(
-            "transaction.completed",
-            TransactionCompleted(
-                transaction_id=transaction.id,
-                from_user_id=transaction.from_user_id,
-                to_user_id=transaction.to_user_id,
-                amount=transaction.amount,
-            ),
-            tenant=tenant or None,
-            subject=transaction.id,
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, julianday('now'))",
+                (tenant, transaction.id, transaction.from_user_id, transaction.to_user_id, transaction.amount),
+            )
+            tx.publish(
+                "transaction.completed",
+                TransactionCompleted(
+                    transaction_id=transaction.id,
+                    from_user_id=transaction.from_user_id,
+                    to_user_id=transaction.to_user_id,
+                    amount=transaction.amount,
+                ),
+                tenant=tenant or None,
+                subject=transaction.id,
+            )
         return transactions_pb2.TransferResponse(transaction=transaction)
 
     async def ListTransactions(

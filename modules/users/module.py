@@ -1,4 +1,5 @@
-"""Accounts, per tenant, in SQLite; publishes `user.created`."""
+"""Accounts, per tenant, in SQLite; publishes `user.created` in the same transaction (through
+the outbox)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ class Users(sdk.Module, users_pb2_grpc.UsersServicer):
     event_models: ClassVar = {"user.created": UserCreated}
 
     async def initialize(self, ctx: sdk.Context[sdk.NoConfig]) -> None:
-        self.ctx = ctx
-        self.db = await sdk.Database.open(ctx.state_dir / "users.db", schema=SCHEMA)
+        self.db = await ctx.database("users.db", schema=SCHEMA)
 
     async def stop(self) -> None:
         await self.db.close()
@@ -39,15 +39,23 @@ class Users(sdk.Module, users_pb2_grpc.UsersServicer):
         name, email = request.name.strip(), request.email.strip().lower()
         if not name or "@" not in email:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a user needs a name and an email address with '@'")
-        if await self.db.query("SELECT 1 FROM users WHERE tenant = ? AND email = ?", (tenant, email)):
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"the email {email} already has an account")
         user = users_pb2.User(id=f"u-{uuid.uuid4().hex[:8]}", name=name, email=email)
-        await self.db.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, julianday('now'))", (tenant, user.id, user.name, user.email)
-        )
-        await self.ctx.publish(
-            "user.created", UserCreated(user_id=user.id, name=name, email=email), tenant=tenant or None, subject=user.id
-        )
+        async with self.db.transaction() as tx:
+            # INSERT OR IGNORE against UNIQUE (tenant, email): two concurrent sign-ups with one
+            # email cannot both pass a check made before the insert.
+            created = await tx.execute(
+                "INSERT OR IGNORE INTO users VALUES (?, ?, ?, ?, julianday('now'))",
+                (tenant, user.id, user.name, user.email),
+            )
+            if created:
+                tx.publish(
+                    "user.created",
+                    UserCreated(user_id=user.id, name=name, email=email),
+                    tenant=tenant or None,
+                    subject=user.id,
+                )
+        if not created:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"the email {email} already has an account")
         return users_pb2.CreateUserResponse(user=user)
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: ServicerContext) -> users_pb2.GetUserResponse:

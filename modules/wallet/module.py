@@ -47,25 +47,38 @@ class Wallet(sdk.Module, wallet_pb2_grpc.WalletServicer):
 
     async def Deposit(self, request: wallet_pb2.DepositRequest, context: ServicerContext) -> wallet_pb2.DepositResponse:
         tenant = await self._check(context, request.user_id, request.amount)
-        balance = await self._balance(tenant, request.user_id) + request.amount
-        await self.db.execute("INSERT OR REPLACE INTO balances VALUES (?, ?, ?)", (tenant, request.user_id, balance))
+        async with self.db.transaction() as tx:
+            # Added in SQL, not read then written: concurrent deposits all count.
+            await tx.execute(
+                "INSERT INTO balances VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant, user_id) DO UPDATE SET balance = balance + excluded.balance",
+                (tenant, request.user_id, request.amount),
+            )
+            balance = await self._balance_in(tx, tenant, request.user_id)
         return wallet_pb2.DepositResponse(balance=balance)
 
     async def Withdraw(
         self, request: wallet_pb2.WithdrawRequest, context: ServicerContext
     ) -> wallet_pb2.WithdrawResponse:
         tenant = await self._check(context, request.user_id, request.amount)
-        balance = await self._balance(tenant, request.user_id)
-        if request.amount > balance:
+        async with self.db.transaction() as tx:
+            # One conditional UPDATE: concurrent withdrawals can never overdraw the account.
+            taken = await tx.execute(
+                "UPDATE balances SET balance = balance - ? WHERE tenant = ? AND user_id = ? AND balance >= ?",
+                (request.amount, tenant, request.user_id, request.amount),
+            )
+            balance = await self._balance_in(tx, tenant, request.user_id)
+        if not taken:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"balance of {request.user_id} is {balance}, less than {request.amount}",
             )
-        await self.db.execute(
-            "UPDATE balances SET balance = ? WHERE tenant = ? AND user_id = ?",
-            (balance - request.amount, tenant, request.user_id),
-        )
-        return wallet_pb2.WithdrawResponse(balance=balance - request.amount)
+        return wallet_pb2.WithdrawResponse(balance=balance)
+
+    @staticmethod
+    async def _balance_in(tx: sdk.Transaction, tenant: str, user_id: str) -> int:
+        rows = await tx.query("SELECT balance FROM balances WHERE tenant = ? AND user_id = ?", (tenant, user_id))
+        return int(rows[0]["balance"]) if rows else 0
 
     async def GetBalance(
         self, request: wallet_pb2.GetBalanceRequest, context: ServicerContext

@@ -1,5 +1,7 @@
 """The wallet module through sdk.testing, with the real users module as its dependency."""
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -27,3 +29,28 @@ async def test_deposits_and_withdraws_for_known_users(module_harness):
             await stub.Deposit(wallet_pb2.DepositRequest(user_id="u-nobody", amount=5))
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         assert (await stub.GetBalance(wallet_pb2.GetBalanceRequest(user_id=ada.id))).balance == 70
+
+
+async def test_concurrent_withdrawals_never_overdraw(module_harness):
+    async with (
+        module_harness("modules/users") as users,
+        module_harness("modules/wallet", dependencies={"users": users.address}) as wallet,
+    ):
+        ada = (
+            await users.stub(users_pb2_grpc.UsersStub).CreateUser(
+                users_pb2.CreateUserRequest(name="Ada", email="ada@example.org")
+            )
+        ).user
+        stub = wallet.stub(wallet_pb2_grpc.WalletStub)
+        await asyncio.gather(*(stub.Deposit(wallet_pb2.DepositRequest(user_id=ada.id, amount=1)) for _ in range(20)))
+
+        async def withdraw() -> grpc.StatusCode:
+            try:
+                await stub.Withdraw(wallet_pb2.WithdrawRequest(user_id=ada.id, amount=1))
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*(withdraw() for _ in range(50)))
+        assert codes.count(grpc.StatusCode.OK) == 20
+        assert (await stub.GetBalance(wallet_pb2.GetBalanceRequest(user_id=ada.id))).balance == 0
