@@ -8,7 +8,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint proto bench clean node-deps
+.PHONY: help run test lint proto bench faults clean node-deps
 
 help:
 	@echo "make run    - run the example mesh (embedded NATS; nothing else needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - buf lint on the contracts, ruff, mypy and the import contracts on the code"
 	@echo "make proto  - regenerate mesh/v1 and the modules' code from the .proto files"
 	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
+	@echo "make faults - inject faults into the example mesh under load (figures for docs/reliability.md)"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Module Mesh needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
@@ -56,6 +57,9 @@ proto: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench
+
+faults: $(DEV_STAMP) node-deps
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mesh $(NODE_MODULE)/node_modules

@@ -120,6 +120,9 @@ class MeshDir:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(PROJECT / "tests" / "fixtures"), str(PROJECT / "modules")]),
             "MESH_TEST_RECORD": str(self.record_file),
+            # A loaded test machine may keep a module from answering for seconds: only a test
+            # of liveness asks for a short timeout.
+            "MESH_LIVENESS_TIMEOUT_SECONDS": "30",
             **extra,
         }
 

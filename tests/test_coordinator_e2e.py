@@ -230,21 +230,17 @@ def test_a_killed_module_is_restarted_and_its_dependent_reaches_the_new_address(
             return modules if base.restart_count == 1 and State(base.state) is State.RUNNING else None
 
         after = running.wait_for(restarted, "base to be restarted")
-        assert after["base"].pid != before["base"].pid  # (the OS may hand the new process the old port)
-
-        def app_reloaded() -> bool:
-            app = running.modules()["app"]
-            return State(app.state) is State.RUNNING and app.state_reason == "reloaded"
-
-        # The coordinator reloads app with base's new address once base is RUNNING again.
-        running.wait_for(app_reloaded, "app to be reloaded with the new address of base")
+        assert after["base"].pid != before["base"].pid
+        assert after["base"].address == before["base"].address  # back on its port, which was free
+        assert after["app"].pid == before["app"].pid and State(after["app"].state) is State.RUNNING
 
         async def via_app() -> str:
             async with running.channel(after["app"].address) as channel:
                 stub = greeter_pb2_grpc.GreeterStub(channel)
-                reply = await stub.SayHello(greeter_pb2.SayHelloRequest(name="via:base:ping"))
+                reply = await stub.SayHello(greeter_pb2.SayHelloRequest(name="via:base:ping"), wait_for_ready=True)
                 return reply.message
 
+        # app was not torn down: its channel to base's address reaches the new process.
         assert asyncio.run(via_app()) == f"app via base pid {after['base'].pid}: hello ping"
 
 
@@ -299,34 +295,29 @@ def test_watch_modules_streams_a_restart_and_reload_reads_the_config_file_again(
         running.wait_until_up()
         address = running.address
 
-        async def watch_a_restart() -> list[tuple[str, bool]]:
+        async def watch_a_restart() -> list[tuple[str, bool, str]]:
             async with running.channel() as channel:
                 stub = coordinator_pb2_grpc.CoordinatorStub(channel)
                 stream = stub.WatchModules(coordinator_pb2.WatchModulesRequest(names=["base"], include_snapshot=True))
-                seen: list[tuple[str, bool]] = []
+                seen: list[tuple[str, bool, str]] = []
                 restarting = None
                 async for change in stream:
-                    seen.append((State(change.status.state).name, change.snapshot))
+                    reason = change.status.state_reason.split(":")[0]
+                    seen.append((State(change.status.state).name, change.snapshot, reason))
                     if restarting is None:
                         restarting = asyncio.ensure_future(
                             stub.RestartModule(coordinator_pb2.RestartModuleRequest(name="base"))
                         )
-                    elif State(change.status.state) is State.RUNNING:
+                    elif reason == "restarted":
                         break
                 stream.cancel()
                 await restarting
                 return seen
 
+        # The new process starts beside the old one, which serves until the new one runs: the
+        # module never leaves RUNNING (its successor's own steps are not the module's state).
         seen = asyncio.run(watch_a_restart())
-        assert seen == [
-            ("RUNNING", True),
-            ("STOPPING", False),
-            ("STOPPED", False),
-            ("INITIALIZING", False),
-            ("INITIALIZED", False),
-            ("STARTING", False),
-            ("RUNNING", False),
-        ]
+        assert seen == [("RUNNING", True, ""), ("RUNNING", False, "restarting"), ("RUNNING", False, "restarted")]
 
         mesh.write_config('[modules.base.config]\nfail_in = "initialize"\n')
         reload = mesh.run_cli("reload", "base", "--coordinator", address)

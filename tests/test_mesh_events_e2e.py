@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 
 import grpc
 import nats
@@ -36,34 +38,43 @@ def test_lifecycle_events_are_published_on_nats(tmp_path):
     mesh = MeshDir(tmp_path)
     mesh.module("base")
     with mesh.up() as running:
-        running.wait_until_up()
+        before = running.wait_until_up()["base"]
         nats_url = json.loads((mesh.state / "coordinator.json").read_text())["nats_url"]
 
-        async def restart_and_listen() -> list[tuple[str, str]]:
+        async def crash_restart_and_listen() -> list[tuple[str, str]]:
             client = await nats.connect(nats_url, **running.nats_login())
             seen: list[tuple[str, str]] = []
+            wanted: set[tuple[str, str]] = set()
             done = asyncio.Event()
-
-            wanted = {
-                ("mesh.sys.module.base.started", "module.started"),
-                ("mesh.sys.module.base.restarted", "module.restarted"),
-            }
 
             async def handle(message) -> None:
                 seen.append((message.subject, message.headers["ce-type"]))
                 if wanted <= set(seen):
                     done.set()
 
+            async def until_seen(*events: str) -> None:
+                done.clear()
+                wanted.clear()
+                wanted.update((f"mesh.sys.module.base.{event}", f"module.{event}") for event in events)
+                if wanted <= set(seen):
+                    return
+                await asyncio.wait_for(done.wait(), timeout=60)
+
             await client.subscribe("mesh.sys.>", cb=handle)
             await client.flush()
+            # A crash: the module fails, is started again, and that counts as a restart.
+            os.kill(before.pid, signal.SIGKILL)
+            await until_seen("failed", "started", "restarted")
+            # A restart on request: the new process starts beside the old one, so the module
+            # itself never stops; only its restart is told.
+            seen.clear()
             await asyncio.to_thread(mesh.run_cli, "restart", "base", "--coordinator", running.address)
-            await asyncio.wait_for(done.wait(), timeout=60)
+            await until_seen("restarted")
             await client.close()
             return seen
 
-        seen = asyncio.run(restart_and_listen())
-    assert ("mesh.sys.module.base.started", "module.started") in seen
-    assert ("mesh.sys.module.base.restarted", "module.restarted") in seen
+        seen = asyncio.run(crash_restart_and_listen())
+    assert [subject for subject, _ in seen] == ["mesh.sys.module.base.restarted"]
 
 
 def test_events_flow_between_modules_of_a_mesh(tmp_path):

@@ -85,6 +85,10 @@ def _health(args: argparse.Namespace) -> int:
     )
     name = render.HEALTH_NAME.get(reply.status, "unknown")
     console.print(f"mesh at {address}: [{render.HEALTH_STYLE[name]}]{name}[/]")
+    for component in reply.components:  # the mesh's own parts (NATS, JetStream)
+        status = render.HEALTH_NAME.get(component.status, "unknown")
+        detail = f" ({component.message})" if component.message else ""
+        console.print(f"{component.name}: [{render.HEALTH_STYLE[status]}]{status}[/]{detail}", highlight=False)
     console.print(render.health_table(reply.modules))
     return HEALTH_EXIT_CODES.get(reply.status, EXIT_USAGE)
 

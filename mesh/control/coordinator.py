@@ -12,6 +12,7 @@ the API servicers — wires them, and offers the operations the CLI and the API 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping
 from datetime import UTC
@@ -27,6 +28,7 @@ from mesh.control.events_api import EventsServicer
 from mesh.control.failures import StartupFailed, ValidationFailed
 from mesh.control.lifecycle import ModuleLifecycle
 from mesh.control.nats_identities import NatsIdentities
+from mesh.control.nats_supervisor import NatsSupervisor
 from mesh.control.registration import Registration
 from mesh.control.registry import ModuleRecord, Registry, describe_origin, now
 from mesh.control.sequencer import Sequencer
@@ -34,7 +36,7 @@ from mesh.control.settings import MeshEndpoints, ModuleSettingsSource
 from mesh.control.statedir import StateDir
 from mesh.control.supervisor import Supervisor
 from mesh.control.sysevents import LifecycleEvents
-from mesh.control.system import SystemHealth
+from mesh.control.system import NatsHealth, SystemHealth
 from mesh.control.tasks import BackgroundTasks
 from mesh.control.tenancy import TenancyServicer, TenancyStore
 from mesh.control.validation import RemoteManifests, describe_remote_modules, validate
@@ -95,6 +97,8 @@ class Coordinator:
         self._sequencer = Sequencer(self.registry, self._lifecycle, self._supervisor, self._registration)
         self._events = LifecycleEvents()
         self._embedded_nats: EmbeddedNats | None = None
+        self.nats_supervisor: NatsSupervisor | None = None
+        self._nats_watch: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -145,6 +149,10 @@ class Coordinator:
         if not self.config.insecure:
             self._tasks.start(self.credentials.renew_forever(), name="renew certificates")
         self._start_nats()
+        if self._embedded_nats is not None:
+            # A task of its own, not a background task: it must outlive the modules' stop.
+            self.nats_supervisor = NatsSupervisor(self._embedded_nats)
+            self._nats_watch = asyncio.create_task(self.nats_supervisor.watch(), name="nats-server supervision")
         await self._events.connect(self.nats_url, self.nats_identities.coordinator_login().connect_options())
         jetstream = self._events.jetstream()
         await provision_mesh(jetstream)
@@ -169,6 +177,7 @@ class Coordinator:
             lines = self._sequencer.abort_report(result)
             await self.stop("start-up aborted")
             raise StartupFailed(lines)
+        self._supervisor.watch_liveness()
 
     def _start_nats(self) -> None:
         if self.config.nats_url:
@@ -187,7 +196,11 @@ class Coordinator:
         config = self.config
         transport = self.credentials.transport
         health = SystemHealth(
-            self.registry, transport, timeout=config.health_timeout_seconds, cache_seconds=config.health_cache_seconds
+            self.registry,
+            transport,
+            timeout=config.health_timeout_seconds,
+            cache_seconds=config.health_cache_seconds,
+            infrastructure=NatsHealth(self._events.connection(), self.nats_supervisor),
         )
         tenancy = TenancyServicer(
             self.registry, TenancyStore(self._events.jetstream()), config.module_config, self._events.publish_json
@@ -263,6 +276,11 @@ class Coordinator:
             await self._server.stop(grace=1.0)
             self._server = None
         await self._events.close()
+        if self._nats_watch is not None:
+            self._nats_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._nats_watch
+            self._nats_watch = None
         if self._embedded_nats is not None:
             await asyncio.to_thread(self._embedded_nats.stop)
             self._embedded_nats = None

@@ -13,6 +13,7 @@ from opentelemetry import trace
 
 from mesh.control.module_client import ModuleClient
 from mesh.control.registry import ModuleRecord, Registry, now
+from mesh.control.tenancy import config_schema
 from mesh.protocol.errors import MeshError
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import State
@@ -87,6 +88,10 @@ class ModuleLifecycle:
         try:
             described = await self._step(record, "describe", None, client.describe, traced=False)
             record.manifest_proto = described.manifest
+            if described.manifest.config_schema_json:  # refused now, not at its first tenant config
+                await self._step(
+                    record, "describe", None, lambda: _checked_schema(described.manifest, record.name), traced=False
+                )
             record.instance_id = described.status.instance_id or record.instance_id
             record.pid = described.status.pid or record.pid
             await self._step(record, "access", None, lambda: self._admit(record.manifest, described.consumers))
@@ -139,15 +144,41 @@ class ModuleLifecycle:
             except MeshError as error:
                 _log.warning("module %s: reload with the new address of %s failed: %s", name, record.name, error)
 
-    async def ask_to_stop(self, record: ModuleRecord, reason: str) -> None:
+    async def retarget_dependents(self, record: ModuleRecord) -> None:
+        """Tell the modules that depend on `record` its new address, while they keep serving.
+
+        The settings differ from their current ones only in this endpoint, and a module takes
+        such a Reload in place (its client channels switch; no hook runs, nothing closes), so
+        their state is not shown as reloading. Failures are only logged: the old address
+        still answers until it has drained.
+        """
+        for name in record.dependents:
+            dependent = self._registry.get(name)
+            if dependent is None or dependent.state is not State.RUNNING or not dependent.address:
+                continue
+            client = ModuleClient(dependent.name, dependent.address, self._transport)
+            try:
+                await client.reload(self._settings_for(dependent, None))
+                _log.info("module %s now calls %s at %s", name, record.name, record.address)
+            except MeshError as error:
+                _log.warning("module %s: the new address of %s was not taken: %s", name, record.name, error)
+            finally:
+                await client.close()
+
+    async def ask_to_stop(self, name: str, address: str, reason: str) -> None:
         """The Stop call with the mesh's grace period; a failure is logged, never raised,
         because the process is ended after it either way."""
-        client = ModuleClient(record.name, record.address, self._transport)
+        client = ModuleClient(name, address, self._transport)
         try:
             reply = await client.stop(self._stop_grace_seconds, reason)
             if reply.forced:
-                _log.warning("module %s: stop ran past its %.0f s grace", record.name, self._stop_grace_seconds)
+                _log.warning("module %s: stop ran past its %.0f s grace", name, self._stop_grace_seconds)
         except MeshError as error:
-            _log.warning("module %s: Stop failed: %s", record.name, error.message)
+            _log.warning("module %s: Stop failed: %s", name, error.message)
         finally:
             await client.close()
+
+
+async def _checked_schema(manifest: module_pb2.Manifest, name: str) -> None:
+    """The module's config_schema_json checked to be a JSON Schema (a step of bring-up)."""
+    config_schema(manifest.config_schema_json, name)

@@ -44,7 +44,7 @@ from mesh.protocol.nats_access import (
     NatsUser,
     server_config,
 )
-from mesh.protocol.nats_server import EmbeddedNats
+from mesh.protocol.nats_server import EmbeddedNats, NatsServerError
 from mesh.protocol.streams import ConsumerSettings, ensure_consumer, provisioned
 from mesh.v1 import lifecycle_pb2
 
@@ -272,9 +272,13 @@ class NatsIdentities:
 
     async def _reload(self) -> None:
         """Have the server load the configuration just written, and wait until it has: the
-        probe user's fresh password is accepted only by the new configuration."""
+        probe user's fresh password is accepted only by the new configuration. A server that
+        is down meanwhile is being restarted by the coordinator and reads the file as it starts."""
         assert self._server is not None and self._server.url, "attach() the running server first"
-        self._server.reload()
+        try:
+            self._server.reload()
+        except NatsServerError as error:
+            _log.warning("admitting a module while the nats-server is down: %s; waiting for its restart", error)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RELOAD_SECONDS
         while True:

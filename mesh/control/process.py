@@ -4,6 +4,10 @@ Any language fits the same protocol: the process gets MESH_LISTEN (bind there; p
 any) and MESH_READY_FILE (write `{"address": ..., "pid": ...}` there once serving), and
 its stdin is a pipe that closes when the coordinator dies. Python modules get it all from
 `python -m sdk.run ... --exit-with-parent`.
+
+Each process runs in a session of its own, so that a Ctrl-C in the terminal reaches only the
+coordinator: it stops the modules itself, dependents first, each drained; were the signal to
+reach every module at once, they would all stop together and refuse each other's calls.
 """
 
 from __future__ import annotations
@@ -122,8 +126,13 @@ async def spawn(
     log_dir: Path,
     state_dir: Path,
     env: dict[str, str],
+    port: int = 0,
 ) -> ModuleProcess:
-    """Start the module's process; its output goes to `<log_dir>/<name>.log`."""
+    """Start the module's process; its output goes to `<log_dir>/<name>.log`.
+
+    `port`: the loopback port to serve on (a restarted module asks for its previous one, so
+    addresses copied from `mesh address` keep working); 0 picks a free one.
+    """
     name = manifest.name
     # Small local file operations, once per spawn: not worth a thread.
     run_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
@@ -134,7 +143,7 @@ async def spawn(
     environment = {
         **env,
         **manifest.run.env,
-        "MESH_LISTEN": "127.0.0.1:0",
+        "MESH_LISTEN": f"127.0.0.1:{port}",
         "MESH_READY_FILE": str(ready_file),
         "MESH_STATE_DIR": str(state_dir / name),
         "MESH_EXIT_WITH_PARENT": "1",
@@ -155,6 +164,7 @@ async def spawn(
                 stdin=asyncio.subprocess.PIPE,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # no terminal signals: the coordinator sequences the stop
             )
         except OSError as error:
             raise ProcessStartError(f"module {name}: cannot run {command[0]!r}: {error}") from None

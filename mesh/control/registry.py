@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from mesh.control.process import ModuleProcess
 from mesh.control.restart import RestartBudget
-from mesh.protocol.errors import MeshError
+from mesh.protocol.errors import MeshError, excerpt
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import State
 from mesh.v1 import coordinator_pb2, health_pb2, module_pb2
@@ -118,7 +118,9 @@ class Registry:
         if record is None:
             known = ", ".join(sorted(self.records)) or "none"
             raise MeshError(
-                "MODULE_NOT_FOUND", f"no module '{name}' in this mesh (known: {known})", metadata={"module": name}
+                "MODULE_NOT_FOUND",
+                f"no module {excerpt(name)} in this mesh (known: {known})",
+                metadata={"module": name},
             )
         return record
 
@@ -133,15 +135,23 @@ class Registry:
         *,
         error: module_pb2.ModuleError | None = None,
     ) -> None:
-        """Move `record` to `state` and tell everyone who listens."""
+        """Move `record` to `state` and tell everyone who listens.
+
+        Only the module's registered record is told about: a record that stands for a process
+        not (yet) serving as the module, such as a restart's successor starting beside the
+        running one, changes quietly.
+        """
         previous = record.state
         record.state = state
         record.state_reason = reason
         record.state_changed_at = now()
         if error is not None:
             record.error = error
-        if state is State.RUNNING:
+        if state is State.RUNNING and previous is not State.RUNNING:
             record.started_at = now()
+        registered = self.records.get(record.name)
+        if registered is not None and registered is not record:
+            return
         change = coordinator_pb2.WatchModulesResponse(
             status=record.status(), previous_state=previous.value, time=record.state_changed_at
         )

@@ -5,6 +5,7 @@ request, and ends it at stop (Stop call, grace, SIGTERM, SIGKILL)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -12,13 +13,15 @@ from collections.abc import Callable, Mapping
 from opentelemetry import metrics, trace
 
 from mesh.control.lifecycle import ModuleLifecycle
+from mesh.control.liveness import LivenessSettings, LivenessWatch
 from mesh.control.process import ModuleProcess, ProcessStartError, current_environment, spawn
-from mesh.control.registry import ModuleRecord, Registry
+from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.control.statedir import StateDir
 from mesh.control.tasks import BackgroundTasks
 from mesh.protocol.errors import MeshError
 from mesh.protocol.states import State
 from mesh.protocol.transport import INSECURE_ENV, TLS_DIR_ENV, Transport
+from mesh.v1 import module_pb2
 
 _log = logging.getLogger("mesh")
 _tracer = trace.get_tracer("mesh.coordinator")
@@ -49,7 +52,11 @@ class Supervisor:
 
         Args:
             transport: How the coordinator dials a module (its health check at start).
-            env: Variables every module process gets on top of the coordinator's.
+            env: Variables every module process gets on top of the coordinator's (and the
+                coordinator's own MESH_LIVENESS_* settings).
+
+        Raises:
+            MeshError: INVALID_CONFIG for a MESH_LIVENESS_* value that is not a positive number.
             module_env: A module's own transport variables (MESH_TLS_DIR with its credentials,
                 issued when called, or MESH_INSECURE), by module name.
         """
@@ -61,8 +68,11 @@ class Supervisor:
         self._tasks = tasks
         self._env = dict(env)
         self._ready_timeout_seconds = ready_timeout_seconds
+        self._liveness = LivenessSettings.from_env(env)
         self._spawning: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._killed_unresponsive: dict[int, str] = {}
+        """Why a process was killed by the liveness watch, by pid, for its exit report."""
         self.restart_listeners: list[Callable[[ModuleRecord], None]] = []
         """Called after a crashed or replaced module runs again (e.g. the NATS lifecycle events)."""
 
@@ -78,7 +88,8 @@ class Supervisor:
         if spawning is not None:
             await spawning
 
-    async def _spawn(self, record: ModuleRecord) -> None:
+    async def _spawn(self, record: ModuleRecord, *, port: int = 0) -> None:
+        """A process for `record`, serving on `port` (0: any free one), and its exit watched."""
         assert record.directory is not None, "only modules of the folder are spawned"
         try:
             process = await spawn(
@@ -88,6 +99,7 @@ class Supervisor:
                 log_dir=self._state_dir.logs,
                 state_dir=self._state_dir.state,
                 env=self._environment(record.name),
+                port=port,
             )
         except ProcessStartError as error:
             self._lifecycle.fail(record, "spawn", "MODULE_LOAD_FAILED", str(error))
@@ -120,6 +132,9 @@ class Supervisor:
         if record.process is not process or record.expected_exit or self._stopping or record.started_at is None:
             return
         message = f"process {process.pid} exited with code {code}; see {process.log_path}"
+        killed_for = self._killed_unresponsive.pop(process.pid, "")
+        if killed_for:
+            message = f"{killed_for}; process {process.pid} killed; see {process.log_path}"
         _log.warning("module %s: %s", record.name, message)
         self._lifecycle.fail(record, "process", "MODULE_UNAVAILABLE", message)
         self._tasks.start(self._restart_after_crash(record, code), name=f"restart:{record.name}")
@@ -147,24 +162,85 @@ class Supervisor:
     async def replace_process(self, record: ModuleRecord) -> None:
         """A new process for `record`, initialized and started; dependents learn its address.
 
+        A module that still runs keeps serving until its successor does (zero downtime): the
+        new process starts beside it, and only once that one is RUNNING are dependents pointed
+        at it and the old one drained and stopped. A process that is gone is replaced on its
+        old port when that is free, so addresses already handed out keep working.
+
         Raises:
-            MeshError, ProcessStartError: the new process did not come up (the record is FAILED).
+            MeshError, ProcessStartError: the new process did not come up. The running process
+                (if there was one) keeps serving; otherwise the record is FAILED.
         """
         with _tracer.start_as_current_span(f"restart {record.name}", attributes={"mesh.module": record.name}):
             old = record.process
-            if old is not None and old.returncode is None:
-                record.expected_exit = True
-                self._registry.update(record, State.STOPPING, "restart")
-                await self._end(record, "restart")
-                self._registry.update(record, State.STOPPED, "restart")
-            record.restart_count += 1
-            await self._spawn(record)
-            await self._lifecycle.bring_up(record)
+            if old is not None and old.returncode is None and record.state is State.RUNNING:
+                await self._replace_beside(record, old)
+            else:
+                await self._replace_gone(record)
             _log.info("module %s restarted at %s", record.name, record.address)
             for listener in self.restart_listeners:
                 listener(record)
-            await self._lifecycle.reload_dependents(record)
         _restarts.add(1, {"mesh.module": record.name})
+
+    async def _replace_gone(self, record: ModuleRecord) -> None:
+        """Replace a process that has exited (or never ran properly)."""
+        old = record.process
+        if old is not None and old.returncode is None:
+            record.expected_exit = True
+            self._registry.update(record, State.STOPPING, "restart")
+            await self._end(record.name, record.address, old, "restart")
+            self._registry.update(record, State.STOPPED, "restart")
+        record.restart_count += 1
+        port = _port_of(record.address)
+        try:
+            await self._spawn(record, port=port)
+        except ProcessStartError:
+            if not port:
+                raise
+            _log.info("module %s: its old port %d is taken; it gets a new one", record.name, port)
+            await self._spawn(record)
+        await self._lifecycle.bring_up(record)
+        await self._lifecycle.retarget_dependents(record)
+
+    async def _replace_beside(self, record: ModuleRecord, old: ModuleProcess) -> None:
+        """Start the successor of a running process beside it, switch to it, then drain the old one."""
+        successor = ModuleRecord(
+            manifest=record.manifest,
+            origin=record.origin,
+            directory=record.directory,
+            critical=record.critical,
+            dependents=record.dependents,
+        )  # not in the registry: its steps are not shown as the module's state, which stays RUNNING
+        self._registry.update(record, State.RUNNING, f"restarting: a new process starts beside {old.pid}")
+        try:
+            await self._spawn(successor)
+            await self._lifecycle.bring_up(successor)
+        except (MeshError, ProcessStartError) as error:
+            successor.expected_exit = True
+            if successor.process is not None:
+                await self._end(record.name, successor.address, successor.process, "its start failed")
+            failure = error.message if isinstance(error, MeshError) else str(error)
+            self._registry.update(record, State.RUNNING, f"restart failed; process {old.pid} keeps serving")
+            raise MeshError(
+                error.reason if isinstance(error, MeshError) else "MODULE_LOAD_FAILED",
+                f"restart of module {record.name} failed, so process {old.pid} keeps serving at {record.address}: "
+                f"{failure}",
+                metadata={"module": record.name},
+            ) from None
+        new = successor.process
+        assert new is not None, "a brought-up successor has its process"
+        old_address = record.address
+        successor.expected_exit = True  # its exit watch retires; the record's own watch takes over
+        record.expected_exit = False
+        record.process, record.pid, record.address = new, successor.pid, successor.address
+        record.instance_id, record.manifest_proto = successor.instance_id, successor.manifest_proto
+        record.restart_count += 1
+        record.error = None
+        record.started_at = now()
+        self._tasks.start(self._watch_exit(record, new), name=f"watch:{record.name}")
+        self._registry.update(record, State.RUNNING, f"restarted: process {new.pid} replaced {old.pid}")
+        await self._lifecycle.retarget_dependents(record)
+        await self._end(record.name, old_address, old, "replaced by a new process")
 
     # --- stop ----------------------------------------------------------------------------
 
@@ -186,18 +262,47 @@ class Supervisor:
             record.expected_exit = True
             if record.address and record.state is not State.STOPPED:
                 self._registry.update(record, State.STOPPING, reason)
-            await self._end(record, reason)
+            await self._end(record.name, record.address, record.process, reason)
             self._registry.update(record, State.STOPPED, reason)
         except Exception:
             _log.exception("module %s: error while stopping", record.name)
             self._registry.update(record, State.STOPPED, f"{reason} (with errors; see the coordinator log)")
 
-    async def _end(self, record: ModuleRecord, reason: str) -> None:
-        """The Stop call with the grace period, then the end of the process (SIGTERM, then SIGKILL)."""
-        process = record.process
-        if record.address and (process is None or process.returncode is None):
-            await self._lifecycle.ask_to_stop(record, reason)
+    async def _end(self, name: str, address: str, process: ModuleProcess | None, reason: str) -> None:
+        """The Stop call with the grace period (the module drains), then the end of the process
+        (SIGTERM, then SIGKILL)."""
+        if address and (process is None or process.returncode is None):
+            await self._lifecycle.ask_to_stop(name, address, reason)
         if process is not None:
             process.close_stdin()
             code = await process.end(PROCESS_END_GRACE_SECONDS)
-            _log.info("module %s: process %d exited with code %s", record.name, process.pid, code)
+            _log.info("module %s: process %d exited with code %s", name, process.pid, code)
+
+    # --- liveness --------------------------------------------------------------------------
+
+    def watch_liveness(self) -> None:
+        """From now on, modules that stop answering health are acted on (see `_unresponsive`)."""
+        watch = LivenessWatch(self._registry, self._transport, self._liveness, self._unresponsive)
+        self._tasks.start(watch.run(), name="liveness")
+
+    async def _unresponsive(self, record: ModuleRecord, reason: str) -> None:
+        """A process of ours is killed (SIGKILL: a stopped process takes no other signal), and
+        its exit restarts it per its policy; a registration that stopped answering is dropped,
+        as it would be at DeregisterModule."""
+        if self._stopping:
+            return
+        process = record.process
+        if process is not None and process.returncode is None:
+            self._killed_unresponsive[process.pid] = f"module {record.name} {reason}"
+            with contextlib.suppress(ProcessLookupError):
+                process.process.kill()
+            return
+        if record.origin == module_pb2.MODULE_ORIGIN_REGISTERED and self._registry.get(record.name) is record:
+            self._registry.remove(record.name)
+            self._registry.update(record, State.STOPPED, f"registration dropped: {reason}")
+
+
+def _port_of(address: str) -> int:
+    """The port of a "host:port" address (0 when there is none)."""
+    _, _, port = address.rpartition(":")
+    return int(port) if port.isdigit() else 0

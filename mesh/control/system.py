@@ -1,18 +1,22 @@
 """The mesh seen whole: system health (checked concurrently, with timeouts, cached a few
-seconds), system metrics (the shape of a module system's `/system/metrics`) and the graph."""
+seconds) of the modules and of NATS, system metrics (the shape of a module system's
+`/system/metrics`) and the graph."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from google.protobuf import duration_pb2
 
 from mesh.control import graph
 from mesh.control.module_client import ModuleClient
+from mesh.control.nats_supervisor import NatsSupervisor
 from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.protocol.errors import MeshError
-from mesh.protocol.names import EVENT_COUNT_FIELDS
+from mesh.protocol.names import EVENT_COUNT_FIELDS, EVENT_STREAM
 from mesh.protocol.states import State
 from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, health_pb2, metrics_pb2
@@ -23,15 +27,102 @@ UNHEALTHY = health_pb2.HEALTH_STATUS_UNHEALTHY
 
 _REACHABLE_STATES = (State.INITIALIZED, State.STARTING, State.RUNNING, State.INITIALIZING, State.REGISTERED)
 
+JETSTREAM_DEADLINE_SECONDS = 2.0
+"""How long the JetStream check may take: a local server answers in milliseconds, and a
+JetStream that takes longer cannot keep up with the mesh's publishes either."""
+
+InfrastructureCheck = Callable[[], Awaitable[list[health_pb2.ComponentHealth]]]
+"""Checks what the whole mesh stands on (NATS); see `NatsHealth`."""
+
+
+class NatsHealth:
+    """The mesh's NATS as the coordinator sees it: its own connection, and JetStream answering
+    for the event stream within a deadline.
+
+    Args:
+        connection: The coordinator's nats-py client (it reconnects by itself).
+        supervisor: The embedded server's supervisor, for why it is down and how often it was
+            restarted; None with an external NATS.
+        deadline_seconds: How long the JetStream call may take.
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        supervisor: NatsSupervisor | None,
+        *,
+        deadline_seconds: float = JETSTREAM_DEADLINE_SECONDS,
+    ) -> None:
+        self._nats = connection
+        self._supervisor = supervisor
+        self._deadline = deadline_seconds
+
+    async def __call__(self) -> list[health_pb2.ComponentHealth]:
+        """The "nats" and "jetstream" components, checked now."""
+        if not self._nats.is_connected:
+            why = self._why_down()
+            return [
+                _component("nats", UNHEALTHY, f"the coordinator is not connected to NATS: {why}"),
+                _component("jetstream", UNHEALTHY, "not checked: NATS is not connected"),
+            ]
+        restarts = self._supervisor.restarts if self._supervisor else 0
+        note = f"the embedded nats-server was restarted {restarts} time(s)" if restarts else ""
+        nats_component = _component("nats", HEALTHY, note)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._nats.jetstream().stream_info(EVENT_STREAM)
+        except TimeoutError:
+            jetstream = _component(
+                "jetstream", UNHEALTHY, f"the event stream {EVENT_STREAM} did not answer within {self._deadline} s"
+            )
+        except Exception as error:  # any failure of the call is the verdict, not a crash
+            jetstream = _component("jetstream", UNHEALTHY, f"the event stream {EVENT_STREAM}: {error or type(error)}")
+        else:
+            jetstream = _component("jetstream", HEALTHY)
+        jetstream.latency.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+        return [nats_component, jetstream]
+
+    def _why_down(self) -> str:
+        if self._nats.is_closed:
+            return "the connection is closed"
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor.down_since is not None:
+            down_for = time.monotonic() - supervisor.down_since
+            return f"the embedded nats-server {supervisor.last_exit} {down_for:.0f} s ago and is being restarted"
+        return "reconnecting"
+
+
+def _component(name: str, status: health_pb2.HealthStatus, message: str = "") -> health_pb2.ComponentHealth:
+    return health_pb2.ComponentHealth(name=name, status=status, message=message)
+
 
 class SystemHealth:
-    """Checks every module's health concurrently and caches the verdict for `cache_seconds`."""
+    """Checks every module's health and the mesh's NATS concurrently, and caches the verdict
+    for `cache_seconds`.
 
-    def __init__(self, registry: Registry, transport: Transport, *, timeout: float, cache_seconds: float) -> None:
+    Args:
+        registry: The modules.
+        transport: How the modules are reached.
+        timeout: How long each module's health call may take.
+        cache_seconds: How long a verdict is reused.
+        infrastructure: Checks NATS (`NatsHealth`); None checks modules only.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        transport: Transport,
+        *,
+        timeout: float,
+        cache_seconds: float,
+        infrastructure: InfrastructureCheck | None = None,
+    ) -> None:
         self._registry = registry
         self._transport = transport
         self._timeout = timeout
         self._cache_seconds = cache_seconds
+        self._infrastructure = infrastructure
         self._cached: coordinator_pb2.GetSystemHealthResponse | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
@@ -45,14 +136,23 @@ class SystemHealth:
                 answer.max_age_ms = int(age * 1000)
                 return answer
             records = [r for r in self._registry.records.values() if r.state is not State.SKIPPED]
-            checked = await asyncio.gather(*(self._check_one(record) for record in records))
+            checked, components = await asyncio.gather(
+                asyncio.gather(*(self._check_one(record) for record in records)), self._check_infrastructure()
+            )
             for record, health in zip(records, checked, strict=True):
                 record.last_health = health
             self._cached = coordinator_pb2.GetSystemHealthResponse(
-                status=overall(records, checked), modules=checked, checked_at=now(), max_age_ms=0
+                status=max(overall(records, checked), *(c.status for c in components)),
+                modules=checked,
+                checked_at=now(),
+                max_age_ms=0,
+                components=components,
             )
             self._cached_at = time.monotonic()
             return self._cached
+
+    async def _check_infrastructure(self) -> list[health_pb2.ComponentHealth]:
+        return await self._infrastructure() if self._infrastructure is not None else []
 
     async def _check_one(self, record: ModuleRecord) -> health_pb2.ModuleHealth:
         if not record.address or record.state not in _REACHABLE_STATES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -55,7 +56,11 @@ class EmbeddedNats:
         extra_args: More nats-server arguments, e.g. cluster routes.
         log_file: Where the server's output goes; discarded if None.
         die_with_parent: Have Linux end the server when the thread that started it dies, so a
-            killed coordinator leaves no server behind. Start it from the main thread then.
+            killed coordinator leaves no server behind. Start (and restart) it from the main
+            thread then.
+
+    The server runs in a session of its own: the terminal's Ctrl-C reaches only its owner,
+    which stops it last, after the modules that use it.
     """
 
     def __init__(
@@ -82,9 +87,81 @@ class EmbeddedNats:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def port(self) -> int | None:
+        """The client port: the one given, else the one the first start picked."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> str:
         """Start the server and wait until it accepts clients; returns its URL."""
         self._scratch = tempfile.TemporaryDirectory(prefix="mesh-nats-")
+        try:
+            self._spawn()
+            deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+            while (url := self._listening_url(deadline)) is None:
+                time.sleep(0.01)
+        except NatsServerError:
+            self.stop()
+            raise
+        return self._started(url)
+
+    async def restart(self) -> str:
+        """Start the server again after it died: the same port, data folder and arguments.
+
+        Call it from the thread that started the server (the parent-death signal follows
+        that thread); it waits for the server without blocking the event loop.
+
+        Returns:
+            The server's URL, the same as before.
+
+        Raises:
+            NatsServerError: the server is still running, or did not come up.
+        """
+        if self.running:
+            raise NatsServerError("the nats-server is still running; stop it before starting it again")
+        if self._scratch is None:
+            raise NatsServerError("the nats-server was never started, or was stopped; start() it instead")
+        self._spawn()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        try:
+            while (url := self._listening_url(deadline)) is None:  # noqa: ASYNC110 - a file has no event to await
+                await asyncio.sleep(0.01)
+        except NatsServerError:
+            self._end_process()  # the scratch folder stays, for the next attempt
+            raise
+        return self._started(url)
+
+    async def exited(self) -> int:
+        """Wait until the server process ends, without a thread (a pidfd on Linux).
+
+        Returns:
+            Its exit code (negative: the signal that ended it).
+        """
+        process = self._process
+        if process is None:
+            raise NatsServerError("the nats-server was never started")
+        if process.poll() is not None:
+            return process.returncode
+        if not hasattr(os, "pidfd_open"):
+            return await asyncio.to_thread(process.wait)
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        descriptor = os.pidfd_open(process.pid)
+        loop.add_reader(descriptor, ended.set)
+        try:
+            await ended.wait()
+        finally:
+            loop.remove_reader(descriptor)
+            os.close(descriptor)
+        return process.wait()
+
+    def _spawn(self) -> None:
+        assert self._scratch is not None
         scratch = Path(self._scratch.name)
         data_dir = self._data_dir or scratch / "jetstream"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,37 +185,44 @@ class EmbeddedNats:
                 stdout=output,
                 stderr=output,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
                 preexec_fn=_terminate_with_parent if self._die_with_parent else None,
             )
         finally:
             if not isinstance(output, int):
                 output.close()
-        self.url = self._wait_for_ports_file(scratch)
-        return self.url
 
     @property
     def data_dir(self) -> Path | None:
         return self._data_dir
 
-    def _wait_for_ports_file(self, scratch: Path) -> str:
-        assert self._process is not None
-        ports_file = scratch / f"nats-server_{self._process.pid}.ports"
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self.stop()
-                raise NatsServerError(
-                    f"nats-server exited with code {self._process.returncode} at start "
-                    f"(args: {' '.join(self._process.args)}); see its log"  # type: ignore[arg-type]
-                )
-            if ports_file.exists():
-                try:
-                    return str(json.loads(ports_file.read_text())["nats"][0])
-                except (ValueError, KeyError, IndexError):
-                    pass  # written but not complete yet
-            time.sleep(0.01)
-        self.stop()
-        raise NatsServerError(f"nats-server did not come up within {STARTUP_TIMEOUT_SECONDS} s")
+    def _listening_url(self, deadline: float) -> str | None:
+        """The URL from the server's ports file once it is written; None before.
+
+        Raises:
+            NatsServerError: the server exited, or `deadline` (monotonic) passed.
+        """
+        assert self._process is not None and self._scratch is not None
+        if self._process.poll() is not None:
+            raise NatsServerError(
+                f"nats-server exited with code {self._process.returncode} at start "
+                f"(args: {' '.join(self._process.args)}); see its log"  # type: ignore[arg-type]
+            )
+        if time.monotonic() > deadline:
+            raise NatsServerError(f"nats-server did not come up within {STARTUP_TIMEOUT_SECONDS} s")
+        ports_file = Path(self._scratch.name) / f"nats-server_{self._process.pid}.ports"
+        try:
+            return str(json.loads(ports_file.read_text())["nats"][0])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, IndexError):
+            return None  # written but not complete yet
+
+    def _started(self, url: str) -> str:
+        """Remember the URL and the port, so that a restart listens where clients reconnect to."""
+        self.url = url
+        self._port = int(url.rsplit(":", 1)[1])
+        return url
 
     def reload(self) -> None:
         """Have the server read its configuration file again (SIGHUP): new users and
@@ -149,6 +233,12 @@ class EmbeddedNats:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its scratch folder."""
+        self._end_process()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def _end_process(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -156,9 +246,6 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        if self._scratch is not None:
-            self._scratch.cleanup()
-            self._scratch = None
 
     def __enter__(self) -> EmbeddedNats:
         self.start()

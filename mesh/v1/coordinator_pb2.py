@@ -29,7 +29,7 @@ from mesh.v1 import metrics_pb2 as mesh_dot_v1_dot_metrics__pb2
 from mesh.v1 import module_pb2 as mesh_dot_v1_dot_module__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/v1/coordinator.proto\x12\x07mesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14mesh/v1/health.proto\x1a\x15mesh/v1/metrics.proto\x1a\x14mesh/v1/module.proto\":\n\x12ListModulesRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.mesh.v1.ModuleState\"=\n\x13ListModulesResponse\x12&\n\x07modules\x18\x01 \x03(\x0b\x32\x15.mesh.v1.ModuleStatus\" \n\x10GetModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xaf\x01\n\x11GetModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12#\n\x08manifest\x18\x02 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12%\n\x06health\x18\x03 \x01(\x0b\x32\x15.mesh.v1.ModuleHealth\x12\'\n\x07metrics\x18\x04 \x01(\x0b\x32\x16.mesh.v1.ModuleMetrics\"\'\n\x16GetSystemHealthRequest\x12\r\n\x05\x66resh\x18\x01 \x01(\x08\"\xac\x01\n\x17GetSystemHealthResponse\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.mesh.v1.HealthStatus\x12&\n\x07modules\x18\x02 \x03(\x0b\x32\x15.mesh.v1.ModuleHealth\x12.\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_age_ms\x18\x04 \x01(\x04\"\x19\n\x17GetSystemMetricsRequest\"\xe1\x01\n\x18GetSystemMetricsResponse\x12\x16\n\x0etotal_requests\x18\x01 \x01(\x04\x12\x14\n\x0ctotal_errors\x18\x02 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x03 \x01(\x01\x12\'\n\x07modules\x18\x04 \x03(\x0b\x32\x16.mesh.v1.ModuleMetrics\x12\x30\n\x0c\x63ollected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x65vents\x18\x06 \x01(\x0b\x32\x14.mesh.v1.EventCounts\"\x11\n\x0fGetGraphRequest\"\xef\x01\n\tGraphNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.mesh.v1.ModuleState\x12)\n\x0c\x64\x65pendencies\x18\x04 \x03(\x0b\x32\x13.mesh.v1.Dependency\x12\x1f\n\x17transitive_dependencies\x18\x05 \x03(\t\x12\x12\n\ndependents\x18\x06 \x03(\t\x12\x1d\n\x15transitive_dependents\x18\x07 \x03(\t\x12\x10\n\x08\x63ritical\x18\x08 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\t \x01(\r\"S\n\x10GetGraphResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.mesh.v1.GraphNode\x12\x1c\n\x14initialization_order\x18\x02 \x03(\t\"L\n\x13ReloadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"=\n\x14ReloadModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"$\n\x14RestartModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x15RestartModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"b\n\x15RegisterModuleRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12#\n\x08manifest\x18\x02 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"?\n\x16RegisterModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"K\n\x17\x44\x65registerModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"A\n\x18\x44\x65registerModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\">\n\x13WatchModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x18\n\x10include_snapshot\x18\x02 \x01(\x08\"\xa7\x01\n\x14WatchModulesResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12,\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x14.mesh.v1.ModuleState\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1f\n\x10ShutdownResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x32\xe4\x06\n\x0b\x43oordinator\x12H\n\x0bListModules\x12\x1b.mesh.v1.ListModulesRequest\x1a\x1c.mesh.v1.ListModulesResponse\x12\x42\n\tGetModule\x12\x19.mesh.v1.GetModuleRequest\x1a\x1a.mesh.v1.GetModuleResponse\x12T\n\x0fGetSystemHealth\x12\x1f.mesh.v1.GetSystemHealthRequest\x1a .mesh.v1.GetSystemHealthResponse\x12W\n\x10GetSystemMetrics\x12 .mesh.v1.GetSystemMetricsRequest\x1a!.mesh.v1.GetSystemMetricsResponse\x12?\n\x08GetGraph\x12\x18.mesh.v1.GetGraphRequest\x1a\x19.mesh.v1.GetGraphResponse\x12K\n\x0cReloadModule\x12\x1c.mesh.v1.ReloadModuleRequest\x1a\x1d.mesh.v1.ReloadModuleResponse\x12N\n\rRestartModule\x12\x1d.mesh.v1.RestartModuleRequest\x1a\x1e.mesh.v1.RestartModuleResponse\x12Q\n\x0eRegisterModule\x12\x1e.mesh.v1.RegisterModuleRequest\x1a\x1f.mesh.v1.RegisterModuleResponse\x12W\n\x10\x44\x65registerModule\x12 .mesh.v1.DeregisterModuleRequest\x1a!.mesh.v1.DeregisterModuleResponse\x12M\n\x0cWatchModules\x12\x1c.mesh.v1.WatchModulesRequest\x1a\x1d.mesh.v1.WatchModulesResponse0\x01\x12?\n\x08Shutdown\x12\x18.mesh.v1.ShutdownRequest\x1a\x19.mesh.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/v1/coordinator.proto\x12\x07mesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14mesh/v1/health.proto\x1a\x15mesh/v1/metrics.proto\x1a\x14mesh/v1/module.proto\":\n\x12ListModulesRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.mesh.v1.ModuleState\"=\n\x13ListModulesResponse\x12&\n\x07modules\x18\x01 \x03(\x0b\x32\x15.mesh.v1.ModuleStatus\" \n\x10GetModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xaf\x01\n\x11GetModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12#\n\x08manifest\x18\x02 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12%\n\x06health\x18\x03 \x01(\x0b\x32\x15.mesh.v1.ModuleHealth\x12\'\n\x07metrics\x18\x04 \x01(\x0b\x32\x16.mesh.v1.ModuleMetrics\"\'\n\x16GetSystemHealthRequest\x12\r\n\x05\x66resh\x18\x01 \x01(\x08\"\xda\x01\n\x17GetSystemHealthResponse\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.mesh.v1.HealthStatus\x12&\n\x07modules\x18\x02 \x03(\x0b\x32\x15.mesh.v1.ModuleHealth\x12.\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_age_ms\x18\x04 \x01(\x04\x12,\n\ncomponents\x18\x05 \x03(\x0b\x32\x18.mesh.v1.ComponentHealth\"\x19\n\x17GetSystemMetricsRequest\"\xe1\x01\n\x18GetSystemMetricsResponse\x12\x16\n\x0etotal_requests\x18\x01 \x01(\x04\x12\x14\n\x0ctotal_errors\x18\x02 \x01(\x04\x12\x16\n\x0e\x61vg_latency_ms\x18\x03 \x01(\x01\x12\'\n\x07modules\x18\x04 \x03(\x0b\x32\x16.mesh.v1.ModuleMetrics\x12\x30\n\x0c\x63ollected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x65vents\x18\x06 \x01(\x0b\x32\x14.mesh.v1.EventCounts\"\x11\n\x0fGetGraphRequest\"\xef\x01\n\tGraphNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.mesh.v1.ModuleState\x12)\n\x0c\x64\x65pendencies\x18\x04 \x03(\x0b\x32\x13.mesh.v1.Dependency\x12\x1f\n\x17transitive_dependencies\x18\x05 \x03(\t\x12\x12\n\ndependents\x18\x06 \x03(\t\x12\x1d\n\x15transitive_dependents\x18\x07 \x03(\t\x12\x10\n\x08\x63ritical\x18\x08 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\t \x01(\r\"S\n\x10GetGraphResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.mesh.v1.GraphNode\x12\x1c\n\x14initialization_order\x18\x02 \x03(\t\"L\n\x13ReloadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"=\n\x14ReloadModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"$\n\x14RestartModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x15RestartModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"b\n\x15RegisterModuleRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12#\n\x08manifest\x18\x02 \x01(\x0b\x32\x11.mesh.v1.Manifest\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"?\n\x16RegisterModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\"K\n\x17\x44\x65registerModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"A\n\x18\x44\x65registerModuleResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\">\n\x13WatchModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x18\n\x10include_snapshot\x18\x02 \x01(\x08\"\xa7\x01\n\x14WatchModulesResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModuleStatus\x12,\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x14.mesh.v1.ModuleState\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1f\n\x10ShutdownResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x32\xe4\x06\n\x0b\x43oordinator\x12H\n\x0bListModules\x12\x1b.mesh.v1.ListModulesRequest\x1a\x1c.mesh.v1.ListModulesResponse\x12\x42\n\tGetModule\x12\x19.mesh.v1.GetModuleRequest\x1a\x1a.mesh.v1.GetModuleResponse\x12T\n\x0fGetSystemHealth\x12\x1f.mesh.v1.GetSystemHealthRequest\x1a .mesh.v1.GetSystemHealthResponse\x12W\n\x10GetSystemMetrics\x12 .mesh.v1.GetSystemMetricsRequest\x1a!.mesh.v1.GetSystemMetricsResponse\x12?\n\x08GetGraph\x12\x18.mesh.v1.GetGraphRequest\x1a\x19.mesh.v1.GetGraphResponse\x12K\n\x0cReloadModule\x12\x1c.mesh.v1.ReloadModuleRequest\x1a\x1d.mesh.v1.ReloadModuleResponse\x12N\n\rRestartModule\x12\x1d.mesh.v1.RestartModuleRequest\x1a\x1e.mesh.v1.RestartModuleResponse\x12Q\n\x0eRegisterModule\x12\x1e.mesh.v1.RegisterModuleRequest\x1a\x1f.mesh.v1.RegisterModuleResponse\x12W\n\x10\x44\x65registerModule\x12 .mesh.v1.DeregisterModuleRequest\x1a!.mesh.v1.DeregisterModuleResponse\x12M\n\x0cWatchModules\x12\x1c.mesh.v1.WatchModulesRequest\x1a\x1d.mesh.v1.WatchModulesResponse0\x01\x12?\n\x08Shutdown\x12\x18.mesh.v1.ShutdownRequest\x1a\x19.mesh.v1.ShutdownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,41 +47,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=503
   _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=542
   _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=545
-  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=717
-  _globals['_GETSYSTEMMETRICSREQUEST']._serialized_start=719
-  _globals['_GETSYSTEMMETRICSREQUEST']._serialized_end=744
-  _globals['_GETSYSTEMMETRICSRESPONSE']._serialized_start=747
-  _globals['_GETSYSTEMMETRICSRESPONSE']._serialized_end=972
-  _globals['_GETGRAPHREQUEST']._serialized_start=974
-  _globals['_GETGRAPHREQUEST']._serialized_end=991
-  _globals['_GRAPHNODE']._serialized_start=994
-  _globals['_GRAPHNODE']._serialized_end=1233
-  _globals['_GETGRAPHRESPONSE']._serialized_start=1235
-  _globals['_GETGRAPHRESPONSE']._serialized_end=1318
-  _globals['_RELOADMODULEREQUEST']._serialized_start=1320
-  _globals['_RELOADMODULEREQUEST']._serialized_end=1396
-  _globals['_RELOADMODULERESPONSE']._serialized_start=1398
-  _globals['_RELOADMODULERESPONSE']._serialized_end=1459
-  _globals['_RESTARTMODULEREQUEST']._serialized_start=1461
-  _globals['_RESTARTMODULEREQUEST']._serialized_end=1497
-  _globals['_RESTARTMODULERESPONSE']._serialized_start=1499
-  _globals['_RESTARTMODULERESPONSE']._serialized_end=1561
-  _globals['_REGISTERMODULEREQUEST']._serialized_start=1563
-  _globals['_REGISTERMODULEREQUEST']._serialized_end=1661
-  _globals['_REGISTERMODULERESPONSE']._serialized_start=1663
-  _globals['_REGISTERMODULERESPONSE']._serialized_end=1726
-  _globals['_DEREGISTERMODULEREQUEST']._serialized_start=1728
-  _globals['_DEREGISTERMODULEREQUEST']._serialized_end=1803
-  _globals['_DEREGISTERMODULERESPONSE']._serialized_start=1805
-  _globals['_DEREGISTERMODULERESPONSE']._serialized_end=1870
-  _globals['_WATCHMODULESREQUEST']._serialized_start=1872
-  _globals['_WATCHMODULESREQUEST']._serialized_end=1934
-  _globals['_WATCHMODULESRESPONSE']._serialized_start=1937
-  _globals['_WATCHMODULESRESPONSE']._serialized_end=2104
-  _globals['_SHUTDOWNREQUEST']._serialized_start=2106
-  _globals['_SHUTDOWNREQUEST']._serialized_end=2139
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=2141
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=2172
-  _globals['_COORDINATOR']._serialized_start=2175
-  _globals['_COORDINATOR']._serialized_end=3043
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=763
+  _globals['_GETSYSTEMMETRICSREQUEST']._serialized_start=765
+  _globals['_GETSYSTEMMETRICSREQUEST']._serialized_end=790
+  _globals['_GETSYSTEMMETRICSRESPONSE']._serialized_start=793
+  _globals['_GETSYSTEMMETRICSRESPONSE']._serialized_end=1018
+  _globals['_GETGRAPHREQUEST']._serialized_start=1020
+  _globals['_GETGRAPHREQUEST']._serialized_end=1037
+  _globals['_GRAPHNODE']._serialized_start=1040
+  _globals['_GRAPHNODE']._serialized_end=1279
+  _globals['_GETGRAPHRESPONSE']._serialized_start=1281
+  _globals['_GETGRAPHRESPONSE']._serialized_end=1364
+  _globals['_RELOADMODULEREQUEST']._serialized_start=1366
+  _globals['_RELOADMODULEREQUEST']._serialized_end=1442
+  _globals['_RELOADMODULERESPONSE']._serialized_start=1444
+  _globals['_RELOADMODULERESPONSE']._serialized_end=1505
+  _globals['_RESTARTMODULEREQUEST']._serialized_start=1507
+  _globals['_RESTARTMODULEREQUEST']._serialized_end=1543
+  _globals['_RESTARTMODULERESPONSE']._serialized_start=1545
+  _globals['_RESTARTMODULERESPONSE']._serialized_end=1607
+  _globals['_REGISTERMODULEREQUEST']._serialized_start=1609
+  _globals['_REGISTERMODULEREQUEST']._serialized_end=1707
+  _globals['_REGISTERMODULERESPONSE']._serialized_start=1709
+  _globals['_REGISTERMODULERESPONSE']._serialized_end=1772
+  _globals['_DEREGISTERMODULEREQUEST']._serialized_start=1774
+  _globals['_DEREGISTERMODULEREQUEST']._serialized_end=1849
+  _globals['_DEREGISTERMODULERESPONSE']._serialized_start=1851
+  _globals['_DEREGISTERMODULERESPONSE']._serialized_end=1916
+  _globals['_WATCHMODULESREQUEST']._serialized_start=1918
+  _globals['_WATCHMODULESREQUEST']._serialized_end=1980
+  _globals['_WATCHMODULESRESPONSE']._serialized_start=1983
+  _globals['_WATCHMODULESRESPONSE']._serialized_end=2150
+  _globals['_SHUTDOWNREQUEST']._serialized_start=2152
+  _globals['_SHUTDOWNREQUEST']._serialized_end=2185
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=2187
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=2218
+  _globals['_COORDINATOR']._serialized_start=2221
+  _globals['_COORDINATOR']._serialized_end=3089
 # @@protoc_insertion_point(module_scope)

@@ -50,16 +50,18 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self, fresh: _Optional[bool] = ...) -> None: ...
 
 class GetSystemHealthResponse(_message.Message):
-    __slots__ = ("status", "modules", "checked_at", "max_age_ms")
+    __slots__ = ("status", "modules", "checked_at", "max_age_ms", "components")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MODULES_FIELD_NUMBER: _ClassVar[int]
     CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
     MAX_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     status: _health_pb2.HealthStatus
     modules: _containers.RepeatedCompositeFieldContainer[_health_pb2.ModuleHealth]
     checked_at: _timestamp_pb2.Timestamp
     max_age_ms: int
-    def __init__(self, status: _Optional[_Union[_health_pb2.HealthStatus, str]] = ..., modules: _Optional[_Iterable[_Union[_health_pb2.ModuleHealth, _Mapping]]] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_age_ms: _Optional[int] = ...) -> None: ...
+    components: _containers.RepeatedCompositeFieldContainer[_health_pb2.ComponentHealth]
+    def __init__(self, status: _Optional[_Union[_health_pb2.HealthStatus, str]] = ..., modules: _Optional[_Iterable[_Union[_health_pb2.ModuleHealth, _Mapping]]] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_age_ms: _Optional[int] = ..., components: _Optional[_Iterable[_Union[_health_pb2.ComponentHealth, _Mapping]]] = ...) -> None: ...
 
 class GetSystemMetricsRequest(_message.Message):
     __slots__ = ()

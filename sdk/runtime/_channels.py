@@ -8,11 +8,15 @@ Modules keep the stubs `ctx.client` gave them for the whole initialization, so t
 cannot be swapped: the channel under them is. Each call looks at the key file (one `stat`)
 and, once it was rewritten, dials a new channel with the renewed credentials; the old one
 finishes its calls in flight and is closed.
+
+The same swap follows a dependency to a new address (`retarget`, at a Reload that changes only
+dependency endpoints): the stubs already handed out call the new address from their next call on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -26,9 +30,33 @@ from mesh.protocol.transport import Transport
 RETIRE_GRACE_SECONDS = 60.0
 """How long a replaced channel may finish the calls it has in flight before it is closed."""
 
+RETRY_UNAVAILABLE = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+"""gRPC's own retry policy for calls to a dependency: UNAVAILABLE is what a draining module
+answers before its handler runs, and what a connection refused by a process being replaced
+gives, so the call is tried again (about 1.5 s in all) instead of failing the caller. gRPC
+retries only calls whose response has not begun; a call cut off by a crash after its handler
+ran but before it answered can therefore arrive twice, as at-least-once delivery allows
+(drained stops never cut calls off)."""
+
 
 class RenewingChannel(grpc.aio.Channel):
-    """A channel to `address` that re-dials once the transport's credentials were renewed.
+    """A channel to `address` that re-dials once the transport's credentials were renewed, or
+    once it is pointed at another address.
 
     Args:
         transport: How the module dials (its credentials folder, or plaintext).
@@ -42,7 +70,7 @@ class RenewingChannel(grpc.aio.Channel):
         self._interceptors = list(interceptors)
         self._stamp = (0, 0)
         self._stamp = self._key_stamp()
-        self._channel = transport.channel(address, interceptors=self._interceptors)
+        self._channel = self._dial()
         self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
 
     def current(self) -> grpc.aio.Channel:
@@ -51,14 +79,31 @@ class RenewingChannel(grpc.aio.Channel):
             stamp = self._key_stamp()
             if stamp != self._stamp:
                 self._stamp = stamp
-                old, self._channel = (
-                    self._channel,
-                    self._transport.channel(self._address, interceptors=self._interceptors),
-                )
-                task = asyncio.get_running_loop().create_task(old.close(RETIRE_GRACE_SECONDS))
-                self._retiring[old] = task
-                task.add_done_callback(lambda _: self._retiring.pop(old, None))
+                self._redial()
         return self._channel
+
+    @property
+    def address(self) -> str:
+        """The "host:port" new calls go to."""
+        return self._address
+
+    def retarget(self, address: str) -> None:
+        """Send new calls to `address`; calls in flight finish on the old channel, which is
+        closed once they have (or after RETIRE_GRACE_SECONDS)."""
+        if address != self._address:
+            self._address = address
+            self._redial()
+
+    def _redial(self) -> None:
+        """A new channel for new calls; the old one is retired in the background."""
+        old, self._channel = self._channel, self._dial()
+        task = asyncio.get_running_loop().create_task(old.close(RETIRE_GRACE_SECONDS))
+        self._retiring[old] = task
+        task.add_done_callback(lambda _: self._retiring.pop(old, None))
+
+    def _dial(self) -> grpc.aio.Channel:
+        options = [("grpc.service_config", RETRY_UNAVAILABLE), ("grpc.enable_retries", 1)]
+        return self._transport.channel(self._address, interceptors=self._interceptors, options=options)
 
     def _key_stamp(self) -> tuple[int, int]:
         """Changes when the key file is replaced; `Credentials.write` replaces it last, so the

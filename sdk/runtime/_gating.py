@@ -1,5 +1,7 @@
 """Every call of a module server through one gate (who is calling; the module's own services
-closed until RUNNING; the tenant guard), and timed and counted.
+closed until RUNNING; the tenant guard), and timed and counted; the calls of the module's own
+services are also counted while they run (`InFlightCalls`), so that a Stop or Reload can drain
+them before it closes what they use.
 
 The servicers register through a `GatedServer`, which wraps each method handler once, as it
 is registered (`mesh.protocol.guarded_handlers`), instead of a grpc.aio interceptor, which
@@ -11,6 +13,7 @@ no handler reaches the server unwrapped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
@@ -27,17 +30,78 @@ the error that refuses the call, or None."""
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
 
 
+class InFlightCalls:
+    """How many calls of the module's own services are running now.
+
+    Lifecycle, health and reflection calls are not counted: a Stop call waits for the others
+    to finish, and must not wait for itself or for a health watch that never ends.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def count(self) -> int:
+        """The calls running now."""
+        return self._count
+
+    def enter(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_seconds: float) -> bool:
+        """Wait until no call is running.
+
+        Args:
+            timeout_seconds: The longest to wait.
+
+        Returns:
+            True when no call was running by then; False when some still were.
+        """
+        try:
+            async with asyncio.timeout(max(timeout_seconds, 0.0)):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 class GatedServer:
     """What servicers, health and reflection register with: the server, every handler gated.
 
     Only the two registration calls are offered, so a registration by any other way fails
     loudly rather than serving without the gate.
+
+    Args:
+        server: The grpc.aio server the handlers go to.
+        recorder: Where every call is timed and counted.
+        gate: The check in front of every call.
+        in_flight: Counts the running calls of the services in `counted_services` (None:
+            nothing is counted).
+        counted_services: The module's own services (full names).
     """
 
-    def __init__(self, server: grpc.aio.Server, recorder: ModuleMetricsRecorder, gate: Gate) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        recorder: ModuleMetricsRecorder,
+        gate: Gate,
+        *,
+        in_flight: InFlightCalls | None = None,
+        counted_services: frozenset[str] = frozenset(),
+    ) -> None:
         self._server = server
         self._recorder = recorder
         self._gate = gate
+        self._in_flight = in_flight
+        self._counted_services = counted_services
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
@@ -55,9 +119,10 @@ class GatedServer:
         if known is not None and known[0] is handler:
             return known[1]
         gate = self._gate
-        wrapped = guarded_handler(
-            handler, lambda context: gate(method, context), observe=_call_metrics(method, self._recorder)
-        )
+        observe = _call_metrics(method, self._recorder)
+        if self._in_flight is not None and method.lstrip("/").partition("/")[0] in self._counted_services:
+            observe = _counted(observe, self._in_flight)
+        wrapped = guarded_handler(handler, lambda context: gate(method, context), observe=observe)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
@@ -99,3 +164,20 @@ def _call_metrics(method: str, recorder: ModuleMetricsRecorder) -> Observer:
         return finish
 
     return observe
+
+
+def _counted(observe: Observer, in_flight: InFlightCalls) -> Observer:
+    """`observe`, with each call also counted in `in_flight` from its start to its end (a
+    refused call too, for the moment it takes to refuse it)."""
+
+    def counting(context: Context) -> Callable[[bool], None]:
+        finish = observe(context)
+        in_flight.enter()
+
+        def done(failed: bool) -> None:
+            in_flight.leave()
+            finish(failed)
+
+        return done
+
+    return counting

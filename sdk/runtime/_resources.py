@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import grpc
-import nats
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 
@@ -29,10 +28,12 @@ from mesh.protocol.streams import open_bucket
 from mesh.protocol.telemetry import client_interceptors
 from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2
+from sdk._health import ComponentHealth
 from sdk._metrics import ModuleMetricsRecorder
 from sdk._tenancy import ModuleCache, TenantView
 from sdk.events import DeliveryObserver, EventBus, HandlerBinding
 from sdk.runtime._channels import RenewingChannel
+from sdk.runtime._nats_link import NatsConnectionHealth, ReconnectingClient
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 StubT = TypeVar("StubT")
@@ -53,11 +54,13 @@ class ModuleResources(Generic[ConfigT]):
         events: EventBus,
         nats_client: NatsClient | None,
         transport: Transport,
+        nats_health: NatsConnectionHealth | None = None,
     ) -> None:
         self.manifest = manifest
         self.settings = settings
         self.events = events
         self.nats = nats_client
+        self._nats_health = nats_health
         self.tenants: TenantView[ConfigT] | None = None
         self.cache: ModuleCache | None = None
         self.failed_tasks: dict[str, BaseException] = {}
@@ -83,7 +86,8 @@ class ModuleResources(Generic[ConfigT]):
     ) -> ModuleResources[ConfigT]:
         """Connect to NATS (when the settings name servers), create the event consumers and
         open tenancy and the cache. What was opened is closed again if a later step fails."""
-        nats_client = await _connect_nats(manifest.name, settings.nats)
+        nats_health = NatsConnectionHealth()
+        nats_client = await _connect_nats(manifest.name, settings.nats, nats_health)
         events = EventBus(
             nats_client=nats_client,
             module=module,
@@ -95,7 +99,7 @@ class ModuleResources(Generic[ConfigT]):
             provisioned_by_mesh=bool(settings.coordinator_address),
             observers=observers,
         )
-        resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client, transport)
+        resources: ModuleResources[ConfigT] = cls(manifest, settings, events, nats_client, transport, nats_health)
         try:
             await events.prepare()
             if nats_client is not None:
@@ -130,6 +134,14 @@ class ModuleResources(Generic[ConfigT]):
         """The address given at Initialize for dependency `name`, if any."""
         return self._endpoints.get(name)
 
+    def retarget(self, dependencies: Iterable[lifecycle_pb2.DependencyEndpoint]) -> None:
+        """Follow dependencies to new addresses: stubs already handed out call there next."""
+        for endpoint in dependencies:
+            self._endpoints[endpoint.name] = endpoint
+            channel = self._channels.get(endpoint.name)
+            if channel is not None:
+                channel.retarget(endpoint.address)
+
     def client(self, name: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """A stub over the channel to dependency `name`, opened on first use and closed at Stop;
         it presents the module's certificate (the renewed one once renewed)."""
@@ -162,6 +174,13 @@ class ModuleResources(Generic[ConfigT]):
                 "background task %s failed", task.get_name(), exc_info=error
             )
 
+    def nats_component(self) -> ComponentHealth | None:
+        """The module's NATS connection as a health component ("nats"): connected HEALTHY,
+        disconnected DEGRADED and UNHEALTHY past 30 s, closed UNHEALTHY; None without NATS."""
+        if self.nats is None or self._nats_health is None:
+            return None
+        return self._nats_health.component(self.nats)
+
     @property
     def active_workers(self) -> int:
         """How many background tasks are running."""
@@ -192,17 +211,24 @@ class ModuleResources(Generic[ConfigT]):
                 await self.nats.flush(timeout=2)
             except Exception as error:  # closing must never stop the rest of Stop
                 _log.warning("module %s: flushing NATS failed: %s", self.manifest.name, error)
-            await self.nats.close()
+            try:
+                await self.nats.close()
+            except Exception as error:  # NATS away: the connection is gone either way
+                _log.warning("module %s: closing NATS failed: %s", self.manifest.name, error)
         for task in pending:
             _log.warning("module %s: background task %s ignored cancellation", self.manifest.name, task.get_name())
         return bool(pending)
 
 
-async def _connect_nats(module: str, settings: lifecycle_pb2.NatsSettings) -> NatsClient | None:
-    """A connection to the NATS servers of the settings; None when none were given."""
+async def _connect_nats(
+    module: str, settings: lifecycle_pb2.NatsSettings, health: NatsConnectionHealth
+) -> NatsClient | None:
+    """A connection to the NATS servers of the settings that reconnects whatever ended it
+    (see _nats_link), followed by `health`; None when no servers were given."""
     if not settings.servers:
         return None
     options: dict[str, Any] = {
+        **health.callbacks(),
         "servers": list(settings.servers),
         "name": f"mesh-module-{module}",
         "connect_timeout": 5,
@@ -218,8 +244,10 @@ async def _connect_nats(module: str, settings: lifecycle_pb2.NatsSettings) -> Na
         options["password"] = settings.password
     if settings.credentials_file:
         options["user_credentials"] = settings.credentials_file
+    client = ReconnectingClient()
     try:
-        return await nats.connect(**options)
+        await client.connect(**options)
+        return client
     except Exception as error:
         raise MeshError(
             "MODULE_UNAVAILABLE",

@@ -2,6 +2,11 @@
 
 The gRPC servicer (`_lifecycle.py`) only translates calls; everything a transition does
 happens here, serialized by one lock so that concurrent calls cannot interleave.
+
+Nothing is closed under a running call: a Stop (and a Reload that re-initializes) first leaves
+RUNNING, which turns health NOT_SERVING and has the gate refuse new calls of the module's own
+services with UNAVAILABLE, then waits, within its grace period, for the calls and event
+handlers in flight; only then do the stop hook and the closing of resources run.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from sdk._module import ComponentHealth, Health, HealthStatus, Module
 from sdk._tenancy import TenantView
 from sdk.events import DeliveryObserver, HandlerBinding, event_consumers
 from sdk.runtime._config import validated_config
+from sdk.runtime._gating import InFlightCalls
 from sdk.runtime._resources import ModuleResources
+from sdk.runtime._retarget import endpoints_only
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
@@ -81,6 +88,8 @@ class ModuleRuntime:
         self._last_checked: timestamp_pb2.Timestamp | None = None
         self._lock = asyncio.Lock()
         self._listeners: list[StateListener] = []
+        self.calls = InFlightCalls()
+        """The running calls of the module's own services (the server's gate counts them)."""
         recorder.active_workers = lambda: self._resources.active_workers if self._resources else 0
 
     def on_change(self, listener: StateListener) -> None:
@@ -141,8 +150,25 @@ class ModuleRuntime:
             return forced
 
     async def reload(self, settings: lifecycle_pb2.ModuleSettings) -> None:
+        """Re-initialize with new settings; when only dependencies' addresses changed, follow them.
+
+        A re-initialization drains first, like a Stop (new calls get UNAVAILABLE, those in flight
+        finish), rather than opening the new resources before closing the old: the hooks act on
+        the one module instance, whose `initialize` replaces what `stop` would close, so the old
+        generation cannot be stopped once the new one exists.
+        """
         async with self._lock:
             self._check(Call.RELOAD)
+            resources = self._resources
+            if (
+                resources is not None
+                and self.state in (State.INITIALIZED, State.RUNNING)
+                and endpoints_only(settings, self._settings)
+            ):
+                resources.retarget(settings.dependencies)
+                self._settings = settings
+                _log.info("module %s: dependencies moved; nothing re-initialized", self.manifest.name)
+                return
             was_running = self.state is State.RUNNING
             config = self._validated_config(settings)  # invalid config: nothing changes
             await self._set_state(State.INITIALIZING, "reload")
@@ -239,12 +265,13 @@ class ModuleRuntime:
         await self._set_state(State.FAILED, message)
 
     async def _teardown(self, grace: float) -> bool:
-        """Run the stop hook, then close the context, all within `grace` seconds."""
-        resources, self._resources, self.context = self._resources, None, None
+        """Drain, run the stop hook, then close the context, all within `grace` seconds."""
+        resources = self._resources
         if resources is None:
             return False
         deadline = time.monotonic() + grace
-        forced = await resources.events.drain(grace)
+        forced = await self._drain(resources, grace)
+        self._resources, self.context = None, None
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
                 await self.module.stop()
@@ -255,6 +282,14 @@ class ModuleRuntime:
             # An error while stopping is reported, never allowed to block the stop.
             _log.exception("module %s: stop hook raised", self.manifest.name)
         return await resources.close(deadline - time.monotonic()) or forced
+
+    async def _drain(self, resources: ModuleResources[Any], grace: float) -> bool:
+        """Wait for the calls and event handlers in flight (no new ones come: the module has
+        left RUNNING); returns True when some were still running after `grace` seconds."""
+        calls_done, handlers_forced = await asyncio.gather(self.calls.wait_idle(grace), resources.events.drain(grace))
+        if not calls_done:
+            _log.warning("module %s: %d call(s) still running past the grace", self.manifest.name, self.calls.count)
+        return handlers_forced or not calls_done
 
     async def _set_state(self, state: State, reason: str = "") -> None:
         self.state = state
@@ -313,15 +348,23 @@ class ModuleRuntime:
             return Health(
                 HealthStatus.UNHEALTHY, message=f"health hook returned {type(verdict_).__name__}, expected sdk.Health"
             )
+        extra = self._runtime_components()
+        if not extra:
+            return verdict_
+        worst = max(verdict_.status, *(component.status for component in extra))
+        return Health(worst, verdict_.components + extra, verdict_.message)
+
+    def _runtime_components(self) -> tuple[ComponentHealth, ...]:
+        """What the SDK itself knows beside the module's hook: its failed background tasks, its
+        outboxes (events waiting too long to be relayed) and its NATS connection."""
         failed = self._resources.failed_tasks if self._resources else {}
-        if failed:
-            extra = tuple(
-                ComponentHealth(name, HealthStatus.DEGRADED, message=f"background task failed: {error!r}")
-                for name, error in failed.items()
-            )
-            worst = max(verdict_.status, HealthStatus.DEGRADED)
-            return Health(worst, verdict_.components + extra, verdict_.message or "a background task failed")
-        return verdict_
+        tasks = tuple(
+            ComponentHealth(name, HealthStatus.DEGRADED, message=f"background task failed: {error!r}")
+            for name, error in failed.items()
+        )
+        outboxes = self.context.outbox_health() if self.context else ()
+        nats = self._resources.nats_component() if self._resources else None
+        return tasks + outboxes + ((nats,) if nats is not None else ())
 
     def _health_of_state(self) -> Health:
         if self.state is State.FAILED:

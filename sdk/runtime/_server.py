@@ -136,6 +136,8 @@ class ModuleServer:
             server,
             self.recorder,
             _gate(self.runtime, own, required_flags(self.loaded.module_class, self.services), tokens=tokens),
+            in_flight=self.runtime.calls,
+            counted_services=frozenset(own),
         )
         schema = json.dumps(self.loaded.module_class.config_model.model_json_schema(), sort_keys=True)
         self.lifecycle = LifecycleServicer(self.runtime, schema)
@@ -229,7 +231,8 @@ def _gate(
         if runtime.state is not State.RUNNING:
             return MeshError(
                 "MODULE_UNAVAILABLE",
-                f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING",
+                f"module {name} is {runtime.state.name}; it serves {service} only while RUNNING"
+                + (_DRAINING if runtime.state is State.STOPPING or runtime.state_reason == "reload" else ""),
                 metadata={"module": name, "state": runtime.state.name},
             )
         try:
@@ -243,6 +246,9 @@ def _gate(
 
     return gate
 
+
+_DRAINING = "; it finishes the calls in flight and takes no new ones (retry: it is stopping or reloading)"
+"""Why a call is refused while the module drains: the call never ran, so a retry is safe."""
 
 _TENANT_KEYS = frozenset({TENANT_METADATA, AUTHORIZATION_METADATA})
 """The metadata the tenant of a call is read from."""
