@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -60,6 +61,8 @@ class Outcomes:
 
     codes: Counter[str] = field(default_factory=Counter)
     recovery_seconds: float = 0.0
+    examples: dict[str, str] = field(default_factory=dict)
+    """The first failure's details, by code (what a user would read)."""
 
     @property
     def calls(self) -> int:
@@ -133,7 +136,9 @@ async def place_orders(
             try:
                 address = (await mesh.modules())["orders"].address
             except (grpc.aio.AioRpcError, OSError, ValueError, KeyError):
-                await asyncio.sleep(0.1)  # the whole mesh is starting again
+                address = ""
+            if not address:  # the whole mesh is starting again
+                await asyncio.sleep(0.1)
                 continue
             async with mesh.transport.channel(address) as channel:
                 stub = orders_pb2_grpc.OrdersStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
@@ -144,7 +149,9 @@ async def place_orders(
                         outcomes().codes["OK"] += 1
                         placed += 1
                     except grpc.aio.AioRpcError as error:
-                        outcomes().codes[error.code().name] += 1
+                        seen = outcomes()
+                        seen.codes[error.code().name] += 1
+                        seen.examples.setdefault(error.code().name, str(error.details())[:300])
                         break
 
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -207,6 +214,7 @@ async def inject_faults(
         await inject()
         results[-1][1].recovery_seconds = time.monotonic() - started
         await asyncio.sleep(SETTLE_SECONDS)
+        print(f"{name}: {dict(results[-1][1].codes)} {results[-1][1].examples}", flush=True)
 
     async def control(call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[object]]) -> None:
         async with transport.channel(str(mesh.info["address"])) as channel:
@@ -217,7 +225,8 @@ async def inject_faults(
         os.kill(pid, signum)
         await until(lambda: running_again(mesh, name, pid), f"{name} to run again")
         if signum == signal.SIGSTOP:
-            os.kill(pid, signal.SIGKILL)  # (already killed by the liveness watch; never left behind)
+            with contextlib.suppress(ProcessLookupError):  # the liveness watch killed it already
+                os.kill(pid, signal.SIGKILL)
 
     async def kill_nats() -> None:
         pid = nats_server_pid(mesh)
@@ -245,9 +254,8 @@ async def inject_faults(
     async with mesh.transport.channel((await mesh.modules())["inventory"].address) as channel:
         inventory = inventory_pb2_grpc.InventoryStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
         left = await inventory.GetStock(inventory_pb2.GetStockRequest(sku=SKU), timeout=30)
-    print(
-        f"orders placed: {placed}; stock removed: {STOCK - left.quantity} (oversold: {placed < STOCK - left.quantity})"
-    )
+    removed = STOCK - left.quantity
+    print(f"orders placed: {placed}; stock removed: {removed} (sold without stock removed: {max(placed - removed, 0)})")
     return results
 
 

@@ -191,7 +191,8 @@ class Supervisor:
             await self._end(record.name, record.address, old, "restart")
             self._registry.update(record, State.STOPPED, "restart")
         record.restart_count += 1
-        port = _port_of(record.address)
+        previous_address = record.address
+        port = _port_of(previous_address)
         try:
             await self._spawn(record, port=port)
         except ProcessStartError:
@@ -200,7 +201,8 @@ class Supervisor:
             _log.info("module %s: its old port %d is taken; it gets a new one", record.name, port)
             await self._spawn(record)
         await self._lifecycle.bring_up(record)
-        await self._lifecycle.retarget_dependents(record)
+        if record.address != previous_address:  # on its old port, dependents' channels reconnect by themselves
+            await self._lifecycle.retarget_dependents(record)
 
     async def _replace_beside(self, record: ModuleRecord, old: ModuleProcess) -> None:
         """Start the successor of a running process beside it, switch to it, then drain the old one."""
