@@ -340,6 +340,26 @@ class RunningMesh:
         self.process.send_signal(signum)
         return self.process.wait(timeout=WAIT_SECONDS)
 
+    @contextmanager
+    def registered(self, folder: Path, credentials: Path) -> Iterator[subprocess.Popen[bytes]]:
+        """The module in `folder` started outside the mesh (as on another host) with its own
+        credentials (`mesh creds issue` writes them to `credentials`), registering itself with
+        this mesh's coordinator; killed at the end."""
+        name = folder.name.replace("_", "-")
+        issued = self.mesh.run_cli("creds", "issue", "--module", name, "--out", str(credentials))
+        assert issued.returncode == 0, issued.stderr
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sdk.run", str(folder)],
+            env=self.mesh.environment(MESH_COORDINATOR=self.address, MESH_TLS_DIR=str(credentials)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield process
+        finally:
+            process.kill()
+            process.wait()
+
     def kill_everything(self) -> None:
         pids = self.module_pids()
         if self.process.poll() is None:

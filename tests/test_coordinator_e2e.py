@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import grpc
 import pytest
@@ -333,15 +332,7 @@ def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
     folder = outside.module("visitor", depends=["base"])
     with mesh.up() as running:
         running.wait_until_up()
-        issued = mesh.run_cli("creds", "issue", "--module", "visitor", "--out", str(tmp_path / "visitor-tls"))
-        assert issued.returncode == 0, issued.stderr
-        visitor = subprocess.Popen(
-            [sys.executable, "-m", "sdk.run", str(folder)],
-            env=mesh.environment(MESH_COORDINATOR=running.address, MESH_TLS_DIR=str(tmp_path / "visitor-tls")),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        with running.registered(folder, tmp_path / "visitor-tls") as visitor:
 
             def visitor_running():
                 module = running.modules().get("visitor")
@@ -351,9 +342,6 @@ def test_a_module_started_elsewhere_registers_and_is_brought_up(tmp_path):
             assert module.origin == module_pb2.MODULE_ORIGIN_REGISTERED
             assert module.pid == visitor.pid
             assert "visitor" in running.modules()["base"].dependents
-        finally:
-            visitor.kill()
-            visitor.wait()
 
 
 def test_a_remote_module_of_the_mesh_configuration_is_sequenced_with_the_rest(tmp_path, spawn):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -45,7 +46,8 @@ FUZZ = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=50,
+    # MESH_FUZZ_SCALE=10 runs ten times as many (a longer run than CI's, by hand)
+    max_examples=50 * int(os.environ.get("MESH_FUZZ_SCALE", "1")),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

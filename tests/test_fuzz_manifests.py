@@ -4,6 +4,7 @@ fuzzed manifests gave tracebacks)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,8 @@ def test_a_manifest_that_is_a_folder_is_one_line(tmp_path: Path) -> None:
 FUZZ = settings(
     derandomize=True,
     deadline=None,
-    max_examples=150,
+    # MESH_FUZZ_SCALE=10 runs ten times as many (a longer run than CI's, by hand)
+    max_examples=150 * int(os.environ.get("MESH_FUZZ_SCALE", "1")),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

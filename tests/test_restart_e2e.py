@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 
 import grpc
@@ -150,18 +148,7 @@ def test_a_registration_whose_process_is_gone_leaves_the_registry(tmp_path):
     folder = outside.module("visitor", depends=["base"])
     with mesh.up(**SHORT_LIVENESS) as running:
         running.wait_until_up()
-        issued = mesh.run_cli("creds", "issue", "--module", "visitor", "--out", str(tmp_path / "visitor-tls"))
-        assert issued.returncode == 0, issued.stderr
-        visitor = subprocess.Popen(
-            [sys.executable, "-m", "sdk.run", str(folder)],
-            env=mesh.environment(MESH_COORDINATOR=running.address, MESH_TLS_DIR=str(tmp_path / "visitor-tls")),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        with running.registered(folder, tmp_path / "visitor-tls"):
             running.wait_for(lambda: _running(running, "visitor"), "the visitor to be registered and running")
-        finally:
-            visitor.kill()
-            visitor.wait()
         running.wait_for(lambda: "visitor" not in running.modules(), "the gone visitor to leave the registry")
         assert "visitor" not in running.modules()["base"].dependents
