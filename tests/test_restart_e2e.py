@@ -18,7 +18,7 @@ from collections import Counter
 import grpc
 
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
-from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 from meshkit import MeshDir, RunningMesh
 from sdk import State
 
@@ -152,3 +152,23 @@ def test_a_registration_whose_process_is_gone_leaves_the_registry(tmp_path):
             running.wait_for(lambda: _running(running, "visitor"), "the visitor to be registered and running")
         running.wait_for(lambda: "visitor" not in running.modules(), "the gone visitor to leave the registry")
         assert "visitor" not in running.modules()["base"].dependents
+
+
+def test_a_module_whose_required_dependency_failed_is_unhealthy_and_says_why(tmp_path):
+    mesh = MeshDir(tmp_path)
+    mesh.module("base", restart="never")
+    mesh.module("app", depends=["base"])
+    with mesh.up() as running:
+        before = running.wait_until_up()
+        os.kill(before["base"].pid, signal.SIGKILL)
+        running.wait_for(lambda: State(running.modules()["base"].state) is State.FAILED, "base to be FAILED")
+        reply = running.call(
+            lambda stub: stub.GetSystemHealth(coordinator_pb2.GetSystemHealthRequest(fresh=True), timeout=60)
+        )
+        app = next(module for module in reply.modules if module.name == "app")
+        assert app.status == health_pb2.HEALTH_STATUS_UNHEALTHY
+        [component] = [c for c in app.components if c.name == "dependency:base"]
+        assert component.status == health_pb2.HEALTH_STATUS_UNHEALTHY
+        assert component.message.startswith("requires base, which is FAILED")
+        shown = mesh.run_cli("health", env=mesh.environment(MESH_STATE_DIR=str(mesh.state), COLUMNS="1000"))
+        assert shown.returncode != 0 and "requires base, which is FAILED" in shown.stdout

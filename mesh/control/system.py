@@ -140,6 +140,7 @@ class SystemHealth:
                 asyncio.gather(*(self._check_one(record) for record in records)), self._check_infrastructure()
             )
             for record, health in zip(records, checked, strict=True):
+                _note_missing_dependencies(health, record, self._registry)
                 record.last_health = health
             self._cached = coordinator_pb2.GetSystemHealthResponse(
                 status=max(overall(records, checked), *(c.status for c in components)),
@@ -176,6 +177,27 @@ class SystemHealth:
             )
         finally:
             await client.close()
+
+
+def _note_missing_dependencies(health: health_pb2.ModuleHealth, record: ModuleRecord, registry: Registry) -> None:
+    """A module whose required dependency is not RUNNING cannot serve what needs it, however
+    well it answers itself: it is shown at least DEGRADED (UNHEALTHY when the dependency has
+    FAILED or is gone), with a `dependency:<name>` component saying why."""
+    for dependency in record.manifest.dependencies:
+        if dependency.optional:
+            continue
+        target = registry.get(dependency.name)
+        if target is not None and target.state is State.RUNNING:
+            continue
+        state = target.state.name if target is not None else "not in the mesh"
+        broken = target is None or target.state in (State.FAILED, State.STOPPED)
+        status = UNHEALTHY if broken else DEGRADED
+        reason = f"requires {dependency.name}, which is {state}"
+        if target is not None and target.state_reason:
+            reason += f" ({target.state_reason})"
+        health.components.append(_component(f"dependency:{dependency.name}", status, reason))
+        health.status = max(health.status, status)
+        health.message = "; ".join(filter(None, (health.message, reason)))
 
 
 def overall(records: list[ModuleRecord], checked: list[health_pb2.ModuleHealth]) -> health_pb2.HealthStatus:
