@@ -16,6 +16,7 @@ import signal
 from collections import Counter
 
 import grpc
+import pytest
 
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
@@ -172,3 +173,15 @@ def test_a_module_whose_required_dependency_failed_is_unhealthy_and_says_why(tmp
         assert component.message.startswith("requires base, which is FAILED")
         shown = mesh.run_cli("health", env=mesh.environment(MESH_STATE_DIR=str(mesh.state), COLUMNS="1000"))
         assert shown.returncode != 0 and "requires base, which is FAILED" in shown.stdout
+
+        async def via_app() -> grpc.aio.AioRpcError:
+            async with running.channel(before["app"].address) as channel:
+                stub = greeter_pb2_grpc.GreeterStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.SayHello(greeter_pb2.SayHelloRequest(name="via:base:x"), timeout=60)
+                return failed.value
+
+        # The dependency's UNAVAILABLE reaches the caller as UNAVAILABLE (retriable), not UNKNOWN.
+        failed = asyncio.run(via_app())
+        assert failed.code() is grpc.StatusCode.UNAVAILABLE
+        assert "a call this one depends on failed" in failed.details()

@@ -7,8 +7,9 @@ servicer's, once per call kind; that wrapping is written here once.
 
 The wrapping also ends a call whose behaviour raises a MeshError (a publish that timed out
 inside a servicer, say) with that error's status and ErrorInfo reason, as a refusal is
-ended, instead of the UNKNOWN grpc gives any exception. Other exceptions pass on to grpc,
-which logs them and answers UNKNOWN.
+ended, instead of the UNKNOWN grpc gives any exception; a failed gRPC call the behaviour made
+(to a dependency) ends it with that call's status. Other exceptions pass on to grpc, which
+logs them and answers UNKNOWN.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import grpc
 from mesh.protocol.errors import MeshError
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_PASSED_ON_CHARS = 800
+"""How much of a failed inner call's details is passed on (details travel in metadata)."""
 
 Check = Callable[[Context], MeshError | None]
 """The error that refuses a call (it ends the call before the servicer sees it), or None."""
@@ -74,6 +78,8 @@ def guarded_handler(
                             result = await result
                 except MeshError as error:
                     await error.abort(context)
+                except grpc.aio.AioRpcError as error:
+                    await _pass_on(error, context)
                 failed = False
                 return result
             finally:
@@ -103,11 +109,20 @@ def guarded_handler(
                         yield response
             except MeshError as error:
                 await error.abort(context)
+            except grpc.aio.AioRpcError as error:
+                await _pass_on(error, context)
             failed = False
         finally:
             done(failed)
 
     return make_stream(stream_response, **options)
+
+
+async def _pass_on(error: grpc.aio.AioRpcError, context: Context) -> None:
+    """End the call with the status of a call it made that failed (a dependency UNAVAILABLE
+    stays UNAVAILABLE, so the caller can tell it may retry) instead of UNKNOWN."""
+    details = error.details() or error.code().name
+    await context.abort(error.code(), f"a call this one depends on failed: {details}"[:MAX_PASSED_ON_CHARS])
 
 
 async def _enforce(check: Check, context: Context) -> None:

@@ -122,7 +122,7 @@ class RenewingChannel(grpc.aio.Channel):
 
     # Generated stubs also pass `_registered_method`; whatever they pass goes through as is.
     def unary_unary(self, method: str, *args: Any, **options: Any) -> Any:
-        return _Redialing(self, lambda channel: channel.unary_unary(method, *args, **options))
+        return _Redialing(self, lambda channel: channel.unary_unary(method, *args, **options), follows_moves=True)
 
     def unary_stream(self, method: str, *args: Any, **options: Any) -> Any:
         return _Redialing(self, lambda channel: channel.unary_stream(method, *args, **options))
@@ -162,17 +162,67 @@ class RenewingChannel(grpc.aio.Channel):
 
 
 class _Redialing:
-    """A multicallable that calls through the channel current at the time of the call."""
+    """A multicallable that calls through the channel current at the time of the call.
 
-    def __init__(self, owner: RenewingChannel, make: Callable[[grpc.aio.Channel], Any]) -> None:
+    `follows_moves`: a unary call refused UNAVAILABLE on a channel that was replaced meanwhile
+    is made once more on the current one (see `_FollowingCall`).
+    """
+
+    def __init__(
+        self, owner: RenewingChannel, make: Callable[[grpc.aio.Channel], Any], *, follows_moves: bool = False
+    ) -> None:
         self._owner = owner
         self._make = make
+        self._follows_moves = follows_moves
         self._bound_to: grpc.aio.Channel | None = None
         self._callable: Any = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         channel = self._owner.current()
+        call = self.callable_on(channel)(*args, **kwargs)
+        return _FollowingCall(self, channel, call, args, kwargs) if self._follows_moves else call
+
+    def callable_on(self, channel: grpc.aio.Channel) -> Any:
         if channel is not self._bound_to:
             self._callable = self._make(channel)
             self._bound_to = channel
-        return self._callable(*args, **kwargs)
+        return self._callable
+
+    @property
+    def owner(self) -> RenewingChannel:
+        return self._owner
+
+
+class _FollowingCall:
+    """A unary call that follows its dependency to a new address.
+
+    A call sent just before a restart moved the dependency can reach the old process after it
+    began to drain, which refuses it with UNAVAILABLE; gRPC's retries go to the same old
+    address, so they are refused too. Such a call, refused on a channel that has since been
+    replaced, is made once more on the current channel, at the new process. Everything else a
+    call offers (metadata, code, cancel) is the current attempt's.
+    """
+
+    def __init__(self, multicallable: _Redialing, channel: grpc.aio.Channel, call: Any, args: Any, kwargs: Any) -> None:
+        self._multicallable = multicallable
+        self._channel = channel
+        self._call = call
+        self._args = args
+        self._kwargs = kwargs
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        try:
+            return await self._call
+        except grpc.aio.AioRpcError as error:
+            current = self._multicallable.owner.current()
+            if error.code() is not grpc.StatusCode.UNAVAILABLE or current is self._channel:
+                raise
+            self._channel = current
+            self._call = self._multicallable.callable_on(current)(*self._args, **self._kwargs)
+            return await self._call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
