@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 AUDIT = PROJECT / "modules" / "audit"
 ORDERS_CONSUMER = consumer_name("orders", "remember_stock")
 AUDIT_CONSUMER = "audit--record"
-MESSAGES_PER_KIND = 12
+MESSAGES_PER_KIND = 16
 
 
 @dataclass(frozen=True)
