@@ -193,13 +193,20 @@ class _Redialing:
         return self._owner
 
 
+_FOLLOWED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+"""How the old process of a moved dependency ends a call it will not serve: refused while it
+drains (UNAVAILABLE), or still queued when its server shut down (CANCELLED, by the server: a
+cancellation by this side is a CancelledError, never this)."""
+
+
 class _FollowingCall:
     """A unary call that follows its dependency to a new address.
 
     A call sent just before a restart moved the dependency can reach the old process after it
-    began to drain, which refuses it with UNAVAILABLE; gRPC's retries go to the same old
-    address, so they are refused too. Such a call, refused on a channel that has since been
-    replaced, is made once more on the current channel, at the new process. Everything else a
+    began to drain, which refuses it with UNAVAILABLE (gRPC's retries go to the same old
+    address, so they are refused too), or cancels it as its server shuts down. Such a call,
+    ended so on a channel that has since been replaced, is made once more on the current
+    channel, at the new process. Everything else a
     call offers (metadata, code, cancel) is the current attempt's.
     """
 
@@ -218,7 +225,7 @@ class _FollowingCall:
             return await self._call
         except grpc.aio.AioRpcError as error:
             current = self._multicallable.owner.current()
-            if error.code() is not grpc.StatusCode.UNAVAILABLE or current is self._channel:
+            if error.code() not in _FOLLOWED or current is self._channel:
                 raise
             self._channel = current
             self._call = self._multicallable.callable_on(current)(*self._args, **self._kwargs)
