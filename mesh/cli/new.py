@@ -1,4 +1,6 @@
-"""`mesh new NAME`: create a module that runs as it is (the files come from `scaffold`)."""
+"""`mesh new NAME`: create a module that runs as it is (the files come from `scaffold`), and
+give it its service in the project's docker-compose.yml (`compose_service`), so that the
+project stays green: tests/test_compose.py runs every module the modules folder holds."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from mesh.cli._common import EXIT_OK, EXIT_USAGE, CliError, Commands, console
+from mesh.cli.compose_service import COMPOSE_FILE, ComposeShapeError, ServiceExists, add_service, service_block
 from mesh.cli.scaffold import ScaffoldError, create
 
 
@@ -26,7 +29,26 @@ def _new(args: argparse.Namespace) -> int:
     except ScaffoldError as error:
         raise CliError(str(error), EXIT_USAGE) from None
     console.print(
-        f"mesh new: created {folder} (manifest, v1 proto and its generated code, module.py, a test, README).\n"
-        f"Try it: make test, then make run (or python -m sdk.run {folder})."
+        f"mesh new: created {folder} (manifest, v1 proto and its generated code, module.py, a test, README).",
+        markup=False,
     )
+    console.print(f"mesh new: {_compose_note(args.modules.parent / COMPOSE_FILE, args.name)}", markup=False)
+    console.print("Try it: make test, then make run.", markup=False)
     return EXIT_OK
+
+
+def _compose_note(compose: Path, name: str) -> str:
+    """Add the module's service to the compose file next to the modules folder; what became of it."""
+    if not compose.exists():
+        return f"no {compose}, so no compose service was added (the mesh itself needs none)"
+    try:
+        return add_service(compose, name)
+    except ServiceExists as error:
+        return f"{compose} was left as it is: {error}"
+    except ComposeShapeError as error:
+        return (
+            f"{compose} was left as it is: {error}. To run the module there, add under services:\n"
+            f"{service_block(name)}and under secrets: {name}-tls with file: ./secrets/{name}"
+        )
+    except OSError as error:
+        return f"{compose} could not be changed ({error.strerror}); add the module's service by hand"

@@ -3,7 +3,8 @@ model), each a few lines in a pytest test:
 
 - `ModuleHarness`: the module served in-process on a free port with a real embedded
   nats-server, its lifecycle at hand, stubs ready; `harness.publish(...)` delivers an event
-  to it and returns once its handler is done.
+  to it and returns once its handler is done; `stand_ins={"orders": [FakeOrders()]}` serves
+  fakes where a dependency would be.
 - `UnitModule`: the module instance initialized in-process with no server and no NATS,
   its dependencies given by the test, its publishes recorded; methods called directly.
 - `eventually(condition, what)`: wait for an asynchronous effect, with a deadline.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from sdk._loader import load_module
 from sdk._module import Module
 from sdk.events import DeliveryReport, Outcome, codec_for, content_type_of
 from sdk.runtime import ModuleServer
+from sdk.testing._stand_in import StandIn
 from sdk.testing._waiting import WAIT_SECONDS
 
 StubT = TypeVar("StubT")
@@ -46,8 +47,13 @@ class ModuleHarness:
     Args:
         module_dir: The module's folder (holding module.toml).
         config: The configuration passed at Initialize.
-        dependencies: The address of each dependency, by name. Every required dependency
-            must be given; optional ones left out are reported as unavailable.
+        dependencies: The address of each dependency, by name (e.g. another harness's).
+            Every required dependency must be given, here or in `stand_ins`; optional ones
+            left out are reported as unavailable.
+        stand_ins: Servicers to serve in the place of a dependency, by name: e.g.
+            `{"orders": [FakeOrders()]}`, a subclass of `orders_pb2_grpc.OrdersServicer`
+            overriding what the module calls (the rest answers UNIMPLEMENTED); `[]` serves
+            nothing, for a dependency the test does not call.
         nats: The NATS to use: a running EmbeddedNats, a URL, or None to start a private one.
         start: Initialize and start the module on entry (False leaves it REGISTERED).
         port: The port to serve on; None picks a free one.
@@ -61,6 +67,7 @@ class ModuleHarness:
         *,
         config: Mapping[str, Any] | None = None,
         dependencies: Mapping[str, str] | None = None,
+        stand_ins: Mapping[str, Sequence[object]] | None = None,
         nats: EmbeddedNats | str | None = None,
         start: bool = True,
         port: int | None = None,
@@ -74,6 +81,7 @@ class ModuleHarness:
         self._port = port or 0
         self.authority = authority or CertificateAuthority.create()
         """Issues the certificates of this harness (and of the others sharing it)."""
+        self._stand_ins = [StandIn(name, servicers, self.authority) for name, servicers in (stand_ins or {}).items()]
         self._own_nats: EmbeddedNats | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -113,6 +121,8 @@ class ModuleHarness:
             await self._own_nats.__aenter__()
             self.nats_url = self._own_nats.url
         self._scratch = tempfile.TemporaryDirectory(prefix=f"mesh-{loaded.manifest.name}-")
+        for stand_in in self._stand_ins:
+            await stand_in.start(Path(self._scratch.name))
         credentials = Path(self._scratch.name) / "pki"
         self.authority.issue(module_identity(loaded.manifest.name).common_name).write(credentials)
         self.server = ModuleServer(
@@ -129,23 +139,31 @@ class ModuleHarness:
             await self.start()
 
     def _check_dependencies(self, declared: list[Any]) -> None:
-        unknown = sorted(set(self._dependencies) - {d.name for d in declared})
+        stood_in = {stand_in.name for stand_in in self._stand_ins}
+        both = sorted(stood_in & set(self._dependencies))
+        if both:
+            raise ValueError(f"ModuleHarness: {both} given both in dependencies= and in stand_ins=; keep one")
+        unknown = sorted((set(self._dependencies) | stood_in) - {d.name for d in declared})
         if unknown:
             raise ValueError(
                 f"ModuleHarness: dependencies {unknown} are not declared in {self._module_dir}/module.toml"
             )
-        missing = [d.name for d in declared if not d.optional and d.name not in self._dependencies]
+        given = set(self._dependencies) | stood_in
+        missing = [d.name for d in declared if not d.optional and d.name not in given]
         if missing:
-            example = ", ".join(f"'{name}': address" for name in missing)
+            addresses = ", ".join(f"'{name}': address" for name in missing)
+            fakes = ", ".join(f"'{name}': []" for name in missing)
             raise ValueError(
-                f"ModuleHarness: {self._module_dir} requires {missing}; pass dependencies={{{example}}} "
-                "(e.g. the address of another harness)"
+                f"ModuleHarness: {self._module_dir} requires {missing}; pass dependencies={{{addresses}}} "
+                f"(e.g. the address of another harness) or stand_ins={{{fakes}}} (servicers to serve in its place)"
             )
 
     async def _close(self) -> None:
         if self.server is not None:
             await self.server.shutdown(grace_seconds=5.0)
             self.server = None
+        for stand_in in self._stand_ins:
+            await stand_in.stop()
         for channel in [*self._other_channels, *([self._channel] if self._channel else [])]:
             await channel.close(None)
         self._other_channels.clear()
@@ -227,14 +245,15 @@ class ModuleHarness:
     def settings(self, config: Mapping[str, Any] | None = None) -> lifecycle_pb2.ModuleSettings:
         """The ModuleSettings the harness sends: config, dependency endpoints, NATS, state folder."""
         manifest = self._server().loaded.manifest
+        addresses = {**self._dependencies, **{stand_in.name: stand_in.address for stand_in in self._stand_ins}}
         struct = struct_pb2.Struct()
         struct.update(dict(self._config if config is None else config))
         endpoints = [
             lifecycle_pb2.DependencyEndpoint(
                 name=dependency.name,
-                address=self._dependencies.get(dependency.name, ""),
+                address=addresses.get(dependency.name, ""),
                 optional=dependency.optional,
-                available=dependency.name in self._dependencies,
+                available=dependency.name in addresses,
             )
             for dependency in manifest.dependencies
         ]
