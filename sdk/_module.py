@@ -111,8 +111,10 @@ class ServedService:
     register: Any  # the generated add_<Name>Servicer_to_server function
 
 
-def served_services(module_class: type[Module]) -> list[ServedService]:
+def served_services(module_class: type[Any]) -> list[ServedService]:
     """The generated servicers `module_class` inherits, with their registration functions.
+
+    Any class will do, not only a Module: test stand-ins are bare servicers.
 
     A generated servicer `FooServicer` lives in a `*_pb2_grpc` module beside
     `add_FooServicer_to_server`; its service's full name comes from the descriptor of

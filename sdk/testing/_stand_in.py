@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
 
 import grpc
 
 from mesh.protocol.identity import module_identity
 from mesh.protocol.pki import CertificateAuthority
 from mesh.protocol.transport import Transport
-from sdk._module import Module, served_services
+from sdk._module import served_services
 
 
 class StandIn:
@@ -49,7 +48,7 @@ class StandIn:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         for servicer in self._servicers:
             # `served_services` reads only the class's bases, which a fake servicer has like a module.
-            services = served_services(cast(type[Module], type(servicer)))
+            services = served_services(type(servicer))
             if not services:
                 raise ValueError(
                     f"stand-in for '{self.name}': {type(servicer).__name__} inherits no generated ...Servicer; "
