@@ -39,6 +39,7 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -47,11 +48,12 @@ from mesh.protocol.errors import MeshError
 from mesh.protocol.logs import configure_logging
 from mesh.protocol.manifest import ManifestError
 from mesh.protocol.pki import CredentialsError
+from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
 from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc
 from sdk._loader import LoadedModule, ModuleLoadError, load_module
-from sdk.runtime import ModuleServer
+from sdk.runtime import ModuleServer, located
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -101,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_listen(args.listen)
         grace = _stop_grace()
         loaded = load_module(args.module_dir)
-    except (CredentialsError, ManifestError, ModuleLoadError, ValueError) as error:
+    except ModuleLoadError as error:
+        # The line the coordinator quotes when the process ends at start: it names the line to fix.
+        cause = error.__cause__
+        print(f"sdk.run: {error}{located(cause, args.module_dir) if cause else ''}", file=sys.stderr)
+        return EXIT_BAD_MODULE
+    except (CredentialsError, ManifestError, ValueError) as error:
         print(f"sdk.run: {error}", file=sys.stderr)
         return EXIT_BAD_MODULE
     if args.exit_with_parent:
@@ -146,9 +153,13 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     background: list[asyncio.Task[None]] = []
     if exit_with_parent:
-        background.append(asyncio.create_task(_watch_parent(stop)))
+
+        def expected_end() -> bool:
+            return server.runtime.state in (State.REGISTERED, State.STOPPING, State.STOPPED)
+
+        background.append(asyncio.create_task(_watch_parent(stop, expected_end)))
         if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
-            background.append(asyncio.create_task(_watch_stdin(stop)))
+            background.append(asyncio.create_task(_watch_stdin(stop, expected_end)))
     coordinator = os.environ.get("MESH_COORDINATOR")
     if coordinator:
 
@@ -245,16 +256,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def _watch_parent(stop: asyncio.Event) -> None:
+async def _watch_parent(stop: asyncio.Event, expected_end: Callable[[], bool]) -> None:
     parent = os.getppid()
     # Polling: the kernel offers no event for "my parent died" besides PDEATHSIG (Linux only).
     while parent == os.getppid() and parent != 1:  # noqa: ASYNC110
         await asyncio.sleep(PARENT_POLL_SECONDS)
-    _log.warning("parent process %d is gone; stopping", parent)
+    _ending_log(expected_end)("parent process %d is gone; stopping", parent)
     stop.set()
 
 
-async def _watch_stdin(stop: asyncio.Event) -> None:
+def _ending_log(expected_end: Callable[[], bool]) -> Callable[..., None]:
+    """How to log that the coordinator's end was seen: a warning once the module was brought up
+    (its coordinator died), only info before that or after a Stop (the coordinator ends what it
+    stopped, or what it never brought up when its start-up was interrupted)."""
+    return _log.info if expected_end() else _log.warning
+
+
+async def _watch_stdin(stop: asyncio.Event, expected_end: Callable[[], bool]) -> None:
     """The coordinator holds our stdin pipe open; EOF means it is gone."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -264,7 +282,7 @@ async def _watch_stdin(stop: asyncio.Event) -> None:
             pass
     finally:
         transport.close()
-    _log.warning("stdin closed; stopping")
+    _ending_log(expected_end)("stdin closed; stopping")
     stop.set()
 
 

@@ -1,7 +1,15 @@
 """`mesh up`: run a coordinator in this process until interrupted, showing progress.
 
-Exit codes: 0 after a clean shutdown; 1 when start-up failed (a critical module failed,
-the port is taken, ...); 2 when validation failed (bad manifest, graph or configuration).
+Ctrl-C (SIGINT) or SIGTERM stops the mesh: every module in reverse dependency order, each
+drained within its grace period, then NATS; stderr gets one line, e.g. "mesh stopped: 9
+modules in 1.8 s". The modules and the nats-server run in sessions of their own, so the
+terminal's Ctrl-C reaches only this process. Another Ctrl-C (or SIGTERM) while the mesh stops
+gives up the grace: what still runs is killed at once.
+
+Exit codes: 0 after a clean shutdown (also when interrupted during start-up); 1 when start-up
+failed (a critical module failed, the port is taken, another coordinator holds the state
+folder, ...); 2 when validation failed (bad manifest, graph or configuration); 128 + the
+signal's number (130 for Ctrl-C) when a second signal cut the stop short.
 """
 
 from __future__ import annotations
@@ -9,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 import uuid
-from collections.abc import Callable
 from importlib import metadata
 
 from rich.console import Console
@@ -19,7 +27,7 @@ from rich.live import Live
 from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mesh.cli.render import module_table
 from mesh.control.config import MeshConfig
-from mesh.control.coordinator import Coordinator, StartupFailed, ValidationFailed
+from mesh.control.coordinator import Coordinator, StartupFailed, StopSummary, ValidationFailed
 from mesh.control.registry import ModuleRecord
 from mesh.control.statedir import StateDirLocked
 from mesh.protocol.errors import MeshError
@@ -70,19 +78,23 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
             refuse_public_plaintext(config.listen)
         coordinator = Coordinator(config)
     except CredentialsError as error:
-        error_console.print(f"mesh up: {error}", markup=False, highlight=False)
+        _print_lines(error_console, [str(error)])
         return EXIT_INVALID
     try:
         remote = await coordinator.describe_remote_modules()
         plan = coordinator.prepare(remote)
     except ValidationFailed as failure:
-        for line in failure.lines:
-            error_console.print(f"mesh up: {line}", markup=False, highlight=False)
+        _print_lines(error_console, failure.lines)
         return EXIT_INVALID
+    try:
+        coordinator.claim()  # before any output: a second `mesh up` of a running mesh is refused in one line
+    except (StateDirLocked, OSError) as error:
+        _print_lines(error_console, [str(error)])
+        return EXIT_START_FAILED
+    interrupts = _Interrupts(coordinator)
     loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, _on_signal(coordinator, interrupted))
+        loop.add_signal_handler(signum, interrupts.received, signum)
     progress = _Progress(coordinator, console)
     coordinator.registry.listen(progress.changed)
     if config.insecure:
@@ -101,46 +113,80 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
     try:
         with progress.live():
             done, _ = await asyncio.wait(
-                {starting, asyncio.create_task(interrupted.wait())}, return_when=asyncio.FIRST_COMPLETED
+                {starting, asyncio.create_task(interrupts.requested.wait())}, return_when=asyncio.FIRST_COMPLETED
             )
         if starting not in done:
             starting.cancel()
             await asyncio.gather(starting, return_exceptions=True)
-            await coordinator.stop("interrupted during start-up")
-            return EXIT_START_FAILED
+            return await _stop(coordinator, interrupts, progress, "interrupted during start-up", error_console)
         starting.result()
     except StartupFailed as failure:
-        for line in failure.lines:
-            error_console.print(f"mesh up: {line}", markup=False, highlight=False)
+        _print_lines(error_console, failure.lines)
         return EXIT_START_FAILED
     except (StateDirLocked, OSError, NatsServerError, MeshError, CredentialsError) as error:
-        error_console.print(f"mesh up: {error}", markup=False, highlight=False)
+        _print_lines(error_console, [str(error)])
+        interrupts.stopping = True
         await coordinator.stop("start-up failed")
         return EXIT_START_FAILED
     statuses = _statuses(coordinator)
     counts = {state: sum(1 for s in statuses if s.state == state.value) for state in State}
     summary = ", ".join(f"{count} {state.name.lower()}" for state, count in counts.items() if count)
     console.print(module_table(statuses, title=f"mesh is up: {summary}"))
+    for report in coordinator.failure_reports():
+        _print_lines(error_console, report)
     console.print(
         f"coordinator: {coordinator.address}   NATS: {coordinator.nats_url}   logs: {coordinator.state_dir.logs}\n"
         "Ctrl-C (or `mesh down`) stops every module in reverse dependency order.",
         highlight=False,
     )
     await coordinator.wait()
-    reason = coordinator.shutdown_reason or "mesh down"
-    console.print(f"mesh up: stopping ({reason})", highlight=False)
-    await coordinator.stop(reason)
-    console.print("mesh up: every module stopped", highlight=False)
-    return EXIT_OK
+    return await _stop(coordinator, interrupts, progress, coordinator.shutdown_reason or "mesh down", error_console)
 
 
-def _on_signal(coordinator: Coordinator, interrupted: asyncio.Event) -> Callable[[], None]:
-    def handle() -> None:
-        coordinator.shutdown_reason = coordinator.shutdown_reason or "interrupted"
-        interrupted.set()
-        coordinator.shutdown_requested.set()
+async def _stop(
+    coordinator: Coordinator, interrupts: _Interrupts, progress: _Progress, reason: str, error_console: Console
+) -> int:
+    """Stop the mesh, showing progress; the one line on stderr says how it went."""
+    interrupts.stopping = True
+    progress.console.print(f"mesh up: stopping ({reason})", markup=False, highlight=False)
+    began = time.monotonic()
+    with progress.live():
+        stopped = await coordinator.stop(reason)
+    error_console.print(_stop_summary(stopped, time.monotonic() - began), markup=False, highlight=False)
+    return 128 + interrupts.hurried_by if interrupts.hurried_by else EXIT_OK
 
-    return handle
+
+def _stop_summary(stopped: StopSummary, seconds: float) -> str:
+    modules = f"{stopped.modules} module{'' if stopped.modules == 1 else 's'}"
+    killed = f"; {stopped.killed} killed at once after a second interrupt" if stopped.killed else ""
+    return f"mesh stopped: {modules} in {seconds:.1f} s{killed}"
+
+
+def _print_lines(error_console: Console, lines: list[str]) -> None:
+    """Each line as `mesh up: ...`; indented lines (a log excerpt, details) stay as they are."""
+    for line in lines:
+        text = line if line.startswith(" ") else f"mesh up: {line}"
+        error_console.print(text, markup=False, highlight=False)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM: the first asks for a shutdown; one while the mesh stops hurries it."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+        self.requested = asyncio.Event()
+        self.stopping = False
+        """Whether the stop has begun (by a signal, `mesh down` or a failed start-up)."""
+        self.hurried_by = 0
+        """The signal that cut the stop short, if one did."""
+
+    def received(self, signum: int) -> None:
+        if self.stopping:
+            self.hurried_by = self.hurried_by or signum
+            self._coordinator.hurry()
+            return
+        self._coordinator.request_shutdown(self._coordinator.shutdown_reason or "interrupted")
+        self.requested.set()
 
 
 def _statuses(coordinator: Coordinator) -> list[module_pb2.ModuleStatus]:
@@ -152,13 +198,13 @@ class _Progress:
 
     def __init__(self, coordinator: Coordinator, console: Console) -> None:
         self._coordinator = coordinator
-        self._console = console
+        self.console = console
         self._live: Live | None = None
 
     def live(self) -> Live | _NoLive:
-        if self._console.is_terminal:
+        if self.console.is_terminal:
             self._live = Live(
-                module_table(_statuses(self._coordinator)), console=self._console, refresh_per_second=8, transient=True
+                module_table(_statuses(self._coordinator)), console=self.console, refresh_per_second=8, transient=True
             )
             return self._live
         return _NoLive()
@@ -169,7 +215,7 @@ class _Progress:
             return
         detail = f" ({record.state_reason})" if record.state in (State.FAILED, State.SKIPPED) else ""
         where = f" at {record.address}" if record.state is State.RUNNING else ""
-        self._console.print(f"  {record.name}: {record.state.name}{where}{detail}", markup=False, highlight=False)
+        self.console.print(f"  {record.name}: {record.state.name}{where}{detail}", markup=False, highlight=False)
         sys.stdout.flush()
 
 

@@ -233,6 +233,33 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return coordinator_pb2.ShutdownResponse(pid=os.getpid())
 
 
+_TAKEN = "the coordinator cannot listen on {listen}; is the port in use? (--listen or MESH_LISTEN)"
+
+
+def check_listen(listen: str) -> None:
+    """Refuse an address whose port another process listens on, before anything starts (and
+    before gRPC logs its own bind error to stderr).
+
+    Raises:
+        OSError: the port is taken.
+    """
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return  # any free port, or an address gRPC itself will refuse with its message
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        return
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind(address)
+        except OSError:
+            raise OSError(_TAKEN.format(listen=listen)) from None
+
+
 async def serve(
     listen: str,
     coordinator: CoordinatorServicer,
@@ -283,7 +310,7 @@ async def serve(
     except RuntimeError:  # grpc's way of saying the address cannot be bound
         port = 0
     if port == 0:
-        raise OSError(f"the coordinator cannot listen on {listen}; is the port in use? (--listen or MESH_LISTEN)")
+        raise OSError(_TAKEN.format(listen=listen))
     await server.start()
     for name in ("", COORDINATOR_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,8 @@ the API servicers — wires them, and offers the operations the CLI and the API 
     await coordinator.start()           # NATS, the API, the modules; raises StartupFailed
     await coordinator.wait()            # until Shutdown, a signal, ...
     await coordinator.stop("mesh down") # reverse order, grace, then kill
+
+`hurry()` during `stop` (a second Ctrl-C) gives up the grace: what still runs is killed.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
 import grpc
 
 from mesh.control import graph
-from mesh.control.api import CoordinatorServicer, serve
+from mesh.control.api import CoordinatorServicer, check_listen, serve
 from mesh.control.config import ConfigError, MeshConfig, ModuleOverrides, load_config
 from mesh.control.credentials import MeshCredentials
 from mesh.control.events_api import EventsServicer
@@ -31,6 +34,7 @@ from mesh.control.nats_identities import NatsIdentities
 from mesh.control.nats_supervisor import NatsSupervisor
 from mesh.control.registration import Registration
 from mesh.control.registry import ModuleRecord, Registry, describe_origin, now
+from mesh.control.reports import failure_report
 from mesh.control.sequencer import Sequencer
 from mesh.control.settings import MeshEndpoints, ModuleSettingsSource
 from mesh.control.statedir import StateDir
@@ -47,7 +51,17 @@ from mesh.protocol.states import State
 from mesh.protocol.streams import provision_mesh
 from mesh.v1 import module_pb2
 
-__all__ = ["Coordinator", "StartupFailed", "ValidationFailed"]
+__all__ = ["Coordinator", "StartupFailed", "StopSummary", "ValidationFailed"]
+
+
+@dataclass(frozen=True)
+class StopSummary:
+    """What `Coordinator.stop` did."""
+
+    modules: int
+    """How many modules were stopped (modules that never ran are not counted)."""
+    killed: int
+    """How many of their processes were killed at once, after `hurry`."""
 
 
 class Coordinator:
@@ -136,6 +150,21 @@ class Coordinator:
 
     # --- start ---------------------------------------------------------------------------
 
+    def claim(self) -> None:
+        """Take the state folder and check the coordinator's port, before anything starts, so
+        that a second `mesh up` of a running mesh is refused at once.
+
+        Raises:
+            StateDirLocked: another coordinator holds the state folder.
+            OSError: the state folder cannot be made, or the port is taken.
+        """
+        self.state_dir.lock()
+        try:
+            check_listen(self.config.listen)
+        except OSError:
+            self.state_dir.unlock()
+            raise
+
     async def start(self) -> None:
         """Take the state folder, start NATS and the API, then bring every module up.
 
@@ -145,6 +174,7 @@ class Coordinator:
         if self.plan is None:
             raise RuntimeError("call prepare() before start()")
         self.state_dir.lock()
+        self.state_dir.make_folders()
         self.credentials.issue_own()
         if not self.config.insecure:
             self._tasks.start(self.credentials.renew_forever(), name="renew certificates")
@@ -213,6 +243,12 @@ class Coordinator:
             events=EventsServicer(self._events.connection),
         )
 
+    def failure_reports(self) -> list[list[str]]:
+        """For each module that failed by its own error, the lines that explain it (see
+        `reports.failure_report`); modules that only did not run for another's failure have
+        their reason in their state already."""
+        return [failure_report(record) for record in self.registry.records.values() if record.error is not None]
+
     # --- operations on one module (mesh.v1.Coordinator) -----------------------------------
 
     def record_of(self, name: str) -> ModuleRecord:
@@ -267,11 +303,16 @@ class Coordinator:
         """Until a shutdown is asked for (Shutdown call, signal)."""
         await self.shutdown_requested.wait()
 
-    async def stop(self, reason: str) -> None:
+    def hurry(self) -> None:
+        """Have the `stop` under way end now: no more grace, every module process still
+        running is killed (what a second Ctrl-C asks for)."""
+        self._supervisor.hurry()
+
+    async def stop(self, reason: str) -> StopSummary:
         """Stop every module in reverse dependency order, then the API and NATS."""
         await self._supervisor.stop_supervising()
         await self._tasks.cancel_all()
-        await self._sequencer.stop_all(reason)
+        stopped = await self._sequencer.stop_all(reason)
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None
@@ -285,6 +326,7 @@ class Coordinator:
             await asyncio.to_thread(self._embedded_nats.stop)
             self._embedded_nats = None
         self.state_dir.unlock()
+        return StopSummary(modules=stopped, killed=self._supervisor.killed_in_hurry)
 
 
 def _require_not_skipped(record: ModuleRecord) -> None:

@@ -8,6 +8,7 @@ initialization order, and who is critical. No I/O, so it is tested without proce
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -106,7 +107,8 @@ def find_problems(manifests: Mapping[str, Manifest]) -> list[GraphProblem]:
                             "MODULE_DEPENDENCY_MISSING",
                             name,
                             f"module '{name}' requires '{dependency.name}', which is not in the mesh; "
-                            f"add the module '{dependency.name}' or mark the dependency optional",
+                            + _did_you_mean(dependency.name, [other for other in manifests if other != name])
+                            + f"add the module '{dependency.name}' or mark the dependency optional",
                         )
                     )
                 continue
@@ -130,6 +132,12 @@ def find_problems(manifests: Mapping[str, Manifest]) -> list[GraphProblem]:
             )
         )
     return problems
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ "did you mean 'x'? Otherwise " when `name` looks like a typo of a module in `known`."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean '{close[0]}'? Otherwise " if close else ""
 
 
 def problems_on_joining(manifests: Mapping[str, Manifest], newcomer: Manifest) -> list[GraphProblem]:

@@ -68,13 +68,22 @@ async def run_in_order(
 
     tasks = {asyncio.create_task(one(name), name=f"ordered:{name}") for name in sorted(wanted)}
     pending = tasks
-    while pending:
-        _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if result.aborted_by is not None:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for name in sorted(wanted - set(result.succeeded) - set(result.failed) - set(result.not_run)):
-                result.not_run[name] = f"start-up was aborted because '{result.aborted_by}' failed"
-            break
+    try:
+        while pending:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if result.aborted_by is not None:
+                await _cancel(pending)
+                for name in sorted(wanted - set(result.succeeded) - set(result.failed) - set(result.not_run)):
+                    result.not_run[name] = f"start-up was aborted because '{result.aborted_by}' failed"
+                break
+    except asyncio.CancelledError:
+        # Cancelled itself (Ctrl-C during start-up): no action may go on behind the caller's back.
+        await _cancel(pending)
+        raise
     return result
+
+
+async def _cancel(tasks: Collection[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -29,10 +30,14 @@ from mesh.protocol.manifest import Manifest
 from mesh.protocol.transport import Transport
 
 LOG_TAIL_LINES = 15
+"""How much of a failed process's own part of its log a failure report shows."""
+
+_TRACEBACK_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
 class ProcessStartError(RuntimeError):
-    """The module's process did not come up; the message holds the tail of its log."""
+    """The module's process did not come up; the message is one line: what happened, the
+    last thing the process logged (with a file:line when there is one) and `mesh logs NAME`."""
 
 
 @dataclass
@@ -46,6 +51,9 @@ class ModuleProcess:
     started_at: float = field(default_factory=time.monotonic)
     address: str = ""
     instance_id: str = ""
+    log_offset: int = 0
+    """Where this process's part of the log begins: the log keeps every run's output, and a
+    failure report must show this run's, not an earlier run's error."""
 
     @property
     def pid(self) -> int:
@@ -83,16 +91,21 @@ class ModuleProcess:
                         ) from None
                     await asyncio.sleep(0.05)
 
-    def log_tail(self) -> str:
+    def run_log(self) -> list[str]:
+        """The lines this process wrote to the module's log (earlier runs' left out)."""
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace").splitlines()
         except FileNotFoundError:
-            return ""
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+            return []
+
+    def log_tail(self) -> list[str]:
+        """The last lines of this process's part of the log, for a failure report."""
+        return self.run_log()[-LOG_TAIL_LINES:]
 
     def _exit_report(self, what: str) -> str:
-        tail = self.log_tail()
-        return f"module {self.name} {what}; see {self.log_path}" + (f"; its log ends:\n{tail}" if tail else "")
+        return f"module {self.name} {what}{last_words(self.run_log())}; see `mesh logs {self.name}`"
 
     async def end(self, grace: float) -> int:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
@@ -106,9 +119,28 @@ class ModuleProcess:
                     self.process.kill()
         return await self.process.wait()
 
+    async def kill(self) -> int:
+        """SIGKILL at once, no grace; returns the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        return await self.process.wait()
+
     def close_stdin(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.is_closing():
             self.process.stdin.close()
+
+
+def last_words(lines: list[str]) -> str:
+    """The last line a process logged, as ": LINE" to follow what happened to it, with the
+    file:line of the last traceback frame when the line names none itself; "" for no lines."""
+    said = [line.strip() for line in lines if line.strip()]
+    if not said:
+        return ""
+    last = said[-1]
+    frames = [match for line in lines if (match := _TRACEBACK_FRAME.match(line))]
+    if frames and "(at " not in last:
+        last += f" (at {frames[-1]['file']}:{frames[-1]['line']})"
+    return f": {last}"
 
 
 def module_command(manifest: Manifest, directory: Path) -> list[str]:
@@ -154,6 +186,7 @@ async def spawn(
     with open(log_path, "ab") as log:  # noqa: ASYNC230
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {' '.join(command)}\n".encode())
         log.flush()
+        log_offset = log.tell()
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
@@ -168,7 +201,7 @@ async def spawn(
             )
         except OSError as error:
             raise ProcessStartError(f"module {name}: cannot run {command[0]!r}: {error}") from None
-    return ModuleProcess(name=name, process=process, log_path=log_path, ready_file=ready_file)
+    return ModuleProcess(name=name, process=process, log_path=log_path, ready_file=ready_file, log_offset=log_offset)
 
 
 def current_environment() -> dict[str, str]:

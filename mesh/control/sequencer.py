@@ -14,6 +14,7 @@ from mesh.control.lifecycle import ModuleLifecycle
 from mesh.control.ordering import OrderedRun, run_in_order
 from mesh.control.registration import Registration
 from mesh.control.registry import ModuleRecord, Registry
+from mesh.control.reports import failure_report
 from mesh.control.supervisor import Supervisor
 from mesh.protocol.states import State
 from mesh.v1 import module_pb2
@@ -78,21 +79,30 @@ class Sequencer:
         """The lines that explain an aborted start-up: the critical failure, then what did not run."""
         assert result.aborted_by is not None, "only an aborted run has an abort report"
         failed = self._registry.records[result.aborted_by]
-        lines = [f"start-up aborted: critical module '{failed.name}' failed: {_error_text(failed)}"]
+        lines = failure_report(
+            failed, f"start-up aborted: critical module '{failed.name}' failed: {_error_text(failed)}"
+        )
         for name, why in sorted(result.not_run.items()):
             lines.append(f"  {name}: not started, {why}")
         return lines
 
-    async def stop_all(self, reason: str) -> None:
-        """Stop every module that is not skipped, each once all its dependents have stopped."""
+    async def stop_all(self, reason: str) -> int:
+        """Stop every module that is not skipped, each once all its dependents have stopped.
+
+        Returns:
+            How many modules there were to stop (those that never ran are left as they are).
+        """
         records = self._registry.records
         names = [name for name, record in records.items() if record.state is not State.SKIPPED]
         dependents = {name: records[name].dependents for name in names}
+        stopped: list[str] = []
 
         async def stop_one(name: str) -> None:
-            await self._supervisor.stop_one(records[name], reason)
+            if await self._supervisor.stop_one(records[name], reason):
+                stopped.append(name)
 
         await run_in_order(names, waits_for=dependents, action=stop_one)
+        return len(stopped)
 
 
 def _error_text(record: ModuleRecord) -> str:

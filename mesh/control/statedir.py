@@ -40,7 +40,10 @@ class StateDir:
         self._lock_file: IO[str] | None = None
 
     def lock(self) -> None:
-        """Take the folder for this process; the OS releases it when the process dies."""
+        """Take the folder for this process (again: nothing happens); the OS releases it when
+        the process dies."""
+        if self._lock_file is not None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         handle = open(self.root / "coordinator.lock", "a+")
         try:
@@ -53,6 +56,9 @@ class StateDir:
                 f"with state folder {self.root}; stop it (mesh down) or pass another --state-dir"
             ) from None
         self._lock_file = handle
+
+    def make_folders(self) -> None:
+        """Create the folders a running mesh writes to (logs, ready files, module state)."""
         for folder in (self.logs, self.run, self.state):
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from opentelemetry import metrics, trace
 
 from mesh.control.lifecycle import ModuleLifecycle
 from mesh.control.liveness import LivenessSettings, LivenessWatch
-from mesh.control.process import ModuleProcess, ProcessStartError, current_environment, spawn
+from mesh.control.process import ModuleProcess, ProcessStartError, current_environment, last_words, spawn
 from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.control.statedir import StateDir
 from mesh.control.tasks import BackgroundTasks
@@ -71,6 +72,10 @@ class Supervisor:
         self._liveness = LivenessSettings.from_env(env)
         self._spawning: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._hurry = asyncio.Event()
+        """Set by `hurry`: the mesh must end now, so no Stop call and no grace any more."""
+        self.killed_in_hurry = 0
+        """How many module processes `hurry` ended with SIGKILL."""
         self._killed_unresponsive: dict[int, str] = {}
         """Why a process was killed by the liveness watch, by pid, for its exit report."""
         self.restart_listeners: list[Callable[[ModuleRecord], None]] = []
@@ -131,10 +136,11 @@ class Supervisor:
         code = await process.process.wait()
         if record.process is not process or record.expected_exit or self._stopping or record.started_at is None:
             return
-        message = f"process {process.pid} exited with code {code}; see {process.log_path}"
+        see = f"see `mesh logs {record.name}`"
+        message = f"process {process.pid} exited with code {code}{last_words(process.log_tail())}; {see}"
         killed_for = self._killed_unresponsive.pop(process.pid, "")
         if killed_for:
-            message = f"{killed_for}; process {process.pid} killed; see {process.log_path}"
+            message = f"{killed_for}; process {process.pid} killed; {see}"
         _log.warning("module %s: %s", record.name, message)
         self._lifecycle.fail(record, "process", "MODULE_UNAVAILABLE", message)
         self._tasks.start(self._restart_after_crash(record, code), name=f"restart:{record.name}")
@@ -256,11 +262,17 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*spawning, return_exceptions=True)
 
-    async def stop_one(self, record: ModuleRecord, reason: str) -> None:
-        """Stop one module; never raises, so one module's trouble never blocks the others."""
+    async def stop_one(self, record: ModuleRecord, reason: str) -> bool:
+        """Stop one module; never raises, so one module's trouble never blocks the others.
+
+        Returns:
+            Whether there was something to stop: a module that never ran (start-up refused
+            or aborted before it) or whose process had already ended keeps its state, so a
+            refused `mesh up` reports no STOPPED module.
+        """
         try:
-            if record.state in (State.STOPPED, State.SKIPPED) and record.process is None:
-                return
+            if not _has_something_to_stop(record):
+                return False
             record.expected_exit = True
             if record.address and record.state is not State.STOPPED:
                 self._registry.update(record, State.STOPPING, reason)
@@ -269,16 +281,37 @@ class Supervisor:
         except Exception:
             _log.exception("module %s: error while stopping", record.name)
             self._registry.update(record, State.STOPPED, f"{reason} (with errors; see the coordinator log)")
+        return True
+
+    def hurry(self) -> None:
+        """End the stop under way now (a second Ctrl-C): Stop calls in flight are given up and
+        every module process still running, or still to be stopped, is killed at once."""
+        self._hurry.set()
 
     async def _end(self, name: str, address: str, process: ModuleProcess | None, reason: str) -> None:
         """The Stop call with the grace period (the module drains), then the end of the process
-        (SIGTERM, then SIGKILL)."""
-        if address and (process is None or process.returncode is None):
-            await self._lifecycle.ask_to_stop(name, address, reason)
+        (SIGTERM, then SIGKILL); all at once when hurried."""
+        if address and (process is None or process.returncode is None) and not self._hurry.is_set():
+            await self._unless_hurried(self._lifecycle.ask_to_stop(name, address, reason))
         if process is not None:
             process.close_stdin()
-            code = await process.end(PROCESS_END_GRACE_SECONDS)
-            _log.info("module %s: process %d exited with code %s", name, process.pid, code)
+            if not self._hurry.is_set():
+                await self._unless_hurried(process.end(PROCESS_END_GRACE_SECONDS))
+            if process.returncode is None:
+                self.killed_in_hurry += 1
+                await process.kill()
+            _log.info("module %s: process %d exited with code %s", name, process.pid, process.returncode)
+
+    async def _unless_hurried(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` until it ends or `hurry` is called, whichever comes first."""
+        task = asyncio.ensure_future(work)
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({task, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, hurried):
+                pending.cancel()
+            await asyncio.gather(task, hurried, return_exceptions=True)
 
     # --- liveness --------------------------------------------------------------------------
 
@@ -302,6 +335,13 @@ class Supervisor:
         if record.origin == module_pb2.MODULE_ORIGIN_REGISTERED and self._registry.get(record.name) is record:
             self._registry.remove(record.name)
             self._registry.update(record, State.STOPPED, f"registration dropped: {reason}")
+
+
+def _has_something_to_stop(record: ModuleRecord) -> bool:
+    """A running process of ours, or a module elsewhere that we reached (it gets the Stop call)."""
+    if record.process is not None:
+        return record.process.returncode is None
+    return bool(record.address) and record.state not in (State.STOPPED, State.SKIPPED)
 
 
 def _port_of(address: str) -> int:

@@ -5,7 +5,8 @@ together with health and reflection (`_server`). Used by `sdk.run` and `sdk.test
 authors never import it."""
 
 from sdk.runtime._config import validated_config
+from sdk.runtime._origin import code_location, located
 from sdk.runtime._runtime import ModuleRuntime
 from sdk.runtime._server import ModuleServer
 
-__all__ = ["ModuleRuntime", "ModuleServer", "validated_config"]
+__all__ = ["ModuleRuntime", "ModuleServer", "code_location", "located", "validated_config"]

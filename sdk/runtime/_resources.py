@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 from nats.aio.client import Client as NatsClient
+from nats.errors import StaleConnectionError, UnexpectedEOF
 from pydantic import BaseModel
 
 from mesh.protocol.errors import MeshError
@@ -257,9 +258,21 @@ async def _connect_nats(
         ) from error
 
 
+_CONNECTION_LOST = (OSError, UnexpectedEOF, StaleConnectionError)
+"""What nats-py reports when the socket goes: the client reconnects by itself, and the
+module's health says DEGRADED meanwhile. The server drops a connection that is still in its
+handshake when it reloads its users (as the coordinator has it do for each module it admits
+at start-up), so this happens now and then while a mesh starts."""
+
+
 async def _log_nats_error(module: str, error: Exception) -> None:
     """What NATS refuses asynchronously (a permissions violation above all) is logged with the
-    module's name; nats-py would otherwise only let the request that caused it time out."""
+    module's name; nats-py would otherwise only let the request that caused it time out. A lost
+    connection is only a warning: the client reconnects."""
+    if isinstance(error, _CONNECTION_LOST):
+        why = str(error) or type(error).__name__
+        _log.warning("module %s: lost its NATS connection (%s); reconnecting", module, why)
+        return
     _log.error("module %s: NATS says: %s", module, error)
 
 

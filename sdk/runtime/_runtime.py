@@ -6,7 +6,11 @@ happens here, serialized by one lock so that concurrent calls cannot interleave.
 Nothing is closed under a running call: a Stop (and a Reload that re-initializes) first leaves
 RUNNING, which turns health NOT_SERVING and has the gate refuse new calls of the module's own
 services with UNAVAILABLE, then waits, within its grace period, for the calls and event
-handlers in flight; only then do the stop hook and the closing of resources run.
+handlers in flight; only then do the stop hook and the closing of resources run. A module
+whose initialize hook failed is not stopped: its stop hook would find nothing to close.
+
+(Over 400 lines: the transitions and the health verdicts read and set the same state under
+the same lock, so they stay one class.)
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from sdk._tenancy import TenantView
 from sdk.events import DeliveryObserver, HandlerBinding, event_consumers
 from sdk.runtime._config import validated_config
 from sdk.runtime._gating import InFlightCalls
+from sdk.runtime._origin import located
 from sdk.runtime._resources import ModuleResources
 from sdk.runtime._retarget import endpoints_only
 
 DEFAULT_STOP_GRACE_SECONDS = 30.0
+FAILED_INITIALIZE_CLOSE_SECONDS = 5.0
+"""How long the tasks a failed initialize hook spawned get to end once cancelled."""
 HEALTH_HOOK_TIMEOUT_SECONDS = 5.0
 
 _log = logging.getLogger("sdk")
@@ -239,7 +246,14 @@ class ModuleRuntime:
             resources=resources,
             recorder=self.recorder,
         )
-        await self._run_hook("initialize", self.module.initialize(self.context))
+        try:
+            await self._run_hook("initialize", self.module.initialize(self.context))
+        except MeshError:
+            # A module that did not initialize is not stopped: its stop hook would find
+            # nothing of what initialize sets up. What the SDK opened for it is closed.
+            self._resources, self.context = None, None
+            await resources.close(FAILED_INITIALIZE_CLOSE_SECONDS)
+            raise
         self._settings = settings
         self.error = None
         await self._set_state(State.INITIALIZED)
@@ -254,7 +268,10 @@ class ModuleRuntime:
             await self._fail(phase, error.reason, error.message)
             raise
         except Exception as error:
-            message = f"the {phase} hook of module {self.manifest.name} raised {type(error).__name__}: {error}"
+            message = (
+                f"the {phase} hook of module {self.manifest.name} raised {type(error).__name__}: {error}"
+                f"{located(error, self.manifest_path.parent)}"
+            )
             _log.exception(message)
             await self._fail(phase, "HOOK_FAILED", message)
             raise MeshError("HOOK_FAILED", message, metadata={"module": self.manifest.name, "phase": phase}) from error
