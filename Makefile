@@ -17,6 +17,8 @@ help:
 	@echo "make proto  - regenerate mesh/v1 and the modules' code from the .proto files"
 	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
 	@echo "make faults - inject faults into the example mesh under load (figures for docs/reliability.md)"
+	@echo "make clean  - remove the venv, .mesh/ (all state, the CA too), node_modules and caches;"
+	@echo "              .venv/bin/mesh reset removes only a stopped mesh's state and keeps the venv and the CA"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Module Mesh needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'

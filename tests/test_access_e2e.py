@@ -115,7 +115,7 @@ def test_mesh_up_insecure_serves_plaintext_and_says_so(tmp_path):
         assert listed.returncode == 0, listed.stderr
         status = mesh.run_cli("status", "--json")
         assert status.returncode == 0, status.stderr
-        assert {m["state"] for m in json.loads(status.stdout)["modules"]} == {"MODULE_STATE_RUNNING"}
+        assert {m["state"] for m in json.loads(status.stdout)} == {"RUNNING"}
 
 
 def test_plaintext_on_a_public_address_is_refused_with_one_line(tmp_path):

@@ -135,7 +135,7 @@ def wait_for_jetstream(urls: list[str], login: dict[str, str]) -> None:
     peer is known can be refused outright, which this test is not about."""
 
     async def answers() -> bool:
-        client = await nats.connect(urls, connect_timeout=5, max_reconnect_attempts=0, **login)
+        client = await nats.connect(urls, connect_timeout=5, allow_reconnect=False, **login)
         try:
             await client.jetstream().account_info()
             return True

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -22,7 +23,7 @@ from mesh.control.statedir import StateDir
 from mesh.protocol.errors import error_info
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.transport import INSECURE_ENV, Transport
-from mesh.v1 import coordinator_pb2_grpc, tenancy_pb2_grpc
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, tenancy_pb2_grpc
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,7 +34,8 @@ EXIT_UNREACHABLE = 3
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 T = TypeVar("T")
-Stub = TypeVar("Stub")
+
+SUGGESTION_TIMEOUT_SECONDS = 5
 
 console = Console(highlight=False, soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -174,47 +176,92 @@ def credentials_folder(args: argparse.Namespace, info: dict[str, Any]) -> Path |
     return default if (default / "cert.pem").exists() else None
 
 
+@dataclass(frozen=True)
+class MeshStubs:
+    """The coordinator's two services on one channel, for a command that asks both."""
+
+    coordinator: coordinator_pb2_grpc.CoordinatorStub
+    tenancy: tenancy_pb2_grpc.TenancyStub
+
+
 def call_coordinator(
     address: CoordinatorAddress, call: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]
 ) -> T:
-    """One call on the Coordinator service at `address`; see `_call` for the errors."""
-    return _call(address, coordinator_pb2_grpc.CoordinatorStub, call)
+    """One call on the Coordinator service at `address`; see `call_mesh` for the errors."""
+    return call_mesh(address, lambda stubs: call(stubs.coordinator))
 
 
 def call_tenancy(address: CoordinatorAddress, call: Callable[[tenancy_pb2_grpc.TenancyStub], Awaitable[T]]) -> T:
-    """One call on the Tenancy service at `address`; see `_call` for the errors."""
-    return _call(address, tenancy_pb2_grpc.TenancyStub, call)
+    """One call on the Tenancy service at `address`; see `call_mesh` for the errors."""
+    return call_mesh(address, lambda stubs: call(stubs.tenancy))
 
 
-def _call(
-    address: CoordinatorAddress, stub_class: Callable[[grpc.aio.Channel], Stub], call: Callable[[Stub], Awaitable[T]]
-) -> T:
-    """Run `call` on a stub over a fresh channel; a gRPC failure becomes a CliError.
+def call_mesh(address: CoordinatorAddress, call: Callable[[MeshStubs], Awaitable[T]]) -> T:
+    """Run `call` on the coordinator's stubs over a fresh channel; a gRPC failure becomes a CliError.
+
+    Args:
+        address: The coordinator and how to reach it.
+        call: The calls to make, on one channel.
+
+    Returns:
+        What `call` returns.
 
     Raises:
-        CliError: exit 3 when nothing answers, 2 for an invalid argument or an unknown name, else 1;
-            the message is the server's, with its reason code.
+        CliError: exit 3 when nothing answers, 2 for an invalid argument or an unknown name (with a
+            near miss among the mesh's modules, "did you mean"), else 1; the message is the
+            server's, with its reason code.
     """
 
     async def run() -> T:
         async with address.transport.channel(address.address) as channel:
-            return await call(stub_class(channel))
+            coordinator = coordinator_pb2_grpc.CoordinatorStub(channel)
+            try:
+                return await call(MeshStubs(coordinator, tenancy_pb2_grpc.TenancyStub(channel)))
+            except grpc.aio.AioRpcError as error:
+                raise _cli_error(address, error, await _suggestion(coordinator, error)) from None
 
+    return asyncio.run(run())
+
+
+async def _suggestion(coordinator: coordinator_pb2_grpc.CoordinatorStub, error: grpc.aio.AioRpcError) -> str:
+    """A "did you mean" for an unknown module name close to one of the mesh's, else ""."""
+    info = error_info(error)
+    if info is None or info.reason != "MODULE_NOT_FOUND" or "did you mean" in (error.details() or ""):
+        return ""
     try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
-            hint = (
-                ""
-                if address.found_credentials
-                else " (no credentials found: pass --creds DIR or set MESH_CREDS for a mesh that serves mTLS)"
-            )
-            raise CliError(
-                f"no coordinator answers at {address}; is `mesh up` running?{hint}", EXIT_UNREACHABLE
-            ) from None
-        info = error_info(error)
-        reason = f" [{info.reason}]" if info else ""
-        code = (
-            EXIT_USAGE if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else EXIT_FAILED
+        listed = await coordinator.ListModules(coordinator_pb2.ListModulesRequest(), timeout=SUGGESTION_TIMEOUT_SECONDS)
+    except grpc.aio.AioRpcError:
+        return ""  # the suggestion is a courtesy: the error itself already says what is wrong
+    return did_you_mean(info.metadata.get("module", ""), [module.name for module in listed.modules])
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'x'?` when `name` is close to one of `known`, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _cli_error(address: CoordinatorAddress, error: grpc.aio.AioRpcError, suggestion: str) -> CliError:
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        hint = (
+            ""
+            if address.found_credentials
+            else " (no credentials found: pass --creds DIR or set MESH_CREDS for a mesh that serves mTLS)"
         )
-        raise CliError(f"{error.details()}{reason}", code) from None
+        return CliError(f"no coordinator answers at {address}; is `mesh up` running?{hint}", EXIT_UNREACHABLE)
+    info = error_info(error)
+    reason = f" [{info.reason}]" if info else ""
+    code = EXIT_USAGE if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else EXIT_FAILED
+    return CliError(f"{error.details()}{reason}{suggestion}", code)
+
+
+def write_file(path: Path, text: str, what: str) -> None:
+    """Write `text` to a path the user gave.
+
+    Raises:
+        CliError: the path cannot be written (exit code 2), saying why.
+    """
+    try:
+        path.write_text(text)
+    except OSError as error:
+        raise CliError(f"cannot write {what} to {path}: {error.strerror or error}", EXIT_USAGE) from None

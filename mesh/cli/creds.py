@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 from pathlib import Path
 
 from mesh.cli._common import EXIT_OK, EXIT_USAGE, CliError, Commands, console, credentials_folder, state_root
 from mesh.control.credentials import existing_authority, operator_name
 from mesh.control.statedir import StateDir
+from mesh.protocol.errors import excerpt
 from mesh.protocol.identity import Role, module_identity, operator_identity
 from mesh.protocol.pki import (
     CA_FILE,
@@ -30,6 +32,12 @@ from mesh.protocol.pki import (
 from mesh.protocol.tokens import SIGNING_KEY_FILE, VERIFICATION_KEYS_FILE, SigningKey
 
 ROLES = tuple(role.name.lower() for role in Role)
+MODULE_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # as manifests name modules
+OPERATOR_NAME = re.compile(r"[A-Za-z0-9._@-]+")
+MAX_COMMON_NAME_CHARS = 64
+MIN_LIFETIME_SECONDS = 10  # as MESH_CERT_LIFETIME_SECONDS
+MAX_LIFETIME_SECONDS = 100 * 365 * 24 * 3600
+"""What a certificate's common name holds (RFC 5280's ub-common-name)."""
 
 
 def register(commands: Commands) -> None:
@@ -76,21 +84,48 @@ def _issue(args: argparse.Namespace) -> int:
         raise CliError("an operator needs --role viewer|operator|admin", EXIT_USAGE)
     if args.module is not None and args.role is not None:
         raise CliError("--role is for operators; a module's identity is its name", EXIT_USAGE)
+    if args.lifetime is not None and not (MIN_LIFETIME_SECONDS <= args.lifetime <= MAX_LIFETIME_SECONDS):
+        raise CliError(
+            f"--lifetime is {args.lifetime:g}; expected seconds from {MIN_LIFETIME_SECONDS} to "
+            f"{MAX_LIFETIME_SECONDS} (100 years), e.g. 86400",
+            EXIT_USAGE,
+        )
+    if args.module is not None and not MODULE_NAME.fullmatch(args.module):
+        raise CliError(f"--module {excerpt(args.module)} is not a module name (kebab-case, e.g. checkout)", EXIT_USAGE)
+    if args.name is not None and not OPERATOR_NAME.fullmatch(args.name):
+        raise CliError(
+            f"{excerpt(args.name)} is not an operator name: letters, digits, '.', '_', '@' or '-', e.g. alice",
+            EXIT_USAGE,
+        )
     identity = (
         module_identity(args.module)
         if args.module is not None
         else operator_identity(args.name, Role[args.role.upper()])
     )
+    if len(identity.common_name) > MAX_COMMON_NAME_CHARS:
+        raise CliError(
+            f"the identity {excerpt(identity.common_name)} is longer than a certificate's {MAX_COMMON_NAME_CHARS} "
+            "characters; choose a shorter name",
+            EXIT_USAGE,
+        )
     try:
         lifetime = args.lifetime or cert_lifetime_seconds(os.environ)
         authority = existing_authority(state_root(args) / "pki")
-        authority.issue(identity.common_name, hosts=args.host, lifetime_seconds=lifetime).write(args.out)
+        issued = authority.issue(identity.common_name, hosts=args.host, lifetime_seconds=lifetime)
+    except CredentialsError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    except ValueError as error:  # the certificate library refuses a --host
+        raise CliError(f"cannot issue a certificate for --host {' '.join(args.host)}: {error}", EXIT_USAGE) from None
+    try:
+        issued.write(args.out)
         if args.module is not None:
             # A module verifies its callers' tenant tokens with the mesh's public token key.
             key = SigningKey.load_or_create(state_root(args) / "pki" / SIGNING_KEY_FILE)
             (Path(args.out) / VERIFICATION_KEYS_FILE).write_bytes(key.public_pem)
     except CredentialsError as error:
         raise CliError(str(error), EXIT_USAGE) from None
+    except OSError as error:
+        raise CliError(f"cannot write the credentials to {args.out}: {error.strerror or error}", EXIT_USAGE) from None
     written = "ca.pem, cert.pem, key.pem" + (f", {VERIFICATION_KEYS_FILE}" if args.module is not None else "")
     console.print(f"mesh creds: {identity} → {args.out} ({written})", markup=False, highlight=False)
     return EXIT_OK
@@ -103,6 +138,8 @@ def _ca(args: argparse.Namespace) -> int:
         CertificateAuthority.load_or_create(pki)
     except CredentialsError as error:
         raise CliError(str(error), EXIT_USAGE) from None
+    except OSError as error:
+        raise CliError(f"cannot write the CA to {pki}: {error.strerror or error}", EXIT_USAGE) from None
     console.print(f"mesh creds: the mesh CA is in {pki}", markup=False, highlight=False)
     return EXIT_OK
 
@@ -136,4 +173,6 @@ def _issued(root: Path, role: Role) -> Path:
         authority.issue(common_name, lifetime_seconds=cert_lifetime_seconds(os.environ)).write(folder)
     except CredentialsError as error:
         raise CliError(str(error), EXIT_USAGE) from None
+    except OSError as error:
+        raise CliError(f"cannot write credentials to {folder}: {error.strerror or error}", EXIT_USAGE) from None
     return folder

@@ -16,10 +16,12 @@ from mesh.cli._common import (
     Commands,
     config_options,
     console,
+    did_you_mean,
     discovered_modules,
     error_console,
     state_root,
 )
+from mesh.cli.shapes import print_json
 from mesh.control.statedir import StateDir
 from mesh.protocol.nats_access import ModuleGrant
 
@@ -36,6 +38,7 @@ def register(commands: Commands) -> None:
     )
     config_options(permissions)
     permissions.add_argument("--module", help="only this module")
+    permissions.add_argument("--json", action="store_true", help="the same JSON (accepted as on every read command)")
     permissions.set_defaults(run=_permissions)
 
     users = actions.add_parser(
@@ -77,7 +80,11 @@ def _users(args: argparse.Namespace) -> int:
         host, _, port = route.rpartition(":")
         if not host or not port.isdigit():
             raise CliError(f"--route {route!r} is not HOST:PORT, e.g. nats-1:6222", EXIT_USAGE)
-    written = write_users(args.out, _planned(args), args.route)
+    grants = _planned(args)
+    try:
+        written = write_users(args.out, grants, args.route)
+    except OSError as error:
+        raise CliError(f"cannot write to {args.out}: {error.strerror or error}", EXIT_USAGE) from None
     console.print(
         f"mesh nats users: wrote {written[0]} (start every nats-server with -c on it) and {len(written) - 1} logins "
         f"in {written[1].parent} (give the coordinator MESH_NATS_CREDENTIALS={written[1].parent})",
@@ -94,7 +101,11 @@ def _permissions(args: argparse.Namespace) -> int:
         blocks = {name: grant.permissions() for name, grant in _planned(args).items()}
     if args.module is not None:
         if args.module not in blocks:
-            raise CliError(f"no module {args.module!r}; known: {', '.join(sorted(blocks)) or 'none'}", EXIT_USAGE)
+            raise CliError(
+                f"no module {args.module!r}; known: {', '.join(sorted(blocks)) or 'none'}"
+                f"{did_you_mean(args.module, blocks)}",
+                EXIT_USAGE,
+            )
         blocks = {args.module: blocks[args.module]}
-    console.print_json(json.dumps(blocks, sort_keys=True))
+    print_json(dict(sorted(blocks.items())))
     return EXIT_OK

@@ -1,14 +1,19 @@
-"""Text forms of the mesh for the CLI: module tables, the dependency graph as a tree,
-Mermaid or Graphviz dot. Tables use rich; the graph forms are plain strings so they can
-be piped into other tools."""
+"""Text forms of the mesh for the CLI: tables of modules, health, events, dead letters,
+tenants and configuration, and the dependency graph as a tree, Mermaid or Graphviz dot.
+
+Tables fit the terminal by cutting cells with "…" (a wrapped word reads as two values), and a
+table without rows is one line saying "none" (an empty box reads as a broken command). The
+graph forms are plain strings so they can be piped into other tools."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
+from rich.text import Text
 
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.states import State
@@ -32,6 +37,98 @@ HEALTH_NAME = {
     health_pb2.HEALTH_STATUS_UNHEALTHY: "unhealthy",
 }
 HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red", "unknown": "dim"}
+CONFIG_LAYER_NAME = {1: "module default", 2: "mesh", 3: "tenant", 4: "company"}
+
+EXACT_INTEGERS = 2**53
+"""Beyond this a double no longer holds every integer, so it is not shown as one."""
+FLEXIBLE_FLOOR = 8
+"""The narrowest a free-text column is cut to before the other columns are cut too."""
+FIXED_FLOOR = 4
+
+
+def plain_numbers(value: Any) -> Any:
+    """`value` with every integral float as an int, nested values included.
+
+    A protobuf Struct holds every number as a double, so `5` set on the command line comes
+    back as `5.0`; the user wrote `5` and should read `5`.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < EXACT_INTEGERS:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(item) for item in value]
+    return value
+
+
+def first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+class Grid:
+    """A table whose cells are cut with "…" to fit the width it is drawn at, and which says
+    "none" in one line when it has no rows.
+
+    Free-text columns (`flexible`) are cut first, down to a few characters, so that names and
+    states stay whole; only then are the others cut. Cells are plain text (or `Text` with a
+    style): a value such as "[b]" from a module or a user is shown as it is, never read as markup.
+    """
+
+    def __init__(
+        self, columns: Sequence[str], *, empty: str, flexible: Collection[str] = (), title: str | None = None
+    ) -> None:
+        unknown = set(flexible) - set(columns)
+        if unknown:
+            raise ValueError(f"flexible columns {sorted(unknown)} are not among {list(columns)}")
+        self.columns = list(columns)
+        self.flexible = [column in flexible for column in columns]
+        self.title = title
+        self.empty = empty
+        self.rows: list[list[Text]] = []
+
+    def add_row(self, *cells: str | Text) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"a row of {len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append([cell if isinstance(cell, Text) else Text(cell) for cell in cells])
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.rows:
+            yield Text(f"{self.title}: {self.empty}" if self.title else self.empty)
+            return
+        borders_and_padding = 3 * len(self.columns) + 1
+        widths = self.widths(options.max_width - borders_and_padding)
+        table = Table(title=self.title, title_justify="left")
+        for column, width in zip(self.columns, widths, strict=True):
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
+        for row in self.rows:
+            table.add_row(*row)
+        yield table
+
+    def widths(self, available: int) -> list[int]:
+        """The width of each column so that together they take at most `available` characters
+        (as far as the floors allow): the widest flexible column is cut first, then the widest
+        of any."""
+        natural = [
+            max(len(column), *(row[index].cell_len for row in self.rows)) for index, column in enumerate(self.columns)
+        ]
+        floors = [
+            min(width, max(len(column), FLEXIBLE_FLOOR if flexible else FIXED_FLOOR))
+            for width, column, flexible in zip(natural, self.columns, self.flexible, strict=True)
+        ]
+        widths = list(natural)
+        excess = sum(widths) - available
+        flexible_ones = [index for index, flexible in enumerate(self.flexible) if flexible]
+        for group in (flexible_ones, list(range(len(widths)))):
+            while excess > 0:
+                cuttable = [index for index in group if widths[index] > floors[index]]
+                if not cuttable:
+                    break
+                widest = max(cuttable, key=lambda index: widths[index])
+                next_widest = max((widths[index] for index in cuttable if index != widest), default=0)
+                cut = min(excess, widths[widest] - max(floors[widest], next_widest)) or 1
+                widths[widest] -= cut
+                excess -= cut
+        return widths
 
 
 def state_name(value: int) -> str:
@@ -39,50 +136,50 @@ def state_name(value: int) -> str:
     return State(value).name if value else "UNSPECIFIED"
 
 
-def module_table(modules: Iterable[module_pb2.ModuleStatus], title: str | None = None) -> Table:
+def styled_state(value: int) -> Text:
+    state = State(value) if value else None
+    return Text(state_name(value), style=STATE_STYLE.get(state, "") if state else "")
+
+
+def module_table(modules: Iterable[module_pb2.ModuleStatus], title: str | None = None) -> Grid:
     """Name, version, state, address, pid, restarts and why, one row per module."""
-    table = Table(title=title, title_justify="left")
-    for column in ("module", "version", "state", "address", "pid", "restarts", "detail"):
-        table.add_column(
-            column, overflow="fold", no_wrap=column != "detail", min_width=8 if column == "detail" else None
-        )
+    grid = Grid(
+        ("module", "version", "state", "address", "pid", "restarts", "detail"),
+        empty="no modules",
+        flexible={"detail"},
+        title=title,
+    )
     for status in modules:
-        state = State(status.state) if status.state else None
-        style = STATE_STYLE.get(state, "") if state else ""
-        table.add_row(
+        shows_reason = status.state in (State.FAILED.value, State.SKIPPED.value)
+        grid.add_row(
             status.name,
             status.version,
-            f"[{style}]{state_name(status.state)}[/]" if style else state_name(status.state),
+            styled_state(status.state),
             status.address or "-",
             str(status.pid) if status.pid else "-",
             str(status.restart_count),
-            status.state_reason.splitlines()[0]
-            if status.state_reason and state in (State.FAILED, State.SKIPPED)
-            else "",
+            first_line(status.state_reason) if shows_reason else "",
         )
-    return table
+    return grid
 
 
-def health_table(modules: Iterable[health_pb2.ModuleHealth]) -> Table:
-    table = Table()
-    for column in ("module", "health", "state", "uptime", "detail"):
-        table.add_column(column, overflow="fold")
+def health_table(modules: Iterable[health_pb2.ModuleHealth]) -> Grid:
+    grid = Grid(("module", "health", "state", "uptime", "detail"), empty="modules: none", flexible={"detail"})
     for health in modules:
         name = HEALTH_NAME.get(health.status, "unknown")
         components = ", ".join(
             f"{c.name}: {HEALTH_NAME.get(c.status, 'unknown')}" + (f" ({c.message})" if c.message else "")
             for c in health.components
         )
-        message = health.message.splitlines()[0] if health.message else ""
-        detail = "; ".join(part for part in (message, components) if part)
-        table.add_row(
+        detail = "; ".join(part for part in (first_line(health.message), components) if part)
+        grid.add_row(
             health.name,
-            f"[{HEALTH_STYLE[name]}]{name}[/]",
+            Text(name, style=HEALTH_STYLE[name]),
             state_name(health.state),
             f"{health.uptime.seconds}s" if health.uptime.seconds else "-",
             detail,
         )
-    return table
+    return grid
 
 
 def _label(manifest: Manifest, skipped: Mapping[str, str]) -> str:
@@ -148,43 +245,32 @@ def _node_id(name: str) -> str:
     return name.replace("-", "_")
 
 
-def events_table(catalog: Catalog) -> Table:
+def events_table(catalog: Catalog) -> Grid:
     """One row per event type: publishers, subscribers (with their patterns), schema title."""
-    table = Table()
-    for column in ("event type", "publishers", "subscribers", "payload"):
-        table.add_column(column, overflow="fold")
+    grid = Grid(
+        ("event type", "publishers", "subscribers", "payload"),
+        empty="event types: none (no module declares [events] in its manifest)",
+        flexible={"publishers", "subscribers", "payload"},
+    )
     for event_type, entry in catalog.types.items():
         subscribers = ", ".join(
             s.module + (f" ({s.pattern})" if s.pattern != event_type else "") for s in entry.subscribers
         )
         schema = entry.schema or {}
         payload = schema.get("title") or schema.get("x-protobuf-message") or ("-" if not schema else "schema")
-        table.add_row(event_type, ", ".join(entry.publishers) or "[yellow]none[/]", subscribers or "-", str(payload))
-    return table
+        publishers = Text(", ".join(entry.publishers)) if entry.publishers else Text("none", style="yellow")
+        grid.add_row(event_type, publishers, subscribers or "-", str(payload))
+    return grid
 
 
-def dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as JSON-ready fields, its body bounded (`DeadLetter.shown_data`)."""
-    return {
-        "seq": letter.seq,
-        "event_id": letter.event.id,
-        "event_type": letter.event.type,
-        "module": letter.module,
-        "handler": letter.handler,
-        "deliveries": letter.deliveries,
-        "reason": letter.reason,
-        "time": letter.time,
-        "subject": letter.subject,
-        "data": letter.shown_data(),
-    }
-
-
-def dead_letter_table(letters: Iterable[DeadLetter]) -> Table:
-    table = Table()
-    for column in ("seq", "time", "module", "handler", "event type", "event id", "deliveries", "reason"):
-        table.add_column(column, overflow="fold")
+def dead_letter_table(letters: Iterable[DeadLetter]) -> Grid:
+    grid = Grid(
+        ("seq", "time", "module", "handler", "event type", "event id", "deliveries", "reason"),
+        empty="dead letters: none",
+        flexible={"event id", "reason", "handler"},
+    )
     for letter in letters:
-        table.add_row(
+        grid.add_row(
             str(letter.seq),
             letter.time[:19],
             letter.module,
@@ -192,32 +278,44 @@ def dead_letter_table(letters: Iterable[DeadLetter]) -> Table:
             letter.event.type,
             letter.event.id,
             letter.deliveries,
-            letter.reason.splitlines()[0] if letter.reason else "",
+            first_line(letter.reason),
         )
-    return table
+    return grid
 
 
-def tenant_table(tenant: str, modules: Iterable[tenancy_pb2.TenantModule]) -> Table:
-    table = Table(title=f"tenant {tenant}", title_justify="left")
-    for column in ("module", "enabled", "changed by", "changed at"):
-        table.add_column(column)
+def tenant_table(tenant: str, modules: Iterable[tenancy_pb2.TenantModule]) -> Grid:
+    grid = Grid(
+        ("module", "enabled", "changed by", "changed at"),
+        empty="no modules in this mesh",
+        flexible={"changed by"},
+        title=f"tenant {tenant}",
+    )
     for module in modules:
         changed_at = (
             module.changed_at.ToDatetime().isoformat(timespec="seconds") if module.HasField("changed_at") else "-"
         )
-        table.add_row(module.module, "[green]yes[/]" if module.enabled else "no", module.changed_by or "-", changed_at)
-    return table
+        enabled = Text("yes", style="green") if module.enabled else Text("no")
+        grid.add_row(module.module, enabled, module.changed_by or "-", changed_at)
+    return grid
 
 
-def config_table(config: Mapping[str, Any], sources: Iterable[tenancy_pb2.ConfigValueSource]) -> Table:
-    """Each leaf value of an effective configuration with the layer it came from."""
-    layer_names = {1: "module default", 2: "mesh", 3: "tenant", 4: "company"}
-    table = Table()
-    for column in ("path", "value", "from"):
-        table.add_column(column, overflow="fold")
+def config_leaves(config: Mapping[str, Any], sources: Iterable[tenancy_pb2.ConfigValueSource]) -> list[dict[str, Any]]:
+    """Each leaf value of an effective configuration with the layer it came from, as
+    `{"path", "value", "layer"}` (what `mesh config effective` shows, as a table or JSON)."""
+    leaves = []
     for source in sources:
         value: Any = config
         for part in source.path.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
-        table.add_row(source.path, json.dumps(value), layer_names.get(source.layer, "?"))
-    return table
+        leaves.append(
+            {"path": source.path, "value": plain_numbers(value), "layer": CONFIG_LAYER_NAME.get(source.layer, "?")}
+        )
+    return leaves
+
+
+def config_table(leaves: Iterable[Mapping[str, Any]]) -> Grid:
+    """The leaves of `config_leaves`: path, value (as JSON) and the layer it came from."""
+    grid = Grid(("path", "value", "from"), empty="configuration: none (the module takes none)", flexible={"value"})
+    for leaf in leaves:
+        grid.add_row(leaf["path"], json.dumps(leaf["value"]), leaf["layer"])
+    return grid

@@ -8,6 +8,7 @@ own key in the state folder (made by `mesh up`), for people and tools calling fr
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from mesh.cli._common import EXIT_OK, EXIT_USAGE, CliError, Commands, console, state_root
@@ -38,10 +39,12 @@ def register(commands: Commands) -> None:
 
 
 def _issue(args: argparse.Namespace) -> int:
-    if args.ttl <= 0:
-        raise CliError(f"--ttl is {args.ttl:g}; expected seconds > 0", EXIT_USAGE)
+    if not 0 < args.ttl < math.inf:
+        raise CliError(f"--ttl is {args.ttl:g}; expected seconds > 0, e.g. 3600", EXIT_USAGE)
     try:
         check_id(args.tenant, "tenant")
+        if args.company:
+            check_id(args.company, "company")
         key = SigningKey.read(state_root(args) / "pki" / SIGNING_KEY_FILE)
     except (MeshError, CredentialsError) as error:
         raise CliError(error.message if isinstance(error, MeshError) else str(error), EXIT_USAGE) from None
