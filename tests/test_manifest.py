@@ -97,6 +97,9 @@ def test_a_valid_manifest_and_its_wire_form(tmp_path):
             "field 'run.entry' has 'module.Orders': expected 'python_module:ClassName'",
         ),
         (('name = "notifications"', 'name = "inventory"'), "dependencies list inventory more than once"),
+        # a module's certificate says "module:<name>" and X.509 allows 64 characters there
+        (('name = "orders"', f'name = "{"o" * 58}"'), "field 'name' has 'oooo"),
+        (('name = "orders"', f'name = "{"o" * 58}"'), "should have at most 57 characters"),
     ],
 )
 def test_each_mistake_gives_one_line_naming_file_and_field(tmp_path, change, expected):

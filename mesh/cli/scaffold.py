@@ -18,10 +18,9 @@ from pathlib import Path
 
 from mesh.protocol.errors import excerpt
 from mesh.protocol.identity import module_identity
+from mesh.protocol.manifest import MAX_MODULE_NAME_CHARS
 
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # fullmatch: `$` passes "name\n"
-MAX_NAME_CHARS = 64 - len(module_identity("").common_name)
-"""A module's certificate names it `module:<name>`, and X.509 allows 64 characters there."""
 WIDTH = 100
 """The longest line the scaffold writes (ruff allows 120; the margin keeps edits within it)."""
 
@@ -36,10 +35,10 @@ def names(name: str) -> tuple[str, str]:
         raise ScaffoldError(
             f"{excerpt(name)} is not a kebab-case module name (lowercase letters, digits, single '-'), e.g. 'shipping'"
         )
-    if len(name) > MAX_NAME_CHARS:
+    if len(name) > MAX_MODULE_NAME_CHARS:
         raise ScaffoldError(
-            f"the module name {excerpt(name)} is too long: at most {MAX_NAME_CHARS} characters, as its certificate "
-            f"names it '{module_identity('').common_name}<name>' and X.509 allows 64 there"
+            f"the module name {excerpt(name)} is too long: at most {MAX_MODULE_NAME_CHARS} characters, as its "
+            f"certificate names it '{module_identity('').common_name}<name>' and X.509 allows 64 there"
         )
     package = name.replace("-", "_")
     if keyword.iskeyword(package):

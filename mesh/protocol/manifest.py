@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from mesh.protocol.errors import excerpt
+from mesh.protocol.identity import module_identity
 from mesh.v1 import module_pb2
 
 MANIFEST_FILE = "module.toml"
@@ -123,7 +124,9 @@ def _entry(value: str) -> str:
 
 
 # Names end up in NATS subjects, consumer names, bucket keys and certificates: short caps.
-KebabName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_kebab_name)]
+# A module's certificate names it "module:<name>" in its common name, which X.509 caps at 64.
+MAX_MODULE_NAME_CHARS = 64 - len(module_identity("").common_name)
+KebabName = Annotated[str, StringConstraints(max_length=MAX_MODULE_NAME_CHARS), AfterValidator(_kebab_name)]
 SemVer = Annotated[str, StringConstraints(max_length=128), AfterValidator(_semver)]
 VersionRange = Annotated[str, StringConstraints(max_length=256), AfterValidator(_version_range)]
 EventType = Annotated[str, StringConstraints(max_length=MAX_EVENT_TYPE_CHARS), AfterValidator(validate_event_type)]
