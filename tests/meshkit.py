@@ -377,6 +377,28 @@ class RunningMesh:
         self._reader.join(timeout=5)
 
 
+@contextmanager
+def up_in_own_group(mesh: MeshDir, errors: Path, *args: str) -> Iterator[RunningMesh]:
+    """`mesh up` in a process group of its own (as a shell runs a foreground job, whose Ctrl-C
+    goes to that whole group), its stderr
+    kept apart in `errors`; everything it started is killed at the end, also on failure."""
+    with open(errors, "w") as stderr:
+        process = subprocess.Popen(
+            mesh.mesh_command(*mesh.up_args(), *args),
+            cwd=mesh.root,
+            env=mesh.environment(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+    running = RunningMesh(mesh, process)
+    try:
+        yield running
+    finally:
+        running.kill_everything()
+
+
 def gone(pids: set[int]) -> bool:
     """Whether every process in `pids` has ended (zombies awaiting a reaper count as ended)."""
     deadline = time.monotonic() + WAIT_SECONDS

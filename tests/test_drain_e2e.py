@@ -10,7 +10,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import PROJECT
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from meshkit import MeshDir, RunningMesh, gone
+from meshkit import MeshDir, gone, up_in_own_group
 from processes import WAIT_SECONDS, ModuleProcess, settings
 from sdk import State
 
@@ -201,26 +200,12 @@ def test_ctrl_c_on_mesh_up_stops_in_order_without_noise(tmp_path):
     mesh.module("app", depends=["base"], subscribes=["greeting.sent"], cls="Listener")
     mesh.module("solo")
     errors = tmp_path / "stderr.log"
-    with open(errors, "w") as stderr:
-        # A terminal's Ctrl-C goes to its whole foreground process group: this one.
-        process = subprocess.Popen(
-            mesh.mesh_command(*mesh.up_args()),
-            cwd=tmp_path,
-            env=mesh.environment(),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-        )
-    running = RunningMesh(mesh, process)
-    try:
+    with up_in_own_group(mesh, errors) as running:
         modules = running.wait_until_up()
         assert {State(m.state) for m in modules.values()} == {State.RUNNING}
         pids = running.module_pids()
-        os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=WAIT_SECONDS) == 0, errors.read_text()
-    finally:
-        running.kill_everything()
+        os.killpg(running.process.pid, signal.SIGINT)
+        assert running.process.wait(timeout=WAIT_SECONDS) == 0, errors.read_text()
     assert gone(pids), "module processes outlived mesh up"
     noise = [
         line for line in errors.read_text().splitlines() if "Traceback" in line or "ERROR" in line or "WARNING" in line

@@ -10,39 +10,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
-from meshkit import WAIT_SECONDS, MeshDir, RunningMesh, gone
+from meshkit import WAIT_SECONDS, MeshDir, RunningMesh, gone, up_in_own_group
 from sdk import State
 
 SUMMARY = r"mesh stopped: (?P<modules>\d+) modules? in \d+\.\d s"
-
-
-@contextmanager
-def own_group(mesh: MeshDir, errors: Path, *args: str) -> Iterator[RunningMesh]:
-    """`mesh up` in a process group of its own (as a shell runs a foreground job), its stderr
-    kept apart in `errors`; everything it started is killed at the end, also on failure."""
-    with open(errors, "w") as stderr:
-        process = subprocess.Popen(
-            mesh.mesh_command(*mesh.up_args(), *args),
-            cwd=mesh.root,
-            env=mesh.environment(),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-        )
-    running = RunningMesh(mesh, process)
-    try:
-        yield running
-    finally:
-        running.kill_everything()
 
 
 def everything_it_runs(running: RunningMesh) -> set[int]:
@@ -71,7 +47,7 @@ def test_a_signal_to_the_group_stops_the_mesh_in_order_with_one_line(tmp_path, s
     mesh.module("app", depends=["base"], subscribes=["greeting.sent"], cls="Listener")
     mesh.module("solo")
     errors = tmp_path / "stderr.log"
-    with own_group(mesh, errors) as running:
+    with up_in_own_group(mesh, errors) as running:
         pids = everything_it_runs(running)
         os.killpg(running.process.pid, signum)
         code = running.process.wait(timeout=WAIT_SECONDS)
@@ -99,7 +75,7 @@ def test_a_second_signal_kills_what_is_still_stopping_and_exits_130(tmp_path):
     )
     mesh.write_config("stop_grace_seconds = 3600\n")
     errors = tmp_path / "stderr.log"
-    with own_group(mesh, errors) as running:
+    with up_in_own_group(mesh, errors) as running:
         pids = everything_it_runs(running)
         os.killpg(running.process.pid, signal.SIGINT)
         running.wait_for(lambda: "stuck: STOPPING" in running.text, "the stuck module to be stopping")
