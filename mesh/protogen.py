@@ -71,7 +71,7 @@ def generate_tree(source_dir: Path, target: Path, include_paths: Iterable[Path] 
     Returns:
         The files written (absolute), `__init__.py` files of the generated packages included.
     """
-    # A dev dependency, so imported only here; it ships no type information.
+    # Imported only here: slow to import, and only `make proto` and `mesh new` need it.
     from grpc_tools import protoc  # type: ignore[import-untyped]
 
     protos = find_protos(source_dir) if source_dir.is_dir() else []

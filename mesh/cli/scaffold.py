@@ -299,7 +299,7 @@ def create(modules_dir: Path, name: str, description: str) -> Path:
         generate_tree(modules_dir, modules_dir, [contracts])
     except ModuleNotFoundError as error:
         raise ScaffoldError(
-            f"the module was written to {folder}, but its code could not be generated ({error}); install the dev "
-            "extras (make test does) and run make proto"
+            f"the module was written to {folder}, but its code could not be generated ({error}): the "
+            "install is incomplete; run make run (or make test) to reinstall, then make proto"
         ) from None
     return folder
