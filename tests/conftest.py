@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 # The `spawn` fixture (module processes driven by a test) lives in tests/processes.py.
 pytest_plugins = ["processes"]
+
+# A suite started in the background (`make test &`, some CI runners) inherits SIGINT ignored,
+# and so would every process it starts: the tests that press Ctrl-C on a command would then
+# test nothing. A handler (unlike "ignored") is reset to the default in a child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

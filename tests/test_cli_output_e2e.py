@@ -219,9 +219,6 @@ def test_logs_without_a_name_prefix_every_module_and_follow_ends_cleanly_on_ctrl
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A suite started in the background (`cmd &`) inherits SIGINT ignored, and so would the
-        # follower: Ctrl-C must reach it as it does in a terminal.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
 

@@ -1,5 +1,6 @@
 """`mesh new`: the scaffolded module passes its own test and comes up in a mesh unchanged; in a
-copy of the project, `mesh new shipping` keeps `make test`'s affected tests green (the module's
+copy of the project, `mesh new parcelcheck` (a name no example module has, so that the tests
+hold after a user's own `mesh new shipping` too) keeps `make test`'s affected tests green (the module's
 own, the compose shape, the contracts), and so does the edit its comments describe (`orders` as
 a dependency, an `order.created` handler fed by `harness.publish`). Every line it writes fits
 in 100 columns and passes ruff, before and after that edit; a bad name gets one line, exit 2."""
@@ -64,7 +65,7 @@ def test_a_new_module_comes_up_in_a_mesh_unchanged(tmp_path):
         (["class"], "'class' is a Python keyword"),
         (["json"], "would shadow Python's standard module 'json'"),
         (["sdk"], "would shadow the package 'sdk' at "),
-        (["shipping", "--description", "two\nlines"], "holds a line break or control character; give one line"),
+        (["parcelcheck", "--description", "two\nlines"], "holds a line break or control character; give one line"),
     ],
 )
 def test_a_bad_name_or_description_gets_one_line_and_exit_2(tmp_path, arguments, says):
@@ -76,7 +77,7 @@ def test_a_bad_name_or_description_gets_one_line_and_exit_2(tmp_path, arguments,
     assert list(mesh.modules.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["shipping", "a", "zulu", LONGEST_NAME])
+@pytest.mark.parametrize("name", ["parcelcheck", "a", "zulu", LONGEST_NAME])
 def test_what_it_writes_fits_100_columns_and_passes_ruff_before_and_after_the_edit(tmp_path, name):
     """In a miniature of the project (its ruff settings, its compose file, the SDK and the orders
     module the edit imports), since ruff sorts imports by what is first-party there."""
@@ -116,28 +117,28 @@ def assert_ruff_passes(folder: Path, project: Path) -> None:
 
 def test_mesh_new_keeps_the_project_green_and_so_does_the_edit_its_comments_describe(tmp_path):
     copy = copy_of_the_project(tmp_path / "project")
-    created = run(["-m", "mesh.cli", "new", "shipping"], copy)
+    created = run(["-m", "mesh.cli", "new", "parcelcheck"], copy)
     assert created.returncode == 0, created.stderr
-    assert "added the service 'shipping' and its secret 'shipping-tls'" in created.stdout
+    assert "added the service 'parcelcheck' and its secret 'parcelcheck-tls'" in created.stdout
 
-    affected = ["modules/shipping", "tests/test_compose.py", "tests/test_contracts.py"]
+    affected = ["modules/parcelcheck", "tests/test_compose.py", "tests/test_contracts.py"]
     tested = run(["-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", *affected], copy)
     assert tested.returncode == 0, tested.stdout[-5000:] + tested.stderr[-2000:]
     assert "skipped" not in tested.stdout
-    for ran in ("test_shipping.py::test_pings", "test_compose.py::test_the_compose_shape_runs_as_plain_processes"):
+    for ran in ("test_parcelcheck.py::test_pings", "test_compose.py::test_the_compose_shape_runs_as_plain_processes"):
         assert ran in tested.stdout, tested.stdout
 
-    apply_the_edit_the_comments_describe(copy / "modules" / "shipping")
-    retested = run(["-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", "modules/shipping"], copy)
+    apply_the_edit_the_comments_describe(copy / "modules" / "parcelcheck")
+    retested = run(["-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", "modules/parcelcheck"], copy)
     assert retested.returncode == 0, retested.stdout[-5000:] + retested.stderr[-2000:]
-    assert "test_shipping.py::test_handles_a_new_order" in retested.stdout and "2 passed" in retested.stdout
+    assert "test_parcelcheck.py::test_handles_a_new_order" in retested.stdout and "2 passed" in retested.stdout
 
     # A module whose service is missing: the compose test names it and what to add.
     shutil.copy(PROJECT / "docker-compose.yml", copy / "docker-compose.yml")
     lacking = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_compose.py", "-k", "every_module"], copy)
     assert lacking.returncode == 1
-    assert "docker-compose.yml has no service for module(s) shipping; add, under services:" in lacking.stdout
-    assert "MESH_MODULE: shipping" in lacking.stdout and "shipping-tls:" in lacking.stdout
+    assert "docker-compose.yml has no service for module(s) parcelcheck; add, under services:" in lacking.stdout
+    assert "MESH_MODULE: parcelcheck" in lacking.stdout and "parcelcheck-tls:" in lacking.stdout
 
 
 def copy_of_the_project(copy: Path) -> Path:
@@ -200,32 +201,32 @@ def uncomment(path: Path, block: str) -> None:
 
 def test_a_service_is_added_to_the_compose_file_as_text_in_the_examples_shape():
     text = (PROJECT / "docker-compose.yml").read_text()
-    added = with_service(text, "shipping")
+    added = with_service(text, "parcelcheck")
     assert added.startswith(text.split("\nservices:\n")[0])  # the header and anchors as they were
     compose = yaml.safe_load(added)
-    greeter, shipping = compose["services"]["greeter"], compose["services"]["shipping"]
-    assert shipping["environment"]["MESH_MODULE"] == "shipping"
-    assert {key: value for key, value in shipping.items() if key not in ("environment", "secrets")} == {
+    greeter, parcelcheck = compose["services"]["greeter"], compose["services"]["parcelcheck"]
+    assert parcelcheck["environment"]["MESH_MODULE"] == "parcelcheck"
+    assert {key: value for key, value in parcelcheck.items() if key not in ("environment", "secrets")} == {
         key: value for key, value in greeter.items() if key not in ("environment", "secrets")
     }
-    assert shipping["secrets"] == [{"source": "shipping-tls", "target": "/run/secrets/mesh-tls"}]
-    assert compose["secrets"]["shipping-tls"] == {"file": "./secrets/shipping"}
+    assert parcelcheck["secrets"] == [{"source": "parcelcheck-tls", "target": "/run/secrets/mesh-tls"}]
+    assert compose["secrets"]["parcelcheck-tls"] == {"file": "./secrets/parcelcheck"}
     assert list(compose) == list(MODULE_COMPOSE)  # nothing moved, volumes still last
 
-    with pytest.raises(ServiceExists, match="it has 'shipping' already"):
-        with_service(added, "shipping")
+    with pytest.raises(ServiceExists, match="it has 'parcelcheck' already"):
+        with_service(added, "parcelcheck")
     quoted = yaml.safe_load(with_service(text, "on"))  # YAML 1.1 reads a bare `on` as true
     assert quoted["services"]["on"]["environment"]["MESH_MODULE"] == "on"
     with pytest.raises(ComposeShapeError, match="no &module or &module-env anchor"):
-        with_service("services:\n  web:\n    image: nginx\n", "shipping")
+        with_service("services:\n  web:\n    image: nginx\n", "parcelcheck")
 
 
 def test_a_compose_file_of_another_shape_is_left_alone_with_what_to_add(tmp_path):
     mesh = MeshDir(tmp_path)
     compose = tmp_path / "docker-compose.yml"
     compose.write_text("services:\n  web:\n    image: nginx\n")
-    created = mesh.run_cli("new", "shipping", "--modules", str(mesh.modules))
+    created = mesh.run_cli("new", "parcelcheck", "--modules", str(mesh.modules))
     assert created.returncode == 0, created.stderr
     assert compose.read_text() == "services:\n  web:\n    image: nginx\n"
     assert f"{compose} was left as it is: it has no &module or &module-env anchor" in created.stdout
-    assert service_block("shipping") in created.stdout
+    assert service_block("parcelcheck") in created.stdout

@@ -7,7 +7,6 @@ and by the coordinator when no NATS_URL is given.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import shutil
@@ -166,6 +165,7 @@ class EmbeddedNats:
         data_dir = self._data_dir or scratch / "jetstream"
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [
+            *(_terminated_with_parent() if self._die_with_parent else []),
             str(nats_server_binary()),
             "-a",
             self._host,
@@ -186,7 +186,6 @@ class EmbeddedNats:
                 stderr=output,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent if self._die_with_parent else None,
             )
         finally:
             if not isinstance(output, int):
@@ -267,6 +266,14 @@ class EmbeddedNats:
         await asyncio.to_thread(self.stop)
 
 
-def _terminate_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGTERM it when its parent dies (Linux)."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+def _terminated_with_parent() -> list[str]:
+    """The command prefix that has Linux SIGTERM the server when its parent dies: util-linux's
+    `setpriv --pdeathsig`, which sets it and then execs the server (same pid).
+
+    Not a `preexec_fn`: that runs Python in a forked copy of a process whose gRPC threads may
+    hold locks, and gRPC's fork handlers can abort the child before it execs (seen as a
+    server that "exits" with SIGABRT at once). Without setpriv (not Linux, a minimal image)
+    the server is still stopped by its owner; only a SIGKILLed owner would leave it running.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
