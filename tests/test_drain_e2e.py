@@ -1,14 +1,11 @@
 """Drain, with real module processes and real gRPC: a Stop (the Lifecycle call, or a signal)
 and a Reload that re-initializes let the calls in flight finish and refuse new ones with
 UNAVAILABLE while health says NOT_SERVING; a Reload that only moves a dependency re-runs no
-hook and switches the stubs already handed out; Ctrl-C on `mesh up` stops the mesh in order
-and quietly."""
+hook and switches the stubs already handed out. (Ctrl-C on `mesh up`: tests/test_interrupt_e2e.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import PROJECT
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from meshkit import MeshDir, gone, up_in_own_group
 from processes import WAIT_SECONDS, ModuleProcess, settings
 from sdk import State
 
@@ -192,28 +188,3 @@ def test_a_reload_that_moves_a_dependency_keeps_the_module_and_follows_it(spawn,
 
     asyncio.run(scenario())
     assert not (tmp_path / "state-2" / "stopped").exists(), "the reload ran the stop hook"
-
-
-def test_ctrl_c_on_mesh_up_stops_in_order_without_noise(tmp_path):
-    mesh = MeshDir(tmp_path)
-    mesh.module("base", publishes=["greeting.sent"])
-    mesh.module("app", depends=["base"], subscribes=["greeting.sent"], cls="Listener")
-    mesh.module("solo")
-    errors = tmp_path / "stderr.log"
-    with up_in_own_group(mesh, errors) as running:
-        modules = running.wait_until_up()
-        assert {State(m.state) for m in modules.values()} == {State.RUNNING}
-        pids = running.module_pids()
-        os.killpg(running.process.pid, signal.SIGINT)
-        assert running.process.wait(timeout=WAIT_SECONDS) == 0, errors.read_text()
-    assert gone(pids), "module processes outlived mesh up"
-    noise = [
-        line for line in errors.read_text().splitlines() if "Traceback" in line or "ERROR" in line or "WARNING" in line
-    ]
-    assert noise == [], errors.read_text()
-    assert re.fullmatch(r"mesh stopped: 3 modules in \d+\.\d s\n", errors.read_text()), errors.read_text()
-    stops = [name for event, name in mesh.records() if event == "stop"]
-    assert sorted(stops) == ["app", "base", "solo"]
-    assert stops.index("app") < stops.index("base")
-    for log in (mesh.state / "logs").glob("*.log"):
-        assert "Traceback" not in log.read_text(), f"{log.name}:\n{log.read_text()}"
