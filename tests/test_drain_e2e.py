@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -21,19 +19,13 @@ from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from processes import WAIT_SECONDS, ModuleProcess, settings
 from sdk import State
+from sdk.testing import eventually
 
 pytestmark = pytest.mark.e2e
 
 RELAY = PROJECT / "tests" / "fixtures" / "modules" / "relay"
 GREETER = PROJECT / "modules" / "greeter"
 UNUSED_ADDRESS = "127.0.0.1:9"
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def exists(path: Path) -> bool:
