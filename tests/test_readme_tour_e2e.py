@@ -74,7 +74,11 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     with mesh.up("--modules", str(PROJECT / "modules")) as running:
         running.wait_until_up()
         env = mesh.environment(MESH_COORDINATOR=running.address, MESH_STATE_DIR=str(mesh.state))
-        yield Tour(mesh, running, env)
+        tour = Tour(mesh, running, env)
+        # The tour begins with `mesh status` and `mesh health`, which exit 1 for a mesh that is
+        # not yet whole (a module's NATS connection still coming up): a reader starts once it is.
+        running.wait_for(lambda: tour.mesh_cli("health").returncode == 0, "the mesh to report healthy")
+        yield tour
 
 
 def tour_blocks() -> list[str]:
