@@ -40,6 +40,9 @@ function inboxPrefix(module) {
   return `_INBOX.${module}`;
 }
 
+// One try at connecting, as the Python SDK's connect_timeout.
+const CONNECT_TIMEOUT_MS = 5000;
+
 // The nats.js connect() options for a mesh.v1.NatsSettings.
 function connectOptions(module, nats) {
   const options = {
@@ -47,6 +50,7 @@ function connectOptions(module, nats) {
     name: `mesh-module-${module}`,
     maxReconnectAttempts: -1,
     inboxPrefix: inboxPrefix(module),
+    timeout: CONNECT_TIMEOUT_MS,
   };
   if (nats.token) options.token = nats.token;
   if (nats.user) Object.assign(options, { user: nats.user, pass: nats.password || "" });
@@ -56,17 +60,34 @@ function connectOptions(module, nats) {
   return options;
 }
 
-async function connectNats(module, nats) {
+// How long the first connection is tried again before Initialize fails, and the pause between
+// two tries. The embedded nats-server drops a connection still in its handshake when it
+// reloads its users ("Authorization Violation" or a timeout), as it does for each module the
+// coordinator admits while others start; nats.js retries only after a first success (its
+// waitOnFirstConnect would retry forever, also a wrong address), so the first one is retried
+// here, for a bounded time, as nats-py does for the Python SDK.
+const FIRST_CONNECT_WITHIN_MS = 20000;
+const FIRST_CONNECT_PAUSE_MS = 200;
+
+async function connectNats(module, nats, { withinMs = FIRST_CONNECT_WITHIN_MS } = {}) {
   if (!(nats.servers || []).length) throw new Error(`the ${module} module needs NATS servers at Initialize`);
-  try {
-    return await connect(connectOptions(module, nats));
-  } catch (error) {
-    throw new MeshError(
-      "MODULE_UNAVAILABLE",
-      `module ${module} cannot reach NATS at ${nats.servers.join(", ")}: ${error.message}; ` +
-        "check the NATS settings passed to Initialize",
-      { module },
-    );
+  const deadline = Date.now() + withinMs;
+  let tries = 0;
+  for (;;) {
+    tries += 1;
+    try {
+      return await connect(connectOptions(module, nats));
+    } catch (error) {
+      if (Date.now() + FIRST_CONNECT_PAUSE_MS >= deadline) {
+        throw new MeshError(
+          "MODULE_UNAVAILABLE",
+          `module ${module} cannot reach NATS at ${nats.servers.join(", ")}: ${error.message} ` +
+            `(${tries} tries in ${Math.round(withinMs / 1000)} s); check the NATS settings passed to Initialize`,
+          { module },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, FIRST_CONNECT_PAUSE_MS));
+    }
   }
 }
 

@@ -5,7 +5,9 @@ const assert = require("node:assert");
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
-const { ConsumerSettings, connectOptions } = require("../events");
+const net = require("node:net");
+const { ConsumerSettings, connectNats, connectOptions } = require("../events");
+const { MeshError } = require("../errors");
 
 test("NATS: the identity Initialize gives, and replies in the module's own inbox", () => {
   const anonymous = connectOptions("audit", { servers: ["nats://127.0.0.1:4222"] });
@@ -34,4 +36,51 @@ test("the consumer as Describe reports it, and the subjects it reads", () => {
     max_ack_pending: 16,
   });
   assert.deepStrictEqual(consumer.filters, ["mesh.evt.*.order.created", "mesh.evt.>", "mesh.replay.audit--record"]);
+});
+
+// A NATS server that answers the handshake of each connection with `answers[n]` (the last one
+// for all later connections): "kick" as nats-server does to a connection in its handshake
+// while it reloads its users, "welcome" as a server that takes it.
+async function handshakeServer(answers) {
+  const server = net.createServer((socket) => {
+    const answer = answers[Math.min(server.connections, answers.length - 1)];
+    server.connections += 1;
+    socket.write(`INFO {"server_id":"fake","version":"2.15.1","max_payload":1048576,"headers":true}\r\n`);
+    socket.on("data", (data) => {
+      if (!data.toString().includes("PING")) return;
+      if (answer === "kick") socket.end("-ERR 'Authorization Violation'\r\n");
+      else socket.write("PONG\r\n");
+    });
+    socket.on("error", () => undefined);
+  });
+  server.connections = 0;
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return server;
+}
+
+test("NATS: a first connection dropped in its handshake is tried again, as a reload of users does", async () => {
+  const server = await handshakeServer(["kick", "kick", "welcome"]);
+  try {
+    const nc = await connectNats("audit", { servers: [`127.0.0.1:${server.address().port}`], user: "audit", password: "p" });
+    assert.strictEqual(server.connections, 3);
+    await nc.close();
+  } finally {
+    server.close();
+  }
+});
+
+test("NATS: a server that never takes the connection fails Initialize in bounded time, saying why", async () => {
+  const server = await handshakeServer(["kick"]);
+  const servers = [`127.0.0.1:${server.address().port}`];
+  try {
+    await assert.rejects(connectNats("audit", { servers, user: "audit", password: "p" }, { withinMs: 1000 }), (error) => {
+      assert.ok(error instanceof MeshError);
+      assert.strictEqual(error.reason, "MODULE_UNAVAILABLE");
+      assert.match(error.message, /cannot reach NATS at 127\.0\.0\.1:\d+: .*Authorization Violation.* \(\d+ tries in 1 s\); check the NATS settings/);
+      return true;
+    });
+    assert.ok(server.connections >= 2, `tried ${server.connections} times`);
+  } finally {
+    server.close();
+  }
 });
