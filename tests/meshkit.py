@@ -310,10 +310,19 @@ class RunningMesh:
                 self._seen_pids.add(module.pid)
         return {module.name: module for module in reply.modules}
 
-    def wait_until_up(self) -> dict[str, coordinator_pb2.ModuleStatus]:
-        """Until `mesh up` reports the mesh up; returns the modules."""
+    def wait_until_up(self, *, failures_expected: bool = False) -> dict[str, coordinator_pb2.ModuleStatus]:
+        """Until `mesh up` reports the mesh up; returns the modules.
+
+        A module that failed to start fails the test here, with `mesh up`'s report of it,
+        unless the test expects failures: otherwise the test would only time out later,
+        waiting for a module that is not there.
+        """
         self.wait_for(lambda: "mesh is up" in self.text, "mesh up to report the mesh up")
-        return self.modules()
+        modules = self.modules()
+        failed = sorted(name for name, module in modules.items() if module.state == State.FAILED.value)
+        if failed and not failures_expected:
+            raise AssertionError(f"module(s) {', '.join(failed)} failed to start:\n{self.text}")
+        return modules
 
     def wait_for(self, condition: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + WAIT_SECONDS

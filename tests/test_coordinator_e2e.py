@@ -205,7 +205,7 @@ def test_a_non_critical_failure_is_reported_and_the_rest_runs(tmp_path):
     mesh.module("leaf", depends=["base"], config={"fail_in": "start"})
     mesh.module("other", depends=["base"])
     with mesh.up() as running:
-        modules = running.wait_until_up()
+        modules = running.wait_until_up(failures_expected=True)
         assert State(modules["leaf"].state) is State.FAILED
         assert "leaf was told to fail in start" in modules["leaf"].error.message
         assert modules["leaf"].error.phase == "start"

@@ -73,7 +73,7 @@ def not_semver(value: str) -> bool:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     mesh = MeshDir(tmp_path_factory.mktemp("fuzz"))
     mesh.module("base")
-    mesh.module("billing", cls="Billing", depends=["base"])
+    mesh.module("billing", cls="Billing", depends=["base"], subscribes=["greeting.sent"])
     with mesh.up() as up:
         up.wait_until_up()
         yield up

@@ -45,7 +45,7 @@ def test_each_run_reports_only_its_own_failures_once_with_file_line_and_the_logs
         (broken / "module.py").write_text(BROKEN.format(package=package))
         (failing / "module.py").write_text(FAILING.format(message=message))
         with mesh.up() as running:
-            modules = running.wait_until_up()
+            modules = running.wait_until_up(failures_expected=True)
             assert State(modules["base"].state) is State.RUNNING
             assert State(modules["broken"].state) is State.FAILED
             assert State(modules["failing"].state) is State.FAILED
