@@ -105,6 +105,7 @@ class ModuleMetricsRecorder:
         self.module_name = module_name
         self._control_services = control_services
         self.methods: dict[str, MethodStats] = {}
+        self._call_attributes: dict[tuple[str, str], dict[str, str]] = {}
         self.events: dict[str, dict[str, int]] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
         self._counters: dict[str, Counter] = {}
@@ -122,11 +123,17 @@ class ModuleMetricsRecorder:
         )
 
     def record_call(self, method: str, milliseconds: float, ok: bool, code: str = "OK") -> None:
-        service, _, name = method.lstrip("/").partition("/")
-        self._rpc_duration.record(
-            milliseconds,
-            {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name, "rpc.grpc.status_code": code},
-        )
+        attributes = self._call_attributes.get((method, code))
+        if attributes is None:  # once per method and status code: this runs on every call
+            service, _, name = method.lstrip("/").partition("/")
+            attributes = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": name,
+                "rpc.grpc.status_code": code,
+            }
+            self._call_attributes[(method, code)] = attributes
+        self._rpc_duration.record(milliseconds, attributes)
         stats = self.methods.get(method)
         if stats is None:
             stats = self.methods[method] = MethodStats()

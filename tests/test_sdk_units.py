@@ -281,9 +281,12 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
 
     seen: list[str] = []
 
-    def gate(method, context):
-        seen.append(method)
-        return MeshError("ACCESS_DENIED", f"nobody may call {method}")
+    def gate(method):
+        def check(context):
+            seen.append(method)
+            return MeshError("ACCESS_DENIED", f"nobody may call {method}")
+
+        return check
 
     async def call_both() -> None:
         server = grpc.aio.server()

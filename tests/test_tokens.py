@@ -120,6 +120,43 @@ def test_a_module_reads_its_keys_again_when_the_file_changes(tmp_path, signing_k
     assert verifier.verify(token).tenant == "acme"
 
 
+def test_whose_word_a_calls_tenant_is(tmp_path, signing_key):
+    """A token that proves the tenant it claims is enough whoever calls (the certificate is
+    not read then); a tenant claimed without one is taken from mesh processes only; an
+    operator's token of another tenant is refused, a module forwarding it is trusted."""
+    from mesh.protocol.identity import Identity
+    from sdk.runtime._server import proven_tenant
+
+    (tmp_path / VERIFICATION_KEYS_FILE).write_bytes(signing_key.public_pem)
+    verifier = TokenVerifier(tmp_path / VERIFICATION_KEYS_FILE)
+    bearer = f"Bearer {issue(signing_key, 'acme')}"
+    asked: list[str] = []
+
+    def caller(name: str):
+        def identity():
+            asked.append(name)
+            return Identity.parse(name)
+
+        return identity
+
+    operator, module = caller(OPERATOR), caller("module:orders")
+    proven = proven_tenant({"x-tenant-id": "acme", "authorization": bearer}, operator, verifier)
+    assert (proven.tenant, asked) == ("acme", [])
+    assert proven_tenant({"authorization": bearer}, operator, verifier).tenant == "acme"
+    assert proven_tenant({"x-tenant-id": "globex"}, module, verifier).tenant == "globex"
+    assert proven_tenant({"x-tenant-id": "globex", "authorization": bearer}, module, verifier).tenant == "globex"
+    assert proven_tenant({}, operator, verifier).tenant == ""
+    for metadata, says in (
+        ({"x-tenant-id": "globex"}, "may not just claim tenant globex"),
+        ({"x-tenant-id": "globex", "authorization": bearer}, "the bearer token is for tenant acme"),
+        ({"x-tenant-id": "acme", "authorization": "Bearer not-a-token"}, "malformed"),
+    ):
+        with pytest.raises(MeshError) as refused:
+            proven_tenant(metadata, operator, verifier)
+        assert refused.value.reason == "UNAUTHENTICATED" and says in refused.value.message
+    assert proven_tenant({"x-tenant-id": "globex"}, lambda: None, None).tenant == "globex"  # plaintext
+
+
 def test_tenant_metadata_forwards_the_served_calls_authorization():
     from sdk._tenancy import CallTenant, current_call  # the server gate's side, set here by hand
 

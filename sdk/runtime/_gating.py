@@ -20,13 +20,13 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from mesh.protocol.errors import MeshError
-from mesh.protocol.guarded_handlers import Context, Observer, guarded_handler
+from mesh.protocol.guarded_handlers import Check, Context, Observer, guarded_handler
 from sdk._metrics import ModuleMetricsRecorder
 
-Gate = Callable[[str, Context], MeshError | None]
-"""Given a full method name and the call's context (its metadata, the caller's certificate),
-the error that refuses the call, or None."""
+GateFor = Callable[[str], Check]
+"""Given a full method name, the check of its calls: given a call's context (its metadata,
+the caller's certificate), the error that refuses it, or None. Asked once per method, as its
+handler is wrapped, so that what depends only on the method is not worked out on every call."""
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
 
 
@@ -82,7 +82,7 @@ class GatedServer:
     Args:
         server: The grpc.aio server the handlers go to.
         recorder: Where every call is timed and counted.
-        gate: The check in front of every call.
+        gate: The check of each method's calls (asked once per method).
         in_flight: Counts the running calls of the services in `counted_services` (None:
             nothing is counted).
         counted_services: The module's own services (full names).
@@ -92,7 +92,7 @@ class GatedServer:
         self,
         server: grpc.aio.Server,
         recorder: ModuleMetricsRecorder,
-        gate: Gate,
+        gate: GateFor,
         *,
         in_flight: InFlightCalls | None = None,
         counted_services: frozenset[str] = frozenset(),
@@ -118,11 +118,10 @@ class GatedServer:
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        gate = self._gate
         observe = _call_metrics(method, self._recorder)
         if self._in_flight is not None and method.lstrip("/").partition("/")[0] in self._counted_services:
             observe = _counted(observe, self._in_flight)
-        wrapped = guarded_handler(handler, lambda context: gate(method, context), observe=observe)
+        wrapped = guarded_handler(handler, self._gate(method), observe=observe)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
