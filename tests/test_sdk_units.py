@@ -270,8 +270,9 @@ async def test_an_unreadable_or_foreign_tenant_event_is_not_handled():
 
 
 def test_every_handler_registered_through_the_gated_server_is_gated_by_either_path():
-    """Registered methods (which grpc.aio prefers) and generic handlers both come out gated,
-    and the server offers no other way to register, so nothing is served past the gate."""
+    """Registered methods (what generated code registers) and generic handlers (what anything
+    else may register) both come out gated, and the server offers no other way to register,
+    so nothing is served past the gate."""
     import asyncio
 
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -295,6 +296,12 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection_pb2_grpc.ServerReflectionServicer(), gated
         )
+
+        async def echo(request: bytes, context: object) -> bytes:
+            return request
+
+        echo_handler = grpc.unary_unary_rpc_method_handler(echo)
+        gated.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("unit.v1.Echo", {"Say": echo_handler})])
         with pytest.raises(AttributeError):
             gated.add_insecure_port  # noqa: B018  # serving goes through the real server, never this view
         port = server.add_insecure_port("127.0.0.1:0")
@@ -307,8 +314,15 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
                 # opened and never written to, so the refusal cannot race a request being sent
                 stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
                 assert await stream.code() == grpc.StatusCode.PERMISSION_DENIED
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await channel.unary_unary("/unit.v1.Echo/Say")(b"hello")
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         finally:
             await server.stop(None)
 
     asyncio.run(call_both())
-    assert seen == ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]
+    assert seen == [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/unit.v1.Echo/Say",
+    ]
