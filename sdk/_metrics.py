@@ -107,6 +107,7 @@ class ModuleMetricsRecorder:
         self.methods: dict[str, MethodStats] = {}
         self._call_attributes: dict[tuple[str, str], dict[str, str]] = {}
         self.events: dict[str, dict[str, int]] = {}
+        self._event_attributes: dict[str, dict[str, str]] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
         self._counters: dict[str, Counter] = {}
         self.active_workers: Callable[[], int] = lambda: 0
@@ -147,9 +148,12 @@ class ModuleMetricsRecorder:
         """Count an event outcome, one of EVENT_COUNT_FIELDS (the events feature calls this)."""
         if outcome not in EVENT_COUNT_FIELDS:
             raise ValueError(f"unknown event outcome {outcome!r}; expected one of {EVENT_COUNT_FIELDS}")
-        counts = self.events.setdefault(event_type, dict.fromkeys(EVENT_COUNT_FIELDS, 0))
+        counts = self.events.get(event_type)
+        if counts is None:  # once per event type: this runs on every event, twice
+            counts = self.events[event_type] = dict.fromkeys(EVENT_COUNT_FIELDS, 0)
+            self._event_attributes[event_type] = {"mesh.event.type": event_type, "mesh.module": self.module_name}
         counts[outcome] += amount
-        self._event_counters[outcome].add(amount, {"mesh.event.type": event_type, "mesh.module": self.module_name})
+        self._event_counters[outcome].add(amount, self._event_attributes[event_type])
 
     def record_lifecycle(self, phase: str, seconds: float) -> None:
         """How long a lifecycle phase (initialize, start, stop, reload) took."""

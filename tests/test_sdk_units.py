@@ -13,14 +13,15 @@ from mesh.protocol.cloudevents import CloudEvent, to_nats
 from mesh.protocol.names import event_subject, matches, pattern_subject
 from mesh.protocol.states import Call, State, Verdict, illegal_message, verdict
 from mesh.protocol.streams import StreamSettings, ensure_streams
-from mesh.protocol.telemetry import exporters
+from mesh.protocol.telemetry import exporters, tracing
 from mesh.v1 import event_pb2
 from sdk import Drop, Durable, Ephemeral, Event, MeshError, Module, Retry, handler_bindings, on
 from sdk._metrics import LatencyHistogram, ModuleMetricsRecorder
 from sdk._module import served_services
-from sdk.events._delivery import Dispatcher
+from sdk.events._delivery import ACK, Dispatcher
 from sdk.events._delivery import Verdict as Delivered
 from sdk.events._payloads import codec_for
+from sdk.events._tracing import EventTracing
 from sdk.testing import EmbeddedNats
 
 
@@ -326,3 +327,31 @@ def test_every_handler_registered_through_the_gated_server_is_gated_by_either_pa
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/unit.v1.Echo/Say",
     ]
+
+
+async def test_an_untraced_module_passes_on_the_trace_context_of_the_event_it_handles():
+    """Without an exporter no span is built, yet an event published while handling one
+    carries the handled event's trace on, and one published outside any carries none."""
+    assert not tracing(), "this test needs a process that does not trace"
+    events = EventTracing("relay")
+    sent: list[dict[str, str]] = []
+
+    async def send(headers: dict[str, str]) -> None:
+        sent.append(dict(headers))
+
+    async def publish_follow_up() -> object:
+        await events.publish("order.audited", "mesh.evt._.order.audited", "2", {"ce-id": "2"}, send)
+        return ACK
+
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    handled = Msg(
+        _client=None,  # type: ignore[arg-type]  # never used to reply
+        subject="mesh.evt._.order.created",
+        data=b"{}",
+        headers={"ce-type": "order.created", "traceparent": f"00-{trace_id}-{parent}-01"},
+    )
+    assert await events.process(handled, "relay-audit", 1, publish_follow_up) is ACK
+    await events.publish("order.audited", "mesh.evt._.order.audited", "3", {"ce-id": "3"}, send)
+
+    assert sent[0]["traceparent"].split("-")[1] == trace_id
+    assert sent[1] == {"ce-id": "3"}

@@ -17,6 +17,7 @@ and the two sizes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 
 from mesh.protocol.errors import MeshError
 
@@ -78,7 +79,10 @@ def header_size(headers: Mapping[str, str] | None) -> int:
     """The bytes of `headers` encoded (`NATS/1.0`, `key: value` lines, the blank line)."""
     if not headers:
         return 0
-    return HEADER_OVERHEAD_BYTES + sum(len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items())
+    # One string of all keys and values, measured at once: this runs on every publish, and
+    # for ASCII (nearly every header) the length in characters is the length in bytes.
+    text = "".join(chain.from_iterable(headers.items()))
+    return HEADER_OVERHEAD_BYTES + (len(text) if text.isascii() else len(text.encode())) + 4 * len(headers)
 
 
 def message_size(body: bytes, headers: Mapping[str, str] | None) -> int:

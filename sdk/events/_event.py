@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -48,12 +47,20 @@ def current_event() -> Event[Any] | None:
     return _current_event.get()
 
 
-@contextmanager
-def handling(event: Event[Any]) -> Iterator[None]:
+class handling:  # lower case: used as a function, `with handling(event):`
     """Make `event` the current event while a handler runs, so that code it calls (a
-    publish of a follow-up event, a log line) can read the tenant without threading it through."""
-    token = _current_event.set(event)
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    publish of a follow-up event, a log line) can read the tenant without threading it through.
+
+    A class rather than a `contextlib.contextmanager` generator, which costs about three
+    times as much; this runs on every delivery."""
+
+    __slots__ = ("_event", "_token")
+
+    def __init__(self, event: Event[Any]) -> None:
+        self._event = event
+
+    def __enter__(self) -> None:
+        self._token = _current_event.set(self._event)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current_event.reset(self._token)
