@@ -15,7 +15,7 @@ help:
 	@echo "make test   - run the whole test suite"
 	@echo "make lint   - buf lint on the contracts, ruff, mypy and the import contracts on the code"
 	@echo "make proto  - regenerate mesh/v1 and the modules' code from the .proto files"
-	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
+	@echo "make bench  - run the benchmarks, compare with the recorded figures, record them in docs/benchmarks.md"
 	@echo "make faults - inject faults into the example mesh under load (figures for docs/reliability.md)"
 	@echo "make clean  - remove the venv, .mesh/ (all state, the CA too), node_modules and caches;"
 	@echo "              .venv/bin/mesh reset removes only a stopped mesh's state and keeps the venv and the CA"

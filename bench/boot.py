@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import figures
 from mesh.protocol.identity import module_identity
 from mesh.protocol.pki import CertificateAuthority
 
@@ -155,6 +156,7 @@ def main() -> None:
             build_mesh(root, size, init)
             measured = boot_seconds(root)
             sequential = size * (init + process_start)
+            figures.record(f"{size} modules / ideal boot time", measured / ideal, better="lower")
             print(
                 f"{size:>8}{measured:>12.2f}{ideal:>10.2f}{sequential:>14.2f}"
                 f"{measured / ideal:>10.2f}{measured / sequential:>15.2f}"

@@ -4,7 +4,9 @@ same in the same run, both delivery modes:
 * ephemeral: SDK `ctx.publish(durable=False)` -> `@sdk.on(..., delivery=sdk.Ephemeral())` handler,
   against raw `nc.publish` -> subscription callback (core NATS);
 * durable: SDK `ctx.publish()` (waits for the JetStream ack) -> durable handler (acked after
-  it returns), against raw `js.publish` -> pull consumer fetch + ack.
+  it returns), against raw `js.publish` -> pull consumer fetch + ack, once with each publish's
+  ack awaited (as the SDK does) and once with `js.publish_async` (acks awaited together at the
+  end: nats-py's fastest way to store messages).
 
 Publisher and handler share one process and one embedded nats-server; 20 publishing tasks.
 
@@ -28,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 import sdk
+from bench import figures
 from mesh.protocol.streams import ensure_streams
 from mesh.v1 import lifecycle_pb2
 from sdk.testing import EmbeddedNats, ModuleHarness
@@ -139,12 +142,19 @@ async def raw_core(url: str, count: int, headers: dict[str, str] | None = None) 
     return summary(count, elapsed, latencies)
 
 
-async def raw_durable(url: str, count: int, round_: int) -> tuple[float, float, float]:
+async def raw_durable(url: str, count: int, round_: int, *, asynchronous: bool = False) -> tuple[float, float, float]:
+    """JetStream publish -> pull consumer fetching 64 at a time and acking each.
+
+    Args:
+        asynchronous: Publish with `publish_async` (acks awaited together at the end, nats-py's
+            fastest way to store messages) instead of awaiting each publish's ack.
+    """
     client = await nats.connect(url)
     js = client.jetstream()
-    stream = f"RAW{round_}"
-    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"raw{round_}.stored"]))
-    subscription = await js.pull_subscribe(f"raw{round_}.stored", durable="raw", stream=stream)
+    name = f"raw{round_}{'a' if asynchronous else ''}"
+    stream = name.upper()
+    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{name}.stored"]))
+    subscription = await js.pull_subscribe(f"{name}.stored", durable="raw", stream=stream)
     latencies: list[float] = []
 
     async def consume() -> None:
@@ -159,7 +169,16 @@ async def raw_durable(url: str, count: int, round_: int) -> tuple[float, float, 
 
     consumer = asyncio.create_task(consume())
     began = time.perf_counter()
-    await spread(count, lambda n: js.publish(f"raw{round_}.stored", str(time.perf_counter()).encode()))
+    if asynchronous:
+        acks: list[asyncio.Future[api.PubAck]] = []
+
+        async def publish(n: int) -> None:
+            acks.append(await js.publish_async(f"{name}.stored", str(time.perf_counter()).encode()))
+
+        await spread(count, publish)
+        await asyncio.gather(*acks)  # every message stored, or the error that says why not
+    else:
+        await spread(count, lambda n: js.publish(f"{name}.stored", str(time.perf_counter()).encode()))
     await consumer
     elapsed = time.perf_counter() - began
     await client.close()
@@ -233,20 +252,26 @@ async def main_async(events: int, rounds: int) -> None:
                     await sdk_run(server.url, sink_dir, events, "bench.tick")
                 )
                 results.setdefault("raw durable", []).append(await raw_durable(server.url, events, round_))
+                results.setdefault("raw durable async", []).append(
+                    await raw_durable(server.url, events, round_, asynchronous=True)
+                )
                 results.setdefault("sdk durable", []).append(
                     await sdk_run(server.url, sink_dir, events, "bench.stored")
                 )
     medians = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in results.items()}
     print(f"publish -> handle, {events} events x {rounds} rounds, {PUBLISHERS} publishing tasks, one process")
-    print(f"{'path':<16}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'path':<18}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, (rate, p50, p99) in medians.items():
-        print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+        print(f"{name:<18}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
     for raw_name, ours_name in (
         ("raw ephemeral", "sdk ephemeral"),
         ("raw+ce headers", "sdk ephemeral"),
         ("raw durable", "sdk durable"),
+        ("raw durable async", "sdk durable"),
     ):
         raw, ours = medians[raw_name], medians[ours_name]
+        figures.record(f"{ours_name} / {raw_name} throughput", ours[0] / raw[0])
+        figures.record(f"{ours_name} / {raw_name} p99", ours[2] / raw[2], better="lower")
         print(
             f"ratio {ours_name} / {raw_name}: throughput {ours[0] / raw[0]:.2f}, p50 {ours[1] / raw[1]:.2f}, "
             f"p99 {ours[2] / raw[2]:.2f}"

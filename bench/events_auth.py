@@ -26,6 +26,7 @@ from pathlib import Path
 import nats
 import nats.errors
 
+from bench import figures
 from bench.events import PUBLISHERS, sdk_run, write_sink
 from mesh.control.nats_identities import grant_of
 from mesh.protocol.nats_access import ADMIN_USER, NatsUser, server_config
@@ -169,6 +170,7 @@ async def main_async(events: int, rounds: int) -> None:
         print(f"{name:<22}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
     for mode in MODES:
         off, on = medians[f"{mode}, auth off"], medians[f"{mode}, auth on"]
+        figures.record(f"{mode} auth on / off throughput", on[0] / off[0])
         print(
             f"ratio {mode} auth on / off: throughput {on[0] / off[0]:.2f}, p50 {on[1] / off[1]:.2f}, "
             f"p99 {on[2] / off[2]:.2f}"

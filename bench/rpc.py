@@ -39,6 +39,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from bench import figures
 from bench.identity import STRANGER, BenchIdentity, call_metadata, enable_tenant
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
 from mesh.protocol.errors import error_info
@@ -256,6 +257,13 @@ def ratio_line(label: str, ours: tuple[float, ...], base: tuple[float, ...], rss
     )
 
 
+def record_ratios(label: str, ours: tuple[float, ...], base: tuple[float, ...]) -> None:
+    """Hand `make bench` the ratios `ratio_line` prints (but idle RSS, recorded as MiB)."""
+    figures.record(f"{label} throughput", ours[0] / base[0])
+    for index, what in ((1, "p50"), (2, "p99"), (3, "server CPU")):
+        figures.record(f"{label} {what}", ours[index] / base[index], better="lower")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=6000)
@@ -298,6 +306,8 @@ def main() -> None:
         print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}{cpu:>13.0f}{rss[name]:>14.1f}")
     for ours, base in (("sdk", "plain"), ("sdk mTLS+token", "plain mTLS"), ("plain mTLS", "plain")):
         print(ratio_line(f"{ours} / {base}", summary[ours], summary[base], (rss[ours], rss[base])))
+        record_ratios(f"{ours} / {base}", summary[ours], summary[base])
+    figures.record("sdk idle RSS MiB", rss["sdk"], better="lower")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from bench import figures
 from bench.rpc import PROJECT, load, start_module
 
 
@@ -109,6 +110,7 @@ def main() -> None:
     print(f"{'path':<22}{'off /s':>10}{'on /s':>10}{'on/off':>8}")
     for path in ("rpc", "ephemeral events", "durable events"):
         off, on = medians[f"{path} off"], medians[f"{path} on"]
+        figures.record(f"{path} tracing on / off throughput", on / off)
         print(f"{path:<22}{off:>10.0f}{on:>10.0f}{on / off:>8.2f}")
 
 
