@@ -6,6 +6,9 @@ same run.
   unary SayHello from this process, 50 in flight (as bench.rpc).
 * Events: bench.events' SDK paths (ephemeral and durable) in a subprocess, with and without.
 
+The collector is a process of its own, so that receiving the exports slows neither the
+module nor the client that loads it.
+
     python -m bench.tracing [--calls 6000] [--events 5000] [--rounds 3]
 """
 
@@ -45,13 +48,39 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 def start_collector() -> tuple[grpc.Server, str]:
-    """An OTLP/gRPC collector that accepts and drops everything (the export cost stays)."""
+    """An OTLP/gRPC collector in this process that accepts and drops everything (the export
+    cost stays)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)  # type: ignore[no-untyped-call]  # the generated *_pb2_grpc.py carries no annotations
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(), server)  # type: ignore[no-untyped-call]  # the generated *_pb2_grpc.py carries no annotations
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, f"http://127.0.0.1:{port}"
+
+
+def serve_collector() -> None:
+    """Run `start_collector` until stdin closes; its endpoint is the first line printed."""
+    server, endpoint = start_collector()
+    print(endpoint, flush=True)
+    sys.stdin.read()
+    server.stop(None)
+
+
+def collector_process() -> tuple[subprocess.Popen[str], str]:
+    """`serve_collector` as a process of its own, and its endpoint."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.tracing", "--serve-collector"],
+        cwd=PROJECT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    endpoint = process.stdout.readline().strip()
+    if not endpoint:
+        process.kill()
+        raise RuntimeError("the collector process did not start")
+    return process, endpoint
 
 
 def tracing_env(endpoint: str) -> dict[str, str]:
@@ -93,8 +122,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-collector", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    collector, endpoint = start_collector()
+    if args.serve_collector:
+        serve_collector()
+        return
+    collector, endpoint = collector_process()
     on_env, off_env = tracing_env(endpoint), {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
     results: dict[str, list[float]] = {}
     try:
@@ -104,9 +137,11 @@ def main() -> None:
                 for mode, rate in event_rates(env, args.events).items():
                     results.setdefault(f"{mode} events {label}", []).append(rate)
     finally:
-        collector.stop(None)
+        assert collector.stdin is not None
+        collector.stdin.close()
+        collector.wait(timeout=30)
     medians = {name: statistics.median(values) for name, values in results.items()}
-    print(f"tracing on (always_on, OTLP to a local collector) vs off, {args.rounds} rounds, medians")
+    print(f"tracing on (always_on, OTLP to a collector process) vs off, {args.rounds} rounds, medians")
     print(f"{'path':<22}{'off /s':>10}{'on /s':>10}{'on/off':>8}")
     for path in ("rpc", "ephemeral events", "durable events"):
         off, on = medians[f"{path} off"], medians[f"{path} on"]

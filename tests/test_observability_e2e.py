@@ -20,6 +20,7 @@ from meshkit import WAIT_SECONDS, MeshDir
 pytestmark = pytest.mark.e2e
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # opentelemetry.proto Span.SpanKind values
+STATUS_ERROR = 2  # opentelemetry.proto Status.StatusCode
 
 
 class Collector:
@@ -45,6 +46,8 @@ class Collector:
                                     "trace": span.trace_id.hex(),
                                     "id": span.span_id.hex(),
                                     "parent": span.parent_span_id.hex(),
+                                    "attributes": {a.key: _value(a.value) for a in span.attributes},
+                                    "status": span.status.code,
                                 }
                             )
             return trace_service_pb2.ExportTraceServiceResponse()
@@ -55,6 +58,11 @@ class Collector:
                     for metric in scope.metrics:
                         self.metric_names[metric.name].add(service)
         return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def _value(value):
+    """An OTLP AnyValue as the Python value it holds."""
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
 
 
 def _service(resource) -> str:
@@ -132,6 +140,15 @@ def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collecto
                 return reply.message
 
         assert asyncio.run(greet()).startswith("front via back pid")
+
+        async def fail() -> grpc.StatusCode:
+            async with running.channel(modules["front"].address) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    # "via:" without a name after the dependency: the servicer raises ValueError
+                    await greeter_pb2_grpc.GreeterStub(channel).SayHello(greeter_pb2.SayHelloRequest(name="via:back"))
+                return error.value.code()
+
+        assert asyncio.run(fail()) == grpc.StatusCode.UNKNOWN
         running.wait_for(lambda: ("heard", "ada") in mesh.records(), "the listener to hear the greeting")
 
         def spans_asserted_on():
@@ -180,6 +197,22 @@ def test_one_trace_across_grpc_and_nats_and_metrics_over_otlp(tmp_path, collecto
 
     assert '"trace_id": "' in log_line and '"span_id": "' in log_line
 
+    # a module's SERVER spans: the call's method, its status, its peer; a server error fails
+    # the span, with the exception on it; health checks make none
+    served = found["front server"]["attributes"]
+    assert {key: served[key] for key in ("rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code")} == {
+        "rpc.system": "grpc",
+        "rpc.service": "greeter.v1.Greeter",
+        "rpc.method": "SayHello",
+        "rpc.grpc.status_code": 0,
+    }
+    assert served["net.peer.ip"] == "127.0.0.1" and served["net.peer.name"] == "localhost"
+    assert found["front server"]["status"] != STATUS_ERROR
+    failed = found["front failed"]
+    assert failed["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.UNKNOWN.value[0]
+    assert failed["status"] == STATUS_ERROR
+    assert not [span for span in spans if span["name"].startswith("/grpc.health.")]
+
 
 def locate(spans: list[dict]) -> dict[str, dict]:
     """The spans the test asserts on, by role; StopIteration while one is missing."""
@@ -193,11 +226,13 @@ def locate(spans: list[dict]) -> dict[str, dict]:
             for s in startup
             if s["service"] == module and s["name"] == "/mesh.v1.Lifecycle/Initialize" and s["kind"] == SERVER
         )
-    found["front server"] = next(
+    front_served = [
         s
         for s in spans
         if s["service"] == "front" and s["name"] == "/greeter.v1.Greeter/SayHello" and s["kind"] == SERVER
-    )
+    ]
+    found["front server"] = next(s for s in front_served if s["attributes"].get("rpc.grpc.status_code") == 0)
+    found["front failed"] = next(s for s in front_served if s["attributes"].get("rpc.grpc.status_code") != 0)
     chain = [s for s in spans if s["trace"] == found["front server"]["trace"]]
     found["front client"] = next(s for s in chain if s["service"] == "front" and s["kind"] == CLIENT)
     found["back server"] = next(s for s in chain if s["service"] == "back" and s["kind"] == SERVER)

@@ -7,8 +7,10 @@ OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER(_ARG), OTEL_METRIC_EXPORT_INTER
 OTEL_RESOURCE_ATTRIBUTES. The exporters and the sampler read their own variables; this
 module only decides which exporters exist and names the resource.
 
-gRPC spans come from opentelemetry-instrumentation-grpc (`server_interceptors`,
-`client_interceptors`); health checks and reflection are left out as noise.
+gRPC client spans, and the coordinator's server spans, come from
+opentelemetry-instrumentation-grpc (`client_interceptors`, `server_interceptors`); a module
+server's SERVER spans come from its gated handlers (`mesh.protocol.server_spans`, cheaper per
+call). Health checks and reflection are left out as noise.
 """
 
 from __future__ import annotations
@@ -146,12 +148,14 @@ def tracing() -> bool:
 
 # opentelemetry-instrumentation-grpc ships no annotations, hence the ignores below.
 def server_interceptors() -> list[Any]:
-    """The tracing interceptor for a grpc.aio server (spans are children of the caller's).
+    """The tracing interceptor for the coordinator's grpc.aio server (spans are children of
+    the caller's). A module server makes its spans in its gated handlers instead
+    (`mesh.protocol.server_spans`).
 
     None when the process does not trace: the interceptor costs a third of the throughput
     of a trivial call even with no-op spans (bench/rpc.py), so it is only there when used.
-    Telemetry is configured before a module's server starts (from the environment), so a
-    traced process always has it.
+    Telemetry is configured before the coordinator's server starts, so a traced coordinator
+    always has it.
     """
     return [aio_server_interceptor(filter_=_NOT_TRACED)] if tracing() else []  # type: ignore[no-untyped-call]
 

@@ -20,6 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from mesh.protocol.active_span import active
 from mesh.protocol.cloudevents import ID_HEADER, SOURCE_HEADER, TYPE_HEADER
 from mesh.protocol.telemetry import tracing
 from sdk.events._delivery import Outcome
@@ -58,7 +59,7 @@ class EventTracing:
                 propagate.inject(headers)
             await send(headers)
             return
-        with _tracer.start_as_current_span(
+        span = _tracer.start_span(
             f"{event_type} publish",
             kind=SpanKind.PRODUCER,
             attributes={
@@ -69,7 +70,8 @@ class EventTracing:
                 "cloudevents.event_type": event_type,
                 "mesh.module": self._module,
             },
-        ):
+        )
+        with active(span):
             propagate.inject(headers)
             await send(headers)
 
@@ -92,7 +94,7 @@ class EventTracing:
             finally:
                 otel_context.detach(token)
         event_type = headers.get(TYPE_HEADER, "invalid")
-        with _tracer.start_as_current_span(
+        span = _tracer.start_span(
             f"{event_type} process",
             context=propagate.extract(headers),
             kind=SpanKind.CONSUMER,
@@ -107,7 +109,8 @@ class EventTracing:
                 "mesh.module": self._module,
                 "mesh.event.attempt": attempt,
             },
-        ) as span:
+        )
+        with active(span):
             outcome = await deliver()
             if outcome.error is not None:
                 error = outcome.error

@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from mesh.protocol.guarded_handlers import Check, Context, Observer, guarded_handler
+from mesh.protocol.server_spans import traced, traced_handler
 from sdk._metrics import ModuleMetricsRecorder
 
 GateFor = Callable[[str], Check]
@@ -93,6 +94,8 @@ class GatedServer:
         in_flight: Counts the running calls of the services in `counted_services` (None:
             nothing is counted).
         counted_services: The module's own services (full names).
+        trace_calls: Make a SERVER span of every call (but health and reflection ones):
+            whether the process traces, known when its server starts.
     """
 
     def __init__(
@@ -103,12 +106,14 @@ class GatedServer:
         *,
         in_flight: InFlightCalls | None = None,
         counted_services: frozenset[str] = frozenset(),
+        trace_calls: bool = False,
     ) -> None:
         self._server = server
         self._recorder = recorder
         self._gate = gate
         self._in_flight = in_flight
         self._counted_services = counted_services
+        self._trace_calls = trace_calls
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
         self._registered = _RegisteredMethods()
         server.add_generic_rpc_handlers([self._registered])  # first: asked before any other
@@ -130,6 +135,8 @@ class GatedServer:
         if self._in_flight is not None and method.lstrip("/").partition("/")[0] in self._counted_services:
             observe = _counted(observe, self._in_flight)
         wrapped = guarded_handler(handler, self._gate(method), observe=observe)
+        if self._trace_calls and traced(method):
+            wrapped = traced_handler(wrapped, method)  # outside the gate: a refused call has its span too
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 

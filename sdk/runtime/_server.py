@@ -29,7 +29,7 @@ from mesh.protocol.manifest import ManifestError
 from mesh.protocol.names import TENANT_METADATA, check_id
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
-from mesh.protocol.telemetry import server_interceptors
+from mesh.protocol.telemetry import tracing
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, TenantClaims, TokenVerifier, bearer_token
 from mesh.protocol.transport import Transport
 from mesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
@@ -128,17 +128,18 @@ class ModuleServer:
         """
         own = {service.full_name for service in self.services}
         tokens = TokenVerifier.for_module(self.transport.folder, os.environ) if self.transport.secure else None
-        server = grpc.aio.server(
-            interceptors=server_interceptors(),
-            # With gRPC's default (1) a second server can silently share a port in use.
-            options=[("grpc.so_reuseport", 0)],
-        )
+        # No interceptor: the gated handlers make the SERVER spans too (mesh.protocol.server_spans).
+        # With gRPC's default so_reuseport (1) a second server can silently share a port in use.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         gated = GatedServer(
             server,
             self.recorder,
             _gate(self.runtime, own, required_flags(self.loaded.module_class, self.services), tokens=tokens),
             in_flight=self.runtime.calls,
             counted_services=frozenset(own),
+            # Telemetry configured by the environment is set up before the server starts;
+            # a module told to trace only at Initialize makes client and event spans.
+            trace_calls=tracing(),
         )
         schema = json.dumps(self.loaded.module_class.config_model.model_json_schema(), sort_keys=True)
         self.lifecycle = LifecycleServicer(self.runtime, schema)
