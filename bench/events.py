@@ -8,7 +8,9 @@ same in the same run, both delivery modes:
   ack awaited (as the SDK does) and once with `js.publish_async` (acks awaited together at the
   end: nats-py's fastest way to store messages).
 
-Publisher and handler share one process and one embedded nats-server; 20 publishing tasks.
+Publisher and handler share one process and one embedded nats-server; 20 publishing tasks
+flat out (throughput, and latency that is mostly queueing), then one task publishing 1,000
+events a second (latency of an event on a machine that is not saturated).
 
     python -m bench.events [--events 5000] [--rounds 3]
 """
@@ -97,7 +99,20 @@ async def until(condition: Callable[[], bool], seconds: float = 120) -> None:
         await asyncio.sleep(0.001)
 
 
-async def spread(count: int, publish: Callable[[int], Awaitable[object]]) -> None:
+async def spread(count: int, publish: Callable[[int], Awaitable[object]], rate: float | None = None) -> None:
+    """Publish `count` events: flat out from PUBLISHERS tasks, or from one task at `rate`
+    events a second (each publish awaited, so a slow publish delays the next, as it would a
+    real publisher)."""
+    if rate:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for n in range(count):
+            delay = began + n / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await publish(n)
+        return
+
     async def worker(offset: int) -> None:
         for n in range(offset, count, PUBLISHERS):
             await publish(n)
@@ -125,8 +140,11 @@ CE_HEADERS = {
 }
 
 
-async def raw_core(url: str, count: int, headers: dict[str, str] | None = None) -> tuple[float, float, float]:
-    """Core NATS publish -> callback; with `headers`, the same CloudEvents headers the SDK sends."""
+async def raw_core(
+    url: str, count: int, headers: dict[str, str] | None = None, rate: float | None = None
+) -> tuple[float, float, float]:
+    """Core NATS publish -> callback; with `headers`, the same CloudEvents headers the SDK
+    sends; at `rate` events a second when given (see `spread`)."""
     client = await nats.connect(url)
     latencies: list[float] = []
 
@@ -135,23 +153,26 @@ async def raw_core(url: str, count: int, headers: dict[str, str] | None = None) 
 
     await client.subscribe("raw.tick", cb=handle)
     began = time.perf_counter()
-    await spread(count, lambda n: client.publish("raw.tick", str(time.perf_counter()).encode(), headers=headers))
+    await spread(count, lambda n: client.publish("raw.tick", str(time.perf_counter()).encode(), headers=headers), rate)
     await until(lambda: len(latencies) >= count)
     elapsed = time.perf_counter() - began
     await client.close()
     return summary(count, elapsed, latencies)
 
 
-async def raw_durable(url: str, count: int, round_: int, *, asynchronous: bool = False) -> tuple[float, float, float]:
+async def raw_durable(
+    url: str, count: int, round_: int, *, asynchronous: bool = False, rate: float | None = None
+) -> tuple[float, float, float]:
     """JetStream publish -> pull consumer fetching 64 at a time and acking each.
 
     Args:
         asynchronous: Publish with `publish_async` (acks awaited together at the end, nats-py's
             fastest way to store messages) instead of awaiting each publish's ack.
+        rate: Events a second, when given (see `spread`); each publish's ack is awaited.
     """
     client = await nats.connect(url)
     js = client.jetstream()
-    name = f"raw{round_}{'a' if asynchronous else ''}"
+    name = f"raw{round_}{'a' if asynchronous else ''}{'p' if rate else ''}"
     stream = name.upper()
     await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{name}.stored"]))
     subscription = await js.pull_subscribe(f"{name}.stored", durable="raw", stream=stream)
@@ -178,7 +199,7 @@ async def raw_durable(url: str, count: int, round_: int, *, asynchronous: bool =
         await spread(count, publish)
         await asyncio.gather(*acks)  # every message stored, or the error that says why not
     else:
-        await spread(count, lambda n: js.publish(f"{name}.stored", str(time.perf_counter()).encode()))
+        await spread(count, lambda n: js.publish(f"{name}.stored", str(time.perf_counter()).encode()), rate)
     await consumer
     elapsed = time.perf_counter() - began
     await client.close()
@@ -191,6 +212,7 @@ async def sdk_run(
     count: int,
     event_type: str,
     adjust: Callable[[lifecycle_pb2.ModuleSettings], None] | None = None,
+    rate: float | None = None,
 ) -> tuple[float, float, float]:
     """SDK publish -> handle of `count` events of `event_type` through the SINK module.
 
@@ -201,6 +223,7 @@ async def sdk_run(
         event_type: bench.tick (ephemeral) or bench.stored (durable).
         adjust: Changes the ModuleSettings the harness sends at Initialize (a NATS login, a
             coordinator address), when given.
+        rate: Events a second, when given (see `spread`).
     """
     async with ModuleHarness(sink_dir, nats=url, start=False) as harness:
         settings = harness.settings()
@@ -215,6 +238,7 @@ async def sdk_run(
         await spread(
             count,
             lambda n: sink.ctx.publish(event_type, tick(n=n, sent=time.perf_counter()), durable=durable),
+            rate,
         )
         await until(lambda: len(sink.latencies) >= count)
         elapsed = time.perf_counter() - began
@@ -237,10 +261,16 @@ async def sdk_only(events: int, rounds: int) -> dict[str, float]:
     return {mode: statistics.median(values) for mode, values in rates.items()}
 
 
+PACED_RATE = 1000.0
+"""Events a second of the latency runs: a load this machine carries without queueing."""
+PACED_EVENTS = 2000
+
+
 async def main_async(events: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         sink_dir = write_sink(Path(scratch))
         results: dict[str, list[tuple[float, float, float]]] = {}
+        paced: dict[str, list[tuple[float, float, float]]] = {}
         async with EmbeddedNats(data_dir=Path(scratch) / "js") as server:
             client = await nats.connect(server.url)
             await ensure_streams(client.jetstream())
@@ -257,6 +287,20 @@ async def main_async(events: int, rounds: int) -> None:
                 )
                 results.setdefault("sdk durable", []).append(
                     await sdk_run(server.url, sink_dir, events, "bench.stored")
+                )
+            for round_ in range(rounds):
+                rate = PACED_RATE
+                paced.setdefault("raw+ce headers", []).append(
+                    await raw_core(server.url, PACED_EVENTS, CE_HEADERS, rate)
+                )
+                paced.setdefault("sdk ephemeral", []).append(
+                    await sdk_run(server.url, sink_dir, PACED_EVENTS, "bench.tick", rate=rate)
+                )
+                paced.setdefault("raw durable", []).append(
+                    await raw_durable(server.url, PACED_EVENTS, round_, rate=rate)
+                )
+                paced.setdefault("sdk durable", []).append(
+                    await sdk_run(server.url, sink_dir, PACED_EVENTS, "bench.stored", rate=rate)
                 )
     medians = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in results.items()}
     print(f"publish -> handle, {events} events x {rounds} rounds, {PUBLISHERS} publishing tasks, one process")
@@ -276,6 +320,17 @@ async def main_async(events: int, rounds: int) -> None:
             f"ratio {ours_name} / {raw_name}: throughput {ours[0] / raw[0]:.2f}, p50 {ours[1] / raw[1]:.2f}, "
             f"p99 {ours[2] / raw[2]:.2f}"
         )
+    paced_medians = {
+        name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in paced.items()
+    }
+    print(f"\npaced: {PACED_EVENTS} events at {PACED_RATE:.0f} events/s x {rounds} rounds, one publishing task")
+    print(f"{'path':<18}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, (rate, p50, p99) in paced_medians.items():
+        print(f"{name:<18}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+    for raw_name, ours_name in (("raw+ce headers", "sdk ephemeral"), ("raw durable", "sdk durable")):
+        raw, ours = paced_medians[raw_name], paced_medians[ours_name]
+        figures.record(f"paced {ours_name} / {raw_name} p99", ours[2] / raw[2], better="lower")
+        print(f"ratio paced {ours_name} / {raw_name}: p50 {ours[1] / raw[1]:.2f}, p99 {ours[2] / raw[2]:.2f}")
 
 
 def main() -> None:
