@@ -23,7 +23,9 @@ from pathlib import Path
 from bench import compare, figures, report
 
 BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "rpc": ("--rounds", "7"),  # its throughput ratios swing by up to 0.1 between 3-round runs
+    # Its ratios swing by up to 0.1 between runs of one set of server processes, more than
+    # between the rounds of one run: five sets of fresh processes, three rounds each.
+    "rpc": ("--rounds", "3", "--process-sets", "5"),
     "boot": (),
     "events": (),
     "events_auth": (),

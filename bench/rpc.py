@@ -13,9 +13,10 @@ Every server runs as its own process; this process is the client, one channel pe
 `--concurrency` calls in flight. Rounds alternate between the servers so that machine noise
 hits all alike; the medians are reported with their ratios, with each server process's CPU
 time per call (steadier than throughput where other work shares the cores) and its resident
-memory when idle. Before timing, the secured module must refuse a token signed by a key it
-does not trust and one of a tenant it is not enabled for, which shows the timed calls go
-through the verification.
+memory when idle (RSS, and PSS: the libraries all these processes map are shared among
+them). Before timing, the secured module must refuse a token signed by a key it does not
+trust and one of a tenant it is not enabled for, which shows the timed calls go through the
+verification.
 
     python -m bench.rpc [--calls 6000] [--concurrency 50] [--rounds 3]
 """
@@ -224,6 +225,15 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def idle_pss_mib(pid: int) -> float:
+    """The process's proportional set size: its private pages plus its share of the pages it
+    shares with other processes (the libraries every module process maps), in MiB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss line")
+
+
 def idle_rss_mib(pid: int) -> float:
     time.sleep(1.0)
     return psutil.Process(pid).memory_info().rss / 2**20
@@ -234,10 +244,14 @@ def cpu_seconds(process: subprocess.Popen[str]) -> float:
     return times.user + times.system
 
 
-def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
-    """Alternating rounds over the targets; the median (calls/s, p50 ms, p99 ms, server CPU
-    µs per call) of each. The server's CPU time per call is the steadier figure on a shared
-    machine: other work there slows the calls down, it hardly changes what each one costs."""
+Round = tuple[float, float, float, float]
+"""One round's calls/s, p50 ms, p99 ms and server CPU µs per call."""
+
+
+def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, list[Round]]:
+    """Alternating rounds over the targets; each round's figures of each. The server's CPU
+    time per call is the steadier figure on a shared machine: other work there slows the
+    calls down, it hardly changes what each one costs."""
     results: dict[str, list[tuple[float, float, float, float]]] = {target.name: [] for target in targets}
     for _ in range(args.rounds):
         for target in targets:
@@ -247,7 +261,19 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, tuple[
             )
             cpu_per_call = (cpu_seconds(target.process) - before) / (args.calls + 1) * 1e6
             results[target.name].append((rate, quantile(latencies, 0.5), quantile(latencies, 0.99), cpu_per_call))
-    return {name: tuple(statistics.median(run[i] for run in runs) for i in range(4)) for name, runs in results.items()}
+    return results
+
+
+def start_targets(scratch: Path, identity: BenchIdentity, nats_url: str, targets: list[Target]) -> dict[str, str]:
+    """Start the four servers into `targets` (appended as each starts, so that the caller
+    stops whatever started); returns why the secured module refused the two bad tokens."""
+    client_tls, metadata = identity.operator.channel_credentials(), call_metadata(identity.token)
+    targets.append(Target("plain", *start_plain()))
+    targets.append(Target("sdk", *start_module(scratch / "plain")))
+    targets.append(Target("plain mTLS", *start_plain(identity.module_dir), client_tls, metadata))
+    module, address = start_module(scratch / "secured", identity=identity, nats_url=nats_url)
+    targets.append(Target("sdk mTLS+token", module, address, client_tls, metadata))
+    return asyncio.run(refusals(address, identity))
 
 
 def ratio_line(label: str, ours: tuple[float, ...], base: tuple[float, ...], rss: tuple[float, float]) -> str:
@@ -268,46 +294,67 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per process set")
+    parser.add_argument(
+        "--process-sets",
+        type=int,
+        default=1,
+        help="start the four servers afresh this many times: a process's own layout moves its figures by "
+        "more than the rounds of one set do",
+    )
     parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tls-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min(args.calls, args.concurrency, args.rounds, args.process_sets) < 1:
+        parser.error("--calls, --concurrency, --rounds and --process-sets must each be at least 1")
     if args.serve_plain:
         asyncio.run(serve_plain(args.tls_dir))
         return
-    targets: list[Target] = []
+    results: dict[str, list[Round]] = {}
+    rss: dict[str, list[float]] = {}
+    pss: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch_name, EmbeddedNats() as nats_server:
         scratch = Path(scratch_name)
         for folder in ("plain", "secured"):
             (scratch / folder).mkdir()
         identity = BenchIdentity.issue(scratch / "pki", MODULE)
         asyncio.run(enable_tenant(nats_server.url, MODULE))
-        client_tls, metadata = identity.operator.channel_credentials(), call_metadata(identity.token)
-        try:
-            targets.append(Target("plain", *start_plain()))
-            targets.append(Target("sdk", *start_module(scratch / "plain")))
-            targets.append(Target("plain mTLS", *start_plain(identity.module_dir), client_tls, metadata))
-            module, address = start_module(scratch / "secured", identity=identity, nats_url=nats_server.url)
-            targets.append(Target("sdk mTLS+token", module, address, client_tls, metadata))
-            refused = asyncio.run(refusals(address, identity))
-            rss = {target.name: idle_rss_mib(target.process.pid) for target in targets}
-            summary = measure(targets, args)
-        finally:
-            for target in targets:
-                target.process.terminate()
-                target.process.wait(timeout=30)
+        for _ in range(args.process_sets):
+            targets: list[Target] = []
+            try:
+                refused = start_targets(scratch, identity, nats_server.url, targets)
+                for target in targets:
+                    rss.setdefault(target.name, []).append(idle_rss_mib(target.process.pid))
+                    pss.setdefault(target.name, []).append(idle_pss_mib(target.process.pid))
+                for name, rounds in measure(targets, args).items():
+                    results.setdefault(name, []).extend(rounds)
+            finally:
+                for target in targets:
+                    target.process.terminate()
+                    target.process.wait(timeout=30)
+    summary = {
+        name: tuple(statistics.median(run[i] for run in runs) for i in range(4)) for name, runs in results.items()
+    }
+    idle_rss = {name: statistics.median(values) for name, values in rss.items()}
+    idle_pss = {name: statistics.median(values) for name, values in pss.items()}
     print(
-        f"unary SayHello, {args.calls} calls x {args.rounds} rounds, "
+        f"unary SayHello, {args.calls} calls x {args.rounds} rounds x {args.process_sets} process sets, "
         f"{args.concurrency} concurrent, client in its own process"
     )
     print("sdk mTLS+token refused before timing: " + ", ".join(f"{case} -> {why}" for case, why in refused.items()))
-    print(f"{'server':<16}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/call':>13}{'idle RSS MiB':>14}")
+    print(
+        f"{'server':<16}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/call':>13}{'idle RSS MiB':>14}"
+        f"{'idle PSS MiB':>14}"
+    )
     for name, (rate, p50, p99, cpu) in summary.items():
-        print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}{cpu:>13.0f}{rss[name]:>14.1f}")
+        print(
+            f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}{cpu:>13.0f}{idle_rss[name]:>14.1f}{idle_pss[name]:>14.1f}"
+        )
     for ours, base in (("sdk", "plain"), ("sdk mTLS+token", "plain mTLS"), ("plain mTLS", "plain")):
-        print(ratio_line(f"{ours} / {base}", summary[ours], summary[base], (rss[ours], rss[base])))
+        print(ratio_line(f"{ours} / {base}", summary[ours], summary[base], (idle_rss[ours], idle_rss[base])))
         record_ratios(f"{ours} / {base}", summary[ours], summary[base])
-    figures.record("sdk idle RSS MiB", rss["sdk"], better="lower")
+    figures.record("sdk idle RSS MiB", idle_rss["sdk"], better="lower")
+    figures.record("sdk idle PSS MiB", idle_pss["sdk"], better="lower")
 
 
 if __name__ == "__main__":
