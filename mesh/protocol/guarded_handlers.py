@@ -30,6 +30,9 @@ MAX_PASSED_ON_CHARS = 800
 Check = Callable[[Context], MeshError | None]
 """The error that refuses a call (it ends the call before the servicer sees it), or None."""
 
+Behaviour = Callable[..., Any]
+"""What a method handler runs for a call (grpc-stubs types it as the synchronous server's)."""
+
 Observer = Callable[[Context], Callable[[bool], None]]
 """Told as a call starts, before its check; what it returns is told as the call ends,
 with whether it failed (a refusal, an error, or a stream closed before its end)."""
@@ -49,17 +52,9 @@ def guarded_handler(
     Returns:
         A handler of the same call kind and serializers.
     """
-    # grpc.aio decides how to run a behaviour by its kind (coroutine function or async
-    # generator function), so each wrapper is a real `async def`, not a lambda; grpc-stubs
-    # types behaviours as the synchronous server's, hence `Any`.
     observer = observe or _nobody
-    options = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary or handler.stream_unary:
-        inner: Any = handler.unary_unary or handler.stream_unary
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+
+    def unary(inner: Any) -> Behaviour:
         asynchronous = inspect.iscoroutinefunction(inner)
 
         async def unary_response(request: Any, context: Context) -> Any:
@@ -85,37 +80,61 @@ def guarded_handler(
             finally:
                 done(failed)
 
-        return make(unary_response, **options)
+        return unary_response
 
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-    make_stream = (
-        grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    )
-
-    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        done = observer(context)
-        failed = True
-        try:
-            await _enforce(check, context)
+    def stream(inner: Any) -> Behaviour:
+        async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+            done = observer(context)
+            failed = True
             try:
-                result = inner_stream(request, context)
-                if inspect.isasyncgen(result):
-                    async for response in result:
-                        yield response
-                elif inspect.isawaitable(result):  # a behaviour that writes with context.write
-                    await result
-                else:
-                    for response in result:
-                        yield response
-            except MeshError as error:
-                await error.abort(context)
-            except grpc.aio.AioRpcError as error:
-                await _pass_on(error, context)
-            failed = False
-        finally:
-            done(failed)
+                await _enforce(check, context)
+                try:
+                    result = inner(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    elif inspect.isawaitable(result):  # a behaviour that writes with context.write
+                        await result
+                    else:
+                        for response in result:
+                            yield response
+                except MeshError as error:
+                    await error.abort(context)
+                except grpc.aio.AioRpcError as error:
+                    await _pass_on(error, context)
+                failed = False
+            finally:
+                done(failed)
 
-    return make_stream(stream_response, **options)
+        return stream_response
+
+    return rewrapped(handler, unary, stream)
+
+
+def rewrapped(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary: Callable[[Any], Behaviour],
+    stream: Callable[[Any], Behaviour],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of `handler`'s call kind and serializers whose behaviour is made from its
+    own: by `unary(behaviour)` when one response answers the call, by `stream(behaviour)`
+    when the responses are streamed.
+
+    grpc.aio decides how to run a behaviour by its kind, so what `unary` and `stream` return
+    must be a real `async def` (a coroutine function and an async generator function), not a
+    lambda; grpc-stubs types behaviours as the synchronous server's, hence `Any`.
+    """
+    options: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **options)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **options)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **options)
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **options)
 
 
 async def _pass_on(error: grpc.aio.AioRpcError, context: Context) -> None:

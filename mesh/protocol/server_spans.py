@@ -29,8 +29,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mesh.protocol.active_span import active
-
-Context = grpc.aio.ServicerContext[Any, Any]
+from mesh.protocol.guarded_handlers import Behaviour, Context, rewrapped
 
 _tracer = trace.get_tracer("mesh.grpc.server")
 
@@ -71,13 +70,8 @@ def traced_handler(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grp
     """
     service, _, name = method.lstrip("/").partition("/")
     fixed = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-    options = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary or handler.stream_unary:
-        inner: Any = handler.unary_unary or handler.stream_unary
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+
+    def unary(inner: Any) -> Behaviour:
         if not inspect.iscoroutinefunction(inner):
             raise TypeError(f"{method}: a traced unary-response behaviour must be a coroutine function")
 
@@ -92,28 +86,27 @@ def traced_handler(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grp
                 finally:
                     _put_status(span, context, failure)
 
-        return make(unary_response, **options)
+        return unary_response
 
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-    make_stream = (
-        grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    )
-    if not inspect.isasyncgenfunction(inner_stream):
-        raise TypeError(f"{method}: a traced streamed-response behaviour must be an async generator function")
+    def stream(inner: Any) -> Behaviour:
+        if not inspect.isasyncgenfunction(inner):
+            raise TypeError(f"{method}: a traced streamed-response behaviour must be an async generator function")
 
-    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        with active(_start(method, fixed, context), fail_on_exception=False) as span:
-            failure: BaseException | None = None
-            try:
-                async for response in inner_stream(request, context):
-                    yield response
-            except BaseException as error:
-                failure = error
-                raise
-            finally:
-                _put_status(span, context, failure)
+        async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+            with active(_start(method, fixed, context), fail_on_exception=False) as span:
+                failure: BaseException | None = None
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as error:
+                    failure = error
+                    raise
+                finally:
+                    _put_status(span, context, failure)
 
-    return make_stream(stream_response, **options)
+        return stream_response
+
+    return rewrapped(handler, unary, stream)
 
 
 def _start(method: str, fixed: dict[str, str], context: Context) -> Span:
