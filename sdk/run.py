@@ -21,6 +21,8 @@ Environment:
     MESH_STATE_DIR: the module's state folder unless Initialize names one.
     MESH_STOP_GRACE_SECONDS: the grace period of a signal-initiated stop (default 30).
     MESH_EXIT_WITH_PARENT: "1" has the effect of `--exit-with-parent`.
+    MESH_PARENT_PID: the process `--exit-with-parent` watches instead of the real parent (the
+        coordinator gives its own pid to the modules its zygote forks).
     MESH_HEALTH_INTERVAL_SECONDS: how often a RUNNING module runs its health hook (default 10).
     MESH_LOG_LEVEL: logging level (default INFO).
     MESH_LOG_FORMAT: "text" (default) or "json"; lines inside a span carry its trace and span ids.
@@ -60,6 +62,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_MODULE = 2
 EXIT_REGISTRATION_REFUSED = 3
 PARENT_POLL_SECONDS = 1.0
+PARENT_PID_ENV = "MESH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 
 _log = logging.getLogger("sdk.run")
@@ -248,21 +251,41 @@ async def _register(coordinator: str, transport: Transport, server: ModuleServer
             delay = min(delay * 2, 5.0)
 
 
+def _watched_parent() -> int:
+    """The process whose end ends this one: MESH_PARENT_PID (the coordinator, when a zygote
+    forked this process: its real parent is the zygote, which may end first without the
+    modules having to), else the real parent."""
+    value = os.environ.get(PARENT_PID_ENV, "")
+    return int(value) if value.isdigit() else os.getppid()
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the parent dies (no-op elsewhere; polling covers it)."""
-    if not sys.platform.startswith("linux"):
+    """Ask Linux to send SIGTERM when the parent dies (no-op elsewhere, or when the parent
+    watched is not the real one; polling covers it)."""
+    if not sys.platform.startswith("linux") or _watched_parent() != os.getppid():
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _watch_parent(stop: asyncio.Event, expected_end: Callable[[], bool]) -> None:
-    parent = os.getppid()
+    parent = _watched_parent()
+    real = parent == os.getppid()
     # Polling: the kernel offers no event for "my parent died" besides PDEATHSIG (Linux only).
-    while parent == os.getppid() and parent != 1:  # noqa: ASYNC110
+    while parent != 1 and (parent == os.getppid() if real else _alive(parent)):  # noqa: ASYNC110
         await asyncio.sleep(PARENT_POLL_SECONDS)
     _ending_log(expected_end)("parent process %d is gone; stopping", parent)
     stop.set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ending_log(expected_end: Callable[[], bool]) -> Callable[..., None]:

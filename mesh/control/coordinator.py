@@ -175,6 +175,7 @@ class Coordinator:
             raise RuntimeError("call prepare() before start()")
         self.state_dir.lock()
         self.state_dir.make_folders()
+        self._supervisor.start_zygote()  # imports while NATS and the API start
         self.credentials.issue_own()
         if not self.config.insecure:
             self._tasks.start(self.credentials.renew_forever(), name="renew certificates")
@@ -313,6 +314,7 @@ class Coordinator:
         await self._supervisor.stop_supervising()
         await self._tasks.cancel_all()
         stopped = await self._sequencer.stop_all(reason)
+        await self._supervisor.close_zygote()
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None

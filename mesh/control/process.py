@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -22,17 +23,49 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.control.zygote import Zygote, ZygoteUnavailable
 from mesh.protocol.manifest import Manifest
 from mesh.protocol.transport import Transport
+
+_log = logging.getLogger("mesh")
 
 LOG_TAIL_LINES = 15
 """How much of a failed process's own part of its log a failure report shows."""
 
 _TRACEBACK_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+class Closable(Protocol):
+    """The coordinator's end of a process's stdin pipe."""
+
+    def close(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+
+class ChildProcess(Protocol):
+    """What the coordinator asks of a module process: a process it started itself
+    (`asyncio.subprocess.Process`), or a child of the zygote (`ZygoteChild`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> Closable | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signal: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class ProcessStartError(RuntimeError):
@@ -45,7 +78,7 @@ class ModuleProcess:
     """One running module process."""
 
     name: str
-    process: asyncio.subprocess.Process
+    process: ChildProcess
     log_path: Path
     ready_file: Path
     started_at: float = field(default_factory=time.monotonic)
@@ -147,7 +180,12 @@ def module_command(manifest: Manifest, directory: Path) -> list[str]:
     """How to run a module: its own command, or the Python SDK for an `entry`."""
     if manifest.run.command:
         return list(manifest.run.command)
-    return [sys.executable, "-m", "sdk.run", str(directory), "--exit-with-parent"]
+    return [sys.executable, "-m", "sdk.run", *sdk_run_arguments(directory)]
+
+
+def sdk_run_arguments(directory: Path) -> list[str]:
+    """`python -m sdk.run`'s arguments for the module in `directory` (also what the zygote runs)."""
+    return [str(directory), "--exit-with-parent"]
 
 
 async def spawn(
@@ -159,11 +197,14 @@ async def spawn(
     state_dir: Path,
     env: dict[str, str],
     port: int = 0,
+    zygote: Zygote | None = None,
 ) -> ModuleProcess:
     """Start the module's process; its output goes to `<log_dir>/<name>.log`.
 
     `port`: the loopback port to serve on (a restarted module asks for its previous one, so
     addresses copied from `mesh address` keep working); 0 picks a free one.
+    `zygote`: forks a module run by the Python SDK (not one with its own `command`); when it
+    is gone or refuses, the module starts as a fresh process, with a warning.
     """
     name = manifest.name
     # Small local file operations, once per spawn: not worth a thread.
@@ -179,28 +220,41 @@ async def spawn(
         "MESH_READY_FILE": str(ready_file),
         "MESH_STATE_DIR": str(state_dir / name),
         "MESH_EXIT_WITH_PARENT": "1",
+        "MESH_PARENT_PID": str(os.getpid()),  # a module forked by the zygote outlives the zygote, not us
         "MESH_MODULE_NAME": name,
     }
     environment.pop("MESH_COORDINATOR", None)  # spawned modules report through the ready file
     command = module_command(manifest, directory)
+    # A command runs in its module's folder; the Python SDK in the modules folder, which is
+    # the import root of every module package anyway.
+    cwd = directory if manifest.run.command else directory.parent
+    forked = zygote is not None and not manifest.run.command
     with open(log_path, "ab") as log:  # noqa: ASYNC230
-        log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {' '.join(command)}\n".encode())
+        how = f" (forked from the zygote, pid {zygote.pid})" if forked and zygote is not None else ""
+        log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {' '.join(command)}{how}\n".encode())
         log.flush()
         log_offset = log.tell()
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                # A command runs in its module's folder; the Python SDK in the modules folder,
-                # which is the import root of every module package anyway.
-                cwd=directory if manifest.run.command else directory.parent,
-                env=environment,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # no terminal signals: the coordinator sequences the stop
-            )
-        except OSError as error:
-            raise ProcessStartError(f"module {name}: cannot run {command[0]!r}: {error}") from None
+        process: ChildProcess | None = None
+        if forked and zygote is not None:
+            try:
+                process = await zygote.spawn(sdk_run_arguments(directory), environment, cwd, log=log.fileno())
+            except ZygoteUnavailable as error:
+                _log.warning("module %s: %s; it starts as a fresh process", name, error)
+                log.write(f"--- the zygote could not fork it ({error}); starting it as a fresh process\n".encode())
+                log.flush()
+        if process is None:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    cwd=cwd,
+                    env=environment,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # no terminal signals: the coordinator sequences the stop
+                )
+            except OSError as error:
+                raise ProcessStartError(f"module {name}: cannot run {command[0]!r}: {error}") from None
     return ModuleProcess(name=name, process=process, log_path=log_path, ready_file=ready_file, log_offset=log_offset)
 
 

@@ -19,6 +19,8 @@ from mesh.control.process import ModuleProcess, ProcessStartError, current_envir
 from mesh.control.registry import ModuleRecord, Registry, now
 from mesh.control.statedir import StateDir
 from mesh.control.tasks import BackgroundTasks
+from mesh.control.zygote import Zygote, ZygoteUnavailable
+from mesh.control.zygote import wanted as zygote_wanted
 from mesh.protocol.errors import MeshError
 from mesh.protocol.states import State
 from mesh.protocol.transport import INSECURE_ENV, TLS_DIR_ENV, Transport
@@ -80,6 +82,8 @@ class Supervisor:
         """Why a process was killed by the liveness watch, by pid, for its exit report."""
         self.restart_listeners: list[Callable[[ModuleRecord], None]] = []
         """Called after a crashed or replaced module runs again (e.g. the NATS lifecycle events)."""
+        self._zygote_start: asyncio.Task[Zygote] | None = None
+        self._zygote_failure_told = False
 
     # --- spawn -------------------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class Supervisor:
                 state_dir=self._state_dir.state,
                 env=self._environment(record.name),
                 port=port,
+                zygote=await self._zygote(),
             )
         except ProcessStartError as error:
             self._lifecycle.fail(record, "spawn", "MODULE_LOAD_FAILED", str(error))
@@ -123,10 +128,52 @@ class Supervisor:
 
     def _environment(self, name: str) -> dict[str, str]:
         """The coordinator's environment without its own transport variables, plus the module's."""
+        return self._inherited_environment() | self._module_env(name)
+
+    def _inherited_environment(self) -> dict[str, str]:
         inherited = current_environment() | self._env
         for variable in (TLS_DIR_ENV, INSECURE_ENV):
             inherited.pop(variable, None)
-        return inherited | self._module_env(name)
+        return inherited
+
+    # --- the zygote ------------------------------------------------------------------------
+
+    def start_zygote(self) -> None:
+        """Start the zygote in the background, unless MESH_ZYGOTE=0 (mesh.control.zygote):
+        the first spawns wait for it, nothing else does."""
+        environment = self._inherited_environment()
+        if zygote_wanted(environment):
+            self._zygote_start = asyncio.create_task(
+                Zygote.start(self._state_dir.logs / "zygote.log", environment), name="zygote start"
+            )
+
+    async def _zygote(self) -> Zygote | None:
+        """The zygote to fork from, once it is ready; None without one (not wanted, could
+        not start, or gone: then modules start as fresh processes, as said once in the log)."""
+        start = self._zygote_start
+        if start is None:
+            return None
+        try:
+            zygote = await asyncio.shield(start)
+        except ZygoteUnavailable as error:
+            if not self._zygote_failure_told:
+                self._zygote_failure_told = True
+                _log.warning("%s; modules start as fresh processes", error)
+            return None
+        return zygote if zygote.available else None
+
+    async def close_zygote(self) -> None:
+        """End the zygote (after the modules: a child left running stops when it goes)."""
+        start, self._zygote_start = self._zygote_start, None
+        if start is None:
+            return
+        if not start.done():
+            start.cancel()
+        try:
+            zygote = await start
+        except (ZygoteUnavailable, asyncio.CancelledError):
+            return
+        await zygote.close()
 
     # --- crashes and restarts --------------------------------------------------------------
 
