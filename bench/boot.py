@@ -4,7 +4,9 @@ at 5, 10, 20 and 40 modules, against the ideal and against a strictly sequential
 * measured: from starting `mesh up` to its "mesh is up" line (real processes, real NATS);
 * ideal: 5 levels x 200 ms + one process start (a 1-module mesh with no work, measured);
 * sequential: every module started and initialized one after another,
-  N x (200 ms + one module process start), computed from the same measurements.
+  N x (200 ms + one module process start), computed from the same measurements;
+* module PSS: the mean proportional set size of the module processes once the mesh is up
+  (forked from the zygote, they share the libraries it imported).
 
     python -m bench.boot [--sizes 5 10 20 40] [--init-ms 200]
 """
@@ -15,11 +17,14 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from bench import figures
 from mesh.protocol.identity import module_identity
@@ -71,8 +76,9 @@ def build_mesh(root: Path, size: int, init_seconds: float) -> None:
     (root / "mesh.toml").write_text("\n".join(config_lines) + "\n")
 
 
-def boot_seconds(root: Path) -> float:
-    """Time from starting `mesh up` until it reports the mesh up; then stops it."""
+def boot_seconds(root: Path) -> tuple[float, float]:
+    """Time from starting `mesh up` until it reports the mesh up, and the mean PSS of its
+    module processes then (MiB); then stops it."""
     command = [
         sys.executable,
         "-m",
@@ -91,15 +97,32 @@ def boot_seconds(root: Path) -> float:
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     assert process.stdout is not None
     elapsed = None
+    pss: list[float] = []
     for line in process.stdout:
         if "mesh is up" in line:
             elapsed = time.perf_counter() - began
+            pss = module_pss_mib(process.pid)
             break
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=300)
     if elapsed is None:
         raise RuntimeError(f"mesh up did not come up in {root}")
-    return elapsed
+    return elapsed, statistics.mean(pss) if pss else 0.0
+
+
+def module_pss_mib(coordinator: int) -> list[float]:
+    """The PSS of each module process below the coordinator, in MiB: its own pages plus its
+    share of those it shares (the libraries a zygote imported once for all its children)."""
+    found = []
+    for child in psutil.Process(coordinator).children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            if "nats-server" in command or (child.ppid() == coordinator and "sdk.zygote" in command):
+                continue  # NATS, and the zygote itself (its children are the modules)
+            found.append(child.memory_full_info().pss / 2**20)
+        except psutil.Error:
+            continue
+    return found
 
 
 def module_process_start_seconds(scratch: Path) -> float:
@@ -143,23 +166,24 @@ def main() -> None:
         process_start = module_process_start_seconds(Path(scratch) / "single")
         baseline_root = Path(scratch) / "one"
         build_mesh(baseline_root, LEVELS, 0.0)
-        one_process = boot_seconds(baseline_root)
+        one_process, _ = boot_seconds(baseline_root)
         ideal = LEVELS * init + one_process
         print(
             f"{LEVELS}-level graphs, initialize {args.init_ms:.0f} ms each; one module process starts in "
             f"{process_start:.2f} s; a {LEVELS}-module mesh with no work boots in {one_process:.2f} s"
         )
         header = ("modules", 8), ("measured s", 12), ("ideal s", 10), ("sequential s", 14), ("vs ideal", 10)
-        print("".join(f"{title:>{width}}" for title, width in header) + f"{'vs sequential':>15}")
+        print("".join(f"{title:>{width}}" for title, width in header) + f"{'vs sequential':>15}{'module PSS MiB':>16}")
         for size in args.sizes:
             root = Path(scratch) / f"mesh{size}"
             build_mesh(root, size, init)
-            measured = boot_seconds(root)
+            measured, pss = boot_seconds(root)
             sequential = size * (init + process_start)
             figures.record(f"{size} modules / ideal boot time", measured / ideal, better="lower")
+            figures.record(f"{size} modules: mean module PSS MiB", pss, better="lower")
             print(
                 f"{size:>8}{measured:>12.2f}{ideal:>10.2f}{sequential:>14.2f}"
-                f"{measured / ideal:>10.2f}{measured / sequential:>15.2f}"
+                f"{measured / ideal:>10.2f}{measured / sequential:>15.2f}{pss:>16.1f}"
             )
 
 
