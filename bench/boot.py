@@ -8,7 +8,9 @@ at 5, 10, 20 and 40 modules, against the ideal and against a strictly sequential
 * module PSS: the mean proportional set size of the module processes once the mesh is up
   (forked from the zygote, they share the libraries it imported).
 
-    python -m bench.boot [--sizes 5 10 20 40] [--init-ms 200]
+    python -m bench.boot [--sizes 5 10 20 40] [--init-ms 200] [--rounds 3]
+
+Each mesh boots `--rounds` times; the medians are shown.
 """
 
 from __future__ import annotations
@@ -160,13 +162,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--init-ms", type=float, default=200.0)
+    parser.add_argument("--rounds", type=int, default=3, help="boots of each size; the medians are shown")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     init = args.init_ms / 1000
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         process_start = module_process_start_seconds(Path(scratch) / "single")
         baseline_root = Path(scratch) / "one"
         build_mesh(baseline_root, LEVELS, 0.0)
-        one_process, _ = boot_seconds(baseline_root)
+        one_process = statistics.median(boot_seconds(baseline_root)[0] for _ in range(args.rounds))
         ideal = LEVELS * init + one_process
         print(
             f"{LEVELS}-level graphs, initialize {args.init_ms:.0f} ms each; one module process starts in "
@@ -177,7 +182,9 @@ def main() -> None:
         for size in args.sizes:
             root = Path(scratch) / f"mesh{size}"
             build_mesh(root, size, init)
-            measured, pss = boot_seconds(root)
+            boots = [boot_seconds(root) for _ in range(args.rounds)]
+            measured = statistics.median(seconds for seconds, _ in boots)
+            pss = statistics.median(mib for _, mib in boots)
             sequential = size * (init + process_start)
             figures.record(f"{size} modules / ideal boot time", measured / ideal, better="lower")
             figures.record(f"{size} modules: mean module PSS MiB", pss, better="lower")
