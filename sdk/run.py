@@ -49,6 +49,7 @@ import grpc
 from mesh.protocol.errors import MeshError
 from mesh.protocol.logs import configure_logging
 from mesh.protocol.manifest import ManifestError
+from mesh.protocol.pids import alive
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, environment_configures_export, shutdown_telemetry
@@ -272,20 +273,10 @@ async def _watch_parent(stop: asyncio.Event, expected_end: Callable[[], bool]) -
     parent = _watched_parent()
     real = parent == os.getppid()
     # Polling: the kernel offers no event for "my parent died" besides PDEATHSIG (Linux only).
-    while parent != 1 and (parent == os.getppid() if real else _alive(parent)):  # noqa: ASYNC110
+    while parent != 1 and (parent == os.getppid() if real else alive(parent)):  # noqa: ASYNC110
         await asyncio.sleep(PARENT_POLL_SECONDS)
     _ending_log(expected_end)("parent process %d is gone; stopping", parent)
     stop.set()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _ending_log(expected_end: Callable[[], bool]) -> Callable[..., None]:

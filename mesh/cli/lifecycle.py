@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 from mesh.cli._common import (
     EXIT_OK,
@@ -20,6 +18,7 @@ from mesh.cli._common import (
     load_mesh_config,
 )
 from mesh.control.config import DEFAULT_LISTEN
+from mesh.protocol.pids import alive
 from mesh.v1 import coordinator_pb2
 
 SHUTDOWN_DEADLINE_SECONDS = 600
@@ -72,24 +71,9 @@ def _down(args: argparse.Namespace) -> int:
     if args.no_wait:
         return EXIT_OK
     deadline = time.monotonic() + SHUTDOWN_DEADLINE_SECONDS
-    while _pid_alive(reply.pid) and time.monotonic() < deadline:
+    while alive(reply.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _pid_alive(reply.pid):
+    if alive(reply.pid):
         raise CliError(f"the coordinator (pid {reply.pid}) is still stopping after {SHUTDOWN_DEADLINE_SECONDS} s")
     console.print("mesh down: every module stopped")
     return EXIT_OK
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` runs; an exited process that its parent has not reaped yet (a zombie) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc here: the signal check above is all there is
-    return state != "Z"
