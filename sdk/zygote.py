@@ -76,7 +76,7 @@ class Zygote:
             if control in readable:
                 message, fds = zygote_wire.receive(self._control)
                 if message is None:
-                    return 0  # the coordinator is gone: its children follow (stdin EOF, PDEATHSIG)
+                    return 0  # closed, or the coordinator is gone: its children see that themselves (stdin EOF)
                 self._handle(message, fds)
 
     def _handle(self, message: dict[str, Any], fds: list[int]) -> None:

@@ -228,14 +228,15 @@ async def spawn(
     # A command runs in its module's folder; the Python SDK in the modules folder, which is
     # the import root of every module package anyway.
     cwd = directory if manifest.run.command else directory.parent
-    forked = zygote is not None and not manifest.run.command
+    if manifest.run.command:
+        zygote = None  # the zygote runs the Python SDK, not a command of the module's own
     with open(log_path, "ab") as log:  # noqa: ASYNC230
-        how = f" (forked from the zygote, pid {zygote.pid})" if forked and zygote is not None else ""
+        how = f" (forked from the zygote, pid {zygote.pid})" if zygote is not None else ""
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {' '.join(command)}{how}\n".encode())
         log.flush()
         log_offset = log.tell()
         process: ChildProcess | None = None
-        if forked and zygote is not None:
+        if zygote is not None:
             try:
                 process = await zygote.spawn(sdk_run_arguments(directory), environment, cwd, log=log.fileno())
             except ZygoteUnavailable as error:

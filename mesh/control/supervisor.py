@@ -163,7 +163,7 @@ class Supervisor:
         return zygote if zygote.available else None
 
     async def close_zygote(self) -> None:
-        """End the zygote (after the modules: a child left running stops when it goes)."""
+        """End the zygote, after the modules (its children watch the coordinator, not it)."""
         start, self._zygote_start = self._zygote_start, None
         if start is None:
             return

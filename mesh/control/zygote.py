@@ -246,7 +246,7 @@ class Zygote:
 
     async def close(self) -> None:
         """End the zygote (it exits when its socket closes) and wait for it. Its children
-        are not ended here: the supervisor ends them first, and any left stop when it goes."""
+        are not ended here: the supervisor ends them, and they watch the coordinator, not it."""
         self._lose("the zygote was closed", expected=True)
         try:
             await asyncio.wait_for(self._process.wait(), CLOSE_GRACE_SECONDS)

@@ -62,8 +62,8 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         return None, fds
     try:
         message = json.loads(data)
-    except ValueError as error:
-        message = error
+    except ValueError:
+        message = None
     if not isinstance(message, dict):
         for fd in fds:
             _close(fd)
