@@ -3,6 +3,9 @@ each identity may call, and plaintext is refused off loopback. Real TLS over rea
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,7 +21,7 @@ from mesh.protocol.identity import (
     operator_identity,
     refusal,
 )
-from mesh.protocol.pki import CertificateAuthority, Credentials
+from mesh.protocol.pki import CertificateAuthority, Credentials, CredentialsError
 from mesh.protocol.transport import InsecureBindRefused, Transport, refuse_public_plaintext
 
 
@@ -131,3 +134,30 @@ async def _served_certificate(port: int, tmp_path) -> bytes:
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
     return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+def test_credentials_read_mid_renewal_wait_for_the_key_that_belongs_to_the_certificate(tmp_path):
+    """Renewal replaces cert.pem and key.pem one after the other: a reader in between must not
+    get the new certificate with the old key (grpc would fail every handshake with it)."""
+    authority = CertificateAuthority.create()
+    old, new = authority.issue("module:orders"), authority.issue("module:orders")
+    folder = tmp_path / "orders"
+    old.write(folder)
+    (folder / "cert.pem").write_bytes(new.cert_pem)  # the renewal, half done
+    writer = threading.Thread(target=lambda: (time.sleep(0.05), new.write(folder)))
+    writer.start()
+    try:
+        read = Credentials.read(folder)
+    finally:
+        writer.join()
+    assert (read.cert_pem, read.key_pem) == (new.cert_pem, new.key_pem)
+
+
+def test_a_certificate_and_key_that_never_belong_together_are_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr("mesh.protocol.pki.READ_SETTLE_SECONDS", 0.05)
+    authority = CertificateAuthority.create()
+    folder = tmp_path / "orders"
+    authority.issue("module:orders").write(folder)
+    (folder / "key.pem").write_bytes(authority.issue("module:orders").key_pem)
+    with pytest.raises(CredentialsError, match=r"cert\.pem and .*key\.pem do not belong together"):
+        Credentials.read(folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ DEFAULT_CERT_LIFETIME_SECONDS = 24 * 3600.0
 """How long a process certificate lives (MESH_CERT_LIFETIME_SECONDS); it is renewed at two
 thirds of that, while the process runs."""
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+READ_SETTLE_SECONDS = 1.0
+"""How long `Credentials.read` waits for a certificate and key that do not belong together to
+be made whole by the writer under way (renewal writes its three files in well under a ms)."""
+READ_RETRY_SECONDS = 0.005
 """Names every server certificate carries, so that local clients verify it by address."""
 
 
@@ -50,22 +55,42 @@ class Credentials:
 
     @classmethod
     def read(cls, folder: Path) -> Credentials:
-        """The credentials in `folder` (ca.pem, cert.pem, key.pem).
+        """The credentials in `folder` (ca.pem, cert.pem, key.pem), a certificate and the key
+        it belongs to.
+
+        Renewal replaces the three files one after another, so a reader between two of the
+        replacements would see a new certificate with the old key, and grpc then fails every
+        handshake with it ("Failed to create security handshaker"). A pair that does not
+        belong together is therefore read again, for up to READ_SETTLE_SECONDS, before it is
+        refused.
 
         Raises:
-            CredentialsError: a file is missing or unreadable, naming it.
+            CredentialsError: a file is missing or unreadable, naming it; or the certificate
+                and the key do not belong together.
         """
-        parts = []
-        for name in (CA_FILE, CERT_FILE, KEY_FILE):
-            path = folder / name
-            try:
-                parts.append(path.read_bytes())
-            except OSError as error:
+        deadline = time.monotonic() + READ_SETTLE_SECONDS
+        while True:
+            credentials = cls(*(_read_file(folder / name) for name in (CA_FILE, CERT_FILE, KEY_FILE)))
+            if credentials.key_matches():
+                return credentials
+            if time.monotonic() > deadline:
                 raise CredentialsError(
-                    f"cannot read {path}: {error.strerror or error}; a running `mesh up` writes the mesh's "
-                    "credentials into its state folder, `mesh creds issue` writes an operator's"
-                ) from None
-        return cls(*parts)
+                    f"{folder / CERT_FILE} and {folder / KEY_FILE} do not belong together (the key is not the "
+                    "certificate's); write both from one issue: a running `mesh up` renews the mesh's, "
+                    "`mesh creds issue` writes an operator's"
+                )
+            time.sleep(READ_RETRY_SECONDS)
+
+    def key_matches(self) -> bool:
+        """Whether the private key is the one the certificate is for (False when either does
+        not parse: the caller says which files)."""
+        try:
+            key = serialization.load_pem_private_key(self.key_pem, password=None)
+            certificate = x509.load_pem_x509_certificate(self.cert_pem)
+        except (ValueError, TypeError):
+            return False
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        return bool(key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki))
 
     def write(self, folder: Path) -> None:
         """Write the three files, each replaced at once (a reader never sees half a file)."""
@@ -105,6 +130,16 @@ class Credentials:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca_pem, private_key=self.key_pem, certificate_chain=self.cert_pem
         )
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CredentialsError(
+            f"cannot read {path}: {error.strerror or error}; a running `mesh up` writes the mesh's "
+            "credentials into its state folder, `mesh creds issue` writes an operator's"
+        ) from None
 
 
 class CertificateAuthority:
