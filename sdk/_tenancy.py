@@ -92,6 +92,9 @@ class TenantView(Generic[ConfigT]):
         self._config_model = config_model
         self.enabled: dict[str, bool] = {}
         self.flags: dict[tuple[str, str], bool] = {}
+        self.changes = 0
+        """Counts every change of `enabled` or `flags`: an answer worked out from them holds
+        while this stays the same (the module server's gate remembers its admissions so)."""
         self.overrides: dict[tuple[str, str], dict[str, Any]] = {}
         self._config_cache: dict[tuple[str, str], ConfigT] = {}
         self._watchers: list[Any] = []
@@ -157,6 +160,7 @@ class TenantView(Generic[ConfigT]):
         now_enabled = bool(value and value.get("enabled"))
         was_enabled = self.enabled.get(tenant, False)
         self.enabled[tenant] = now_enabled
+        self.changes += 1
         if initial or now_enabled == was_enabled:
             return
         hook = self.on_enabled if now_enabled else self.on_disabled
@@ -170,6 +174,7 @@ class TenantView(Generic[ConfigT]):
         tenant, _, flag = entry.key.partition(".")
         value = self._value(entry)
         self.flags[(tenant, flag)] = bool(value and value.get("enabled"))
+        self.changes += 1
 
     async def _apply_config(self, entry: Any, *, initial: bool) -> None:
         parts = entry.key.split(".")

@@ -254,10 +254,16 @@ class _GuardedEcho(grpc.aio.ServerInterceptor):
                 return MeshError("ACCESS_DENIED", f"{method} refused")
             return None
 
-        def observe(context):
-            return lambda failed: self.ended.append((method, failed))
+        ended = self.ended
 
-        return guarded_handler(await continuation(handler_call_details), check, observe=observe)
+        class Observe:
+            def start(self) -> float:
+                return 0.0
+
+            def end(self, context, started: float, failed: bool) -> None:
+                ended.append((method, failed))
+
+        return guarded_handler(await continuation(handler_call_details), check, observe=Observe())
 
 
 async def test_a_guarded_handler_checks_every_call_kind_before_its_behaviour_and_tells_how_it_ended() -> None:

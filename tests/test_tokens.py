@@ -29,6 +29,7 @@ from mesh.protocol.tokens import (
     SigningKey,
     TenantClaims,
     TokenVerifier,
+    bearer_token,
     issue,
     keys_from_pem,
     verify,
@@ -157,6 +158,55 @@ def test_whose_word_a_calls_tenant_is(tmp_path, signing_key):
     assert proven_tenant({"x-tenant-id": "globex"}, lambda: None, None).tenant == "globex"  # plaintext
 
 
+def test_the_gate_remembers_an_admission_only_while_what_it_depended_on_holds(tmp_path, signing_key, monkeypatch):
+    """A call let through is remembered for the same (x-tenant-id, authorization) for at most a
+    second, never past its token's expiry or a change of the tenancy view, and never when the
+    caller's certificate decided its tenant (the next caller with that metadata may be anyone)."""
+    from types import SimpleNamespace
+
+    import sdk.runtime._admissions as admissions_module
+    from sdk._tenancy import CallTenant
+    from sdk.runtime._admissions import REMEMBER_SECONDS, Admissions
+
+    now = [1_000.0]
+    monkeypatch.setattr(admissions_module, "time", SimpleNamespace(time=lambda: now[0]))
+    (tmp_path / VERIFICATION_KEYS_FILE).write_bytes(signing_key.public_pem)
+    verifier = TokenVerifier(tmp_path / VERIFICATION_KEYS_FILE)
+    acme = f"Bearer {issue(signing_key, 'acme')}"
+    view = SimpleNamespace(changes=0)
+
+    def remembered(metadata: tuple[str, str], tokens: TokenVerifier | None = verifier) -> CallTenant | None:
+        admissions = Admissions()
+        admissions.remember(metadata, CallTenant(metadata[0], metadata[1]), view, tokens)
+        return admissions.admitted(metadata, view)
+
+    assert remembered(("acme", acme)) == CallTenant("acme", acme)  # the token proves what it claims
+    assert remembered(("acme", "")) is None  # a mesh process's claim: its certificate decided
+    assert remembered(("", acme)) is None  # a token alone: a module forwarding it gets no tenant
+    assert remembered(("globex", acme)) is None  # a module passing on an operator's token of another tenant
+    assert remembered(("acme", "Bearer not-a-token")) is None
+    assert remembered(("acme", ""), tokens=None) == CallTenant("acme", "")  # plaintext: as sent
+    assert remembered(("", "")) == CallTenant("", "")
+
+    admissions = Admissions()
+    admissions.remember(("acme", acme), CallTenant("acme", acme), view, verifier)
+    assert admissions.admitted(("acme", acme), SimpleNamespace(changes=0)) is None  # another view
+    view.changes += 1  # a tenant or flag changed
+    assert admissions.admitted(("acme", acme), view) is None
+    admissions.remember(("acme", acme), CallTenant("acme", acme), view, verifier)
+    now[0] += REMEMBER_SECONDS
+    assert admissions.admitted(("acme", acme), view) is None  # the key files may have changed
+
+    short = f"Bearer {issue(signing_key, 'acme', ttl_seconds=600)}"
+    verifier.verify(bearer_token(short))
+    expires = verifier.honoured_until(bearer_token(short))
+    now[0] = expires - REMEMBER_SECONDS / 2
+    admissions.remember(("acme", short), CallTenant("acme", short), view, verifier)
+    assert admissions.admitted(("acme", short), view) is not None
+    now[0] = expires
+    assert admissions.admitted(("acme", short), view) is None  # expired, though not a second old
+
+
 def test_tenant_metadata_forwards_the_served_calls_authorization():
     from sdk._tenancy import CallTenant, current_call  # the server gate's side, set here by hand
 
@@ -237,6 +287,35 @@ async def test_operators_prove_their_tenant_with_a_token(module_harness, mesh_na
             users_pb2.ListUsersRequest(), metadata=[("x-tenant-id", "acme")]
         )
         assert [user.id for user in trusted.users] == [created.id]
+
+
+async def test_an_admission_is_never_passed_on_to_another_caller_or_past_a_disabled_tenant(
+    module_harness, mesh_nats, signing_key
+):
+    """The gate remembers the calls it let through (bench/rpc.py): what a mesh process was let
+    through on its certificate is still refused to an operator with the same metadata, and a
+    tenant disabled is refused on the next call after the module learns of it."""
+    async with module_harness(MODULES / "users") as users:
+        trust(users, signing_key)
+        await enable(mesh_nats.url, "acme", users)
+        everyone = users_pb2.ListUsersRequest()
+        claim = [("x-tenant-id", "acme")]
+        await users.stub(users_pb2_grpc.UsersStub).ListUsers(everyone, metadata=claim)  # the coordinator's
+        operator = users_pb2_grpc.UsersStub(users.channel_as(OPERATOR))
+        claimed = await refused(operator.ListUsers(everyone, metadata=claim))
+        assert claimed.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        proven = [bearer(issue(signing_key, "acme")), *claim]
+        for _ in range(3):
+            await operator.ListUsers(everyone, metadata=proven)
+        client = await nats.connect(mesh_nats.url)
+        try:
+            await TenancyStore(client.jetstream()).set_enabled("acme", "users", False, "test")
+        finally:
+            await client.close()
+        await eventually(lambda: not users.context.tenants.is_enabled("acme"), "users disabled for acme")
+        disabled = await refused(operator.ListUsers(everyone, metadata=proven))
+        assert error_info(disabled).reason == "MODULE_DISABLED_FOR_TENANT"
 
 
 async def test_a_dependent_module_carries_the_tenant_through(module_harness, mesh_nats, signing_key):

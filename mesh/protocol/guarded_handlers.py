@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -33,9 +33,19 @@ Check = Callable[[Context], MeshError | None]
 Behaviour = Callable[..., Any]
 """What a method handler runs for a call (grpc-stubs types it as the synchronous server's)."""
 
-Observer = Callable[[Context], Callable[[bool], None]]
-"""Told as a call starts, before its check; what it returns is told as the call ends,
-with whether it failed (a refusal, an error, or a stream closed before its end)."""
+
+class Observer(Protocol):
+    """Told of each call's start, before its check, and of its end, with whether it failed (a
+    refusal, an error, or a stream closed before its end). An object, not a closure made per
+    call: this runs on every call."""
+
+    def start(self) -> float:
+        """The call starts; returns what `end` is given back (the start time, say)."""
+        ...
+
+    def end(self, context: Context, started: float, failed: bool) -> None:
+        """The call ended; `started` is what `start` returned."""
+        ...
 
 
 def guarded_handler(
@@ -52,13 +62,13 @@ def guarded_handler(
     Returns:
         A handler of the same call kind and serializers.
     """
-    observer = observe or _nobody
+    observer = observe or _NOBODY
 
     def unary(inner: Any) -> Behaviour:
         asynchronous = inspect.iscoroutinefunction(inner)
 
         async def unary_response(request: Any, context: Context) -> Any:
-            done = observer(context)
+            started = observer.start()
             failed = True
             try:
                 refused = check(context)
@@ -78,13 +88,13 @@ def guarded_handler(
                 failed = False
                 return result
             finally:
-                done(failed)
+                observer.end(context, started, failed)
 
         return unary_response
 
     def stream(inner: Any) -> Behaviour:
         async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-            done = observer(context)
+            started = observer.start()
             failed = True
             try:
                 await _enforce(check, context)
@@ -104,7 +114,7 @@ def guarded_handler(
                     await _pass_on(error, context)
                 failed = False
             finally:
-                done(failed)
+                observer.end(context, started, failed)
 
         return stream_response
 
@@ -150,10 +160,14 @@ async def _enforce(check: Check, context: Context) -> None:
         await refused.abort(context)
 
 
-def _nobody(context: Context) -> Callable[[bool], None]:
+class _Nobody:
     """The observer when nobody watches the calls: told nothing, it costs one call each way."""
-    return _told_nothing
+
+    def start(self) -> float:
+        return 0.0
+
+    def end(self, context: Context, started: float, failed: bool) -> None:
+        pass
 
 
-def _told_nothing(failed: bool) -> None:
-    pass
+_NOBODY = _Nobody()

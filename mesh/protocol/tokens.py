@@ -314,6 +314,12 @@ class TokenVerifier:
         self._verified[token] = (claims, expires)
         return claims
 
+    def honoured_until(self, token: str) -> float:
+        """When `token`, verified before, expires (time.time() seconds); -inf for a token not
+        verified, or forgotten since (its key files changed)."""
+        remembered = self._verified.get(token)
+        return remembered[1] if remembered is not None else -math.inf
+
     def _keys_now(self) -> list[VerificationKey]:
         self._keys_checked_at = time.monotonic()
         files = (self._pem_file, self._jwks_file)

@@ -38,7 +38,8 @@ from sdk._metrics import ModuleMetricsRecorder
 from sdk._module import required_flags, served_services
 from sdk._tenancy import CallTenant, current_call
 from sdk.events import check_declared_events, handler_bindings
-from sdk.runtime._gating import GatedServer, GateFor, text_metadata
+from sdk.runtime._admissions import Admissions
+from sdk.runtime._gating import GatedServer, GateFor, tenant_metadata
 from sdk.runtime._lifecycle import LifecycleServicer
 from sdk.runtime._runtime import ModuleRuntime
 
@@ -240,6 +241,8 @@ def _gate(
         if service not in own_services:
             return identity_refusal if needs_identity else _open
 
+        admissions = Admissions()
+
         def gate(context: grpc.aio.ServicerContext[Any, Any]) -> MeshError | None:
             if needs_identity:
                 refused = identity_refusal(context)
@@ -252,14 +255,25 @@ def _gate(
                     + (_DRAINING if runtime.state is State.STOPPING or runtime.state_reason == "reload" else ""),
                     metadata={"module": name, "state": runtime.state.name},
                 )
-            try:
-                call = proven_tenant(text_metadata(context, _TENANT_KEYS), lambda: identity_of(context), tokens)
-            except MeshError as error:
-                return error
-            refused = tenant_refusal(runtime, method, call.tenant, flag)
-            if refused is None:
-                current_call.set(call)
-            return refused
+            metadata = tenant_metadata(context)
+            view = runtime.tenants
+            call = admissions.admitted(metadata, view)
+            if call is None:
+                claimed, authorization = metadata
+                try:
+                    call = proven_tenant(
+                        {TENANT_METADATA: claimed, AUTHORIZATION_METADATA: authorization},
+                        lambda: identity_of(context),
+                        tokens,
+                    )
+                except MeshError as error:
+                    return error
+                refused = tenant_refusal(runtime, method, call.tenant, flag)
+                if refused is not None:
+                    return refused
+                admissions.remember(metadata, call, view, tokens)
+            current_call.set(call)
+            return None
 
         return gate
 
@@ -274,9 +288,6 @@ def _open(context: grpc.aio.ServicerContext[Any, Any]) -> None:
 
 _DRAINING = "; it finishes the calls in flight and takes no new ones (retry: it is stopping or reloading)"
 """Why a call is refused while the module drains: the call never ran, so a retry is safe."""
-
-_TENANT_KEYS = frozenset({TENANT_METADATA, AUTHORIZATION_METADATA})
-"""The metadata the tenant of a call is read from."""
 
 
 def proven_tenant(
