@@ -55,6 +55,17 @@ def mesh_with_events(tmp_path):
         yield mesh, running
 
 
+def test_mesh_up_admits_every_module_to_nats_with_one_reload(mesh_with_events):
+    """Each reload of the embedded server drops the connections still in their handshake and
+    costs the module that made one a retry: the spawned modules are described first and their
+    users loaded at once (bench/boot.py), not one reload per module."""
+    mesh, _ = mesh_with_events
+    log = (mesh.state / "logs" / "nats-server.log").read_text()
+    assert log.count("Reloaded server configuration") == 1, log
+    permissions = json.loads((mesh.state / "nats-access" / "permissions.json").read_text())
+    assert sorted(permissions) == ["listener", "sender"]
+
+
 def test_a_client_without_credentials_cannot_connect(mesh_with_events):
     _, running = mesh_with_events
 

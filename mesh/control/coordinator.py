@@ -108,7 +108,13 @@ class Coordinator:
         self._registration = Registration(
             self.registry, self._lifecycle, self._tasks, ready_timeout_seconds=config.ready_timeout_seconds
         )
-        self._sequencer = Sequencer(self.registry, self._lifecycle, self._supervisor, self._registration)
+        self._sequencer = Sequencer(
+            self.registry,
+            self._lifecycle,
+            self._supervisor,
+            self._registration,
+            admit_ahead=self.nats_identities.admit_ahead,
+        )
         self._events = LifecycleEvents()
         self._embedded_nats: EmbeddedNats | None = None
         self.nats_supervisor: NatsSupervisor | None = None

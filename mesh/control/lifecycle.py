@@ -78,23 +78,44 @@ class ModuleLifecycle:
             self.fail(record, phase, error.reason, error.message)
             raise
 
-    async def bring_up(self, record: ModuleRecord) -> None:
-        """Describe, Initialize and Start the module at `record.address`, until it is RUNNING.
+    async def describe(self, record: ModuleRecord) -> lifecycle_pb2.DescribeResponse:
+        """Describe the module at `record.address` (its manifest, schema and consumers), as
+        `bring_up` does first: `mesh up` describes every module before it brings up the first,
+        to admit all their NATS users at once.
+
+        Raises:
+            MeshError: the call failed or the schema is invalid; the record is FAILED in "describe".
+        """
+        client = ModuleClient(record.name, record.address, self._transport)
+        try:
+            return await self._described(record, client)
+        finally:
+            await client.close()
+
+    async def _described(self, record: ModuleRecord, client: ModuleClient) -> lifecycle_pb2.DescribeResponse:
+        described = await self._step(record, "describe", None, client.describe, traced=False)
+        record.manifest_proto = described.manifest
+        if described.manifest.config_schema_json:  # refused now, not at its first tenant config
+            await self._step(
+                record, "describe", None, lambda: _checked_schema(described.manifest, record.name), traced=False
+            )
+        record.instance_id = described.status.instance_id or record.instance_id
+        record.pid = described.status.pid or record.pid
+        return described
+
+    async def bring_up(self, record: ModuleRecord, described: lifecycle_pb2.DescribeResponse | None = None) -> None:
+        """Describe (unless `described` is given), Initialize and Start the module at
+        `record.address`, until it is RUNNING.
 
         Raises:
             MeshError: a call failed; the record is FAILED with the phase and the error.
         """
         client = ModuleClient(record.name, record.address, self._transport)
         try:
-            described = await self._step(record, "describe", None, client.describe, traced=False)
-            record.manifest_proto = described.manifest
-            if described.manifest.config_schema_json:  # refused now, not at its first tenant config
-                await self._step(
-                    record, "describe", None, lambda: _checked_schema(described.manifest, record.name), traced=False
-                )
-            record.instance_id = described.status.instance_id or record.instance_id
-            record.pid = described.status.pid or record.pid
-            await self._step(record, "access", None, lambda: self._admit(record.manifest, described.consumers))
+            if described is None:
+                described = await self._described(record, client)
+            consumers = described.consumers
+            await self._step(record, "access", None, lambda: self._admit(record.manifest, consumers))
             settings = self._settings_for(record, None)
             await self._step(record, "initialize", State.INITIALIZING, lambda: client.initialize(settings))
             self._registry.update(record, State.INITIALIZED)
