@@ -66,6 +66,35 @@ def test_mesh_up_admits_every_module_to_nats_with_one_reload(mesh_with_events):
     assert sorted(permissions) == ["listener", "sender"]
 
 
+def test_a_module_slow_to_start_holds_up_only_its_dependents(tmp_path):
+    """Admitting every module at once must not make the mesh wait for the slowest one: a module
+    still starting after DESCRIBE_AHEAD_SECONDS is admitted on its own, when it is ready."""
+    from mesh.protocol.states import State
+
+    mesh = MeshDir(tmp_path)
+    mesh.module("quick")
+    go = tmp_path / "go"
+    slow = mesh.module("slow")
+    (slow / "module.py").write_text(
+        "import time\nfrom pathlib import Path\n\nfrom meshnode import Node\n\n"
+        f"while not Path({str(go)!r}).exists():  # started only once the test says so\n    time.sleep(0.05)\n\n\n"
+        "class Module(Node):\n    pass\n"
+    )
+    with mesh.up() as running:
+        running.wait_for(
+            lambda: running.modules()["quick"].state == State.RUNNING.value, "quick running while slow still starts"
+        )
+        assert running.modules()["slow"].state != State.RUNNING.value
+        go.touch()
+        modules = running.wait_until_up()
+        assert {name: module.state for name, module in modules.items()} == {
+            "quick": State.RUNNING.value,
+            "slow": State.RUNNING.value,
+        }
+        permissions = json.loads((mesh.state / "nats-access" / "permissions.json").read_text())
+        assert sorted(permissions) == ["quick", "slow"]
+
+
 def test_a_client_without_credentials_cannot_connect(mesh_with_events):
     _, running = mesh_with_events
 
