@@ -83,23 +83,24 @@ class Sequencer:
                 self._supervisor.begin_spawn(record)
                 spawned.append(record.name)
 
-        async def described(name: str) -> lifecycle_pb2.DescribeResponse:
-            record = self._registry.records[name]
-            await self._supervisor.spawned(name)
+        async def arrived(record: ModuleRecord) -> None:
+            await self._supervisor.spawned(record.name)
             await self._registration.arrival(record, coordinator_address)
+
+        async def described(record: ModuleRecord) -> lifecycle_pb2.DescribeResponse:
+            await arrived(record)
             return await self._lifecycle.describe(record)
 
-        ahead = {name: asyncio.create_task(described(name), name=f"describe:{name}") for name in spawned}
+        records = self._registry.records
+        ahead = {name: asyncio.create_task(described(records[name]), name=f"describe:{name}") for name in spawned}
 
         async def bring_up_one(name: str) -> None:
-            record = self._registry.records[name]
             task = ahead.get(name)
             if task is not None:
-                await self._lifecycle.bring_up(record, await task)
+                await self._lifecycle.bring_up(records[name], await task)
                 return
-            await self._supervisor.spawned(name)
-            await self._registration.arrival(record, coordinator_address)
-            await self._lifecycle.bring_up(record)
+            await arrived(records[name])
+            await self._lifecycle.bring_up(records[name])
 
         # One trace for the whole start-up: a span per module initialize and start below it,
         # continued into each module's own server spans.
