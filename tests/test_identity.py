@@ -3,7 +3,6 @@ each identity may call, and plaintext is refused off loopback. Real TLS over rea
 
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
@@ -136,7 +135,7 @@ async def _served_certificate(port: int, tmp_path) -> bytes:
     return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
-def test_credentials_read_mid_renewal_wait_for_the_key_that_belongs_to_the_certificate(tmp_path):
+def test_credentials_read_mid_renewal_wait_for_the_key_that_belongs_to_the_certificate(tmp_path, monkeypatch):
     """Renewal replaces cert.pem and key.pem one after the other: a reader in between must not
     get the new certificate with the old key (grpc would fail every handshake with it)."""
     authority = CertificateAuthority.create()
@@ -144,13 +143,18 @@ def test_credentials_read_mid_renewal_wait_for_the_key_that_belongs_to_the_certi
     folder = tmp_path / "orders"
     old.write(folder)
     (folder / "cert.pem").write_bytes(new.cert_pem)  # the renewal, half done
-    writer = threading.Thread(target=lambda: (time.sleep(0.05), new.write(folder)))
-    writer.start()
-    try:
-        read = Credentials.read(folder)
-    finally:
-        writer.join()
+    waits: list[float] = []
+    real_sleep = time.sleep
+
+    def renewal_finishes_while_the_reader_waits(seconds: float) -> None:
+        waits.append(seconds)
+        new.write(folder)  # the writer's second half lands between two reads
+        real_sleep(seconds)
+
+    monkeypatch.setattr("mesh.protocol.pki.time.sleep", renewal_finishes_while_the_reader_waits)
+    read = Credentials.read(folder)
     assert (read.cert_pem, read.key_pem) == (new.cert_pem, new.key_pem)
+    assert len(waits) == 1  # it saw the half-done pair, and read again instead of handing it on
 
 
 def test_a_certificate_and_key_that_never_belong_together_are_refused_by_name(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import nats
 import nats.errors
@@ -74,10 +75,10 @@ def test_a_module_slow_to_start_holds_up_only_its_dependents(tmp_path):
     mesh = MeshDir(tmp_path)
     mesh.module("quick")
     go = tmp_path / "go"
+    os.mkfifo(go)  # the slow module's import blocks reading it until the test writes it
     slow = mesh.module("slow")
     (slow / "module.py").write_text(
-        "import time\nfrom pathlib import Path\n\nfrom meshnode import Node\n\n"
-        f"while not Path({str(go)!r}).exists():  # started only once the test says so\n    time.sleep(0.05)\n\n\n"
+        f"from pathlib import Path\n\nfrom meshnode import Node\n\nPath({str(go)!r}).read_text()\n\n\n"
         "class Module(Node):\n    pass\n"
     )
     with mesh.up() as running:
@@ -85,7 +86,7 @@ def test_a_module_slow_to_start_holds_up_only_its_dependents(tmp_path):
             lambda: running.modules()["quick"].state == State.RUNNING.value, "quick running while slow still starts"
         )
         assert running.modules()["slow"].state != State.RUNNING.value
-        go.touch()
+        go.write_text("go")  # opens once the module reads, as it has since it was spawned
         modules = running.wait_until_up()
         assert {name: module.state for name, module in modules.items()} == {
             "quick": State.RUNNING.value,
