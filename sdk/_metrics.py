@@ -98,6 +98,52 @@ class Counter:
         self.value += amount
 
 
+class MethodCalls:
+    """Records the calls of one method, in its MethodStats (made at its first call: GetMetrics
+    lists the methods called) and in the OpenTelemetry histogram. What depends only on the
+    method and the status code is worked out once: this runs on every call.
+
+    Args:
+        method: The full method name.
+        methods: The recorder's stats, by method, where this method's go.
+        duration: The OpenTelemetry histogram of call durations.
+    """
+
+    __slots__ = ("_attributes", "_duration", "_method", "_methods", "_ok", "_stats")
+
+    def __init__(self, method: str, methods: dict[str, MethodStats], duration: metrics.Histogram) -> None:
+        self._method = method
+        self._methods = methods
+        self._duration = duration
+        self._stats: MethodStats | None = None
+        self._attributes: dict[str, dict[str, str]] = {}
+        self._ok = self._attributes_of("OK")
+
+    def record(self, milliseconds: float, ok: bool, code: str = "OK") -> None:
+        """One call that took `milliseconds` and ended with status `code`; `ok`: it succeeded."""
+        self._duration.record(milliseconds, self._ok if code == "OK" else self._attributes_of(code))
+        stats = self._stats
+        if stats is None:
+            stats = self._stats = self._methods.setdefault(self._method, MethodStats())
+        stats.requests += 1
+        stats.total_ms += milliseconds
+        stats.histogram.observe(milliseconds)
+        if not ok:
+            stats.errors += 1
+
+    def _attributes_of(self, code: str) -> dict[str, str]:
+        attributes = self._attributes.get(code)
+        if attributes is None:
+            service, _, name = self._method.lstrip("/").partition("/")
+            attributes = self._attributes[code] = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": name,
+                "rpc.grpc.status_code": code,
+            }
+        return attributes
+
+
 class ModuleMetricsRecorder:
     """Everything GetMetrics reports for one module."""
 
@@ -105,7 +151,7 @@ class ModuleMetricsRecorder:
         self.module_name = module_name
         self._control_services = control_services
         self.methods: dict[str, MethodStats] = {}
-        self._call_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        self._method_calls: dict[str, MethodCalls] = {}
         self.events: dict[str, dict[str, int]] = {}
         self._event_attributes: dict[str, dict[str, str]] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
@@ -123,26 +169,12 @@ class ModuleMetricsRecorder:
             "mesh.lifecycle.duration", unit="s", description="how long lifecycle hooks took, by phase"
         )
 
-    def record_call(self, method: str, milliseconds: float, ok: bool, code: str = "OK") -> None:
-        attributes = self._call_attributes.get((method, code))
-        if attributes is None:  # once per method and status code: this runs on every call
-            service, _, name = method.lstrip("/").partition("/")
-            attributes = {
-                "rpc.system": "grpc",
-                "rpc.service": service,
-                "rpc.method": name,
-                "rpc.grpc.status_code": code,
-            }
-            self._call_attributes[(method, code)] = attributes
-        self._rpc_duration.record(milliseconds, attributes)
-        stats = self.methods.get(method)
-        if stats is None:
-            stats = self.methods[method] = MethodStats()
-        stats.requests += 1
-        stats.total_ms += milliseconds
-        stats.histogram.observe(milliseconds)
-        if not ok:
-            stats.errors += 1
+    def calls_of(self, method: str) -> MethodCalls:
+        """What records the calls of `method` (the same one each time it is asked)."""
+        calls = self._method_calls.get(method)
+        if calls is None:
+            calls = self._method_calls[method] = MethodCalls(method, self.methods, self._rpc_duration)
+        return calls
 
     def record_event(self, event_type: str, outcome: str, amount: int = 1) -> None:
         """Count an event outcome, one of EVENT_COUNT_FIELDS (the events feature calls this)."""

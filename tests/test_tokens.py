@@ -5,6 +5,7 @@ through to its dependencies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import stat
@@ -316,6 +317,39 @@ async def test_an_admission_is_never_passed_on_to_another_caller_or_past_a_disab
         await eventually(lambda: not users.context.tenants.is_enabled("acme"), "users disabled for acme")
         disabled = await refused(operator.ListUsers(everyone, metadata=proven))
         assert error_info(disabled).reason == "MODULE_DISABLED_FOR_TENANT"
+
+
+async def test_calls_in_flight_together_are_each_judged_on_their_own_metadata(module_harness, mesh_nats, signing_key):
+    """The gate reads a call's metadata as the handler lookup was given it (sdk/runtime/_gating.py):
+    with many calls of different tenants, and refused ones, in flight at once, each is answered
+    for its own tenant or refused for its own reason, never on another call's metadata."""
+    async with module_harness(MODULES / "users") as users:
+        trust(users, signing_key)
+        await enable(mesh_nats.url, "acme", users)
+        await enable(mesh_nats.url, "globex", users)
+        operator = users_pb2_grpc.UsersStub(users.channel_as(OPERATOR))
+        tokens = {tenant: issue(signing_key, tenant) for tenant in ("acme", "globex", "initech")}
+        created = {
+            tenant: (
+                await operator.CreateUser(
+                    users_pb2.CreateUserRequest(name=tenant, email=f"ops@{tenant}.example"),
+                    metadata=[bearer(tokens[tenant])],
+                )
+            ).user.id
+            for tenant in ("acme", "globex")
+        }
+
+        async def list_as(tenant: str) -> str:
+            try:
+                listed = await operator.ListUsers(users_pb2.ListUsersRequest(), metadata=[bearer(tokens[tenant])])
+            except grpc.aio.AioRpcError as error:
+                return f"refused {error_info(error).reason}"
+            return ",".join(user.id for user in listed.users)
+
+        callers = ["acme", "globex", "initech"] * 60
+        answers = await asyncio.gather(*(list_as(tenant) for tenant in callers))
+        expected = {**created, "initech": "refused MODULE_DISABLED_FOR_TENANT"}
+        assert [answer for answer, tenant in zip(answers, callers, strict=True) if answer != expected[tenant]] == []
 
 
 async def test_a_dependent_module_carries_the_tenant_through(module_harness, mesh_nats, signing_key):
