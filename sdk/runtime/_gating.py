@@ -30,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -194,10 +194,10 @@ def tenant_metadata(context: Context) -> tuple[str, str]:
     The metadata is the one the handler lookup was given (`_arrived_metadata`), else (a handler
     run by other means than this server's lookup) the context's."""
     arrived = _arrived_metadata.get()
-    metadata = dict((arrived if arrived is not None else context.invocation_metadata()) or ())
     # Neither key ends in -bin, so grpc hands both over as text (it decodes the value of every
-    # key that does not end in -bin to a str).
-    return cast(str, metadata.get(TENANT_METADATA, "")), cast(str, metadata.get(AUTHORIZATION_METADATA, ""))
+    # key that does not end in -bin to a str): no check of their type on every call.
+    metadata: dict[str, str] = dict(arrived if arrived is not None else context.invocation_metadata() or ())
+    return metadata.get(TENANT_METADATA, ""), metadata.get(AUTHORIZATION_METADATA, "")
 
 
 class _CallMetrics:
