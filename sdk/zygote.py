@@ -36,9 +36,13 @@ PRELOADED = (
     "grpc_reflection.v1alpha.reflection",
     "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.metrics",
+    "opentelemetry.instrumentation.grpc",
 )
 """What the zygote imports for its children: `sdk.run` and what it imports only later (the
-OTLP exporters, when a module is told to export)."""
+OpenTelemetry SDK, its OTLP exporters and the gRPC instrumentation, when a module is told to
+export: `mesh.protocol.telemetry`)."""
 
 RUN_MODULE = "sdk.run"
 

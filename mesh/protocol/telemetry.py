@@ -21,22 +21,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+# The SDK's providers, processors and exporters, and opentelemetry-instrumentation-grpc, are
+# imported only by a process that exports (below): a module process that does not is 3-4 MiB
+# smaller at rest without them (bench/rpc.py's idle RSS). The zygote imports them all once
+# for its children (sdk/zygote.py).
 
 _log = logging.getLogger("sdk.telemetry")
 _configured: dict[str, Any] = {}
-
-_NOT_TRACED = filters.negate(
-    filters.any_of(
-        filters.service_prefix("grpc.health."),
-        filters.service_prefix("grpc.reflection."),
-    )
-)
 
 
 def exporters(kind: str, env: Mapping[str, str]) -> list[str]:
@@ -101,12 +94,18 @@ def configure_telemetry(
     # With nothing to export, the API's no-op providers stay: spans that nobody receives
     # would still cost their recording on every call.
     if span_exporters:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         tracer_provider = TracerProvider(resource=resource)
         for name in span_exporters:
             tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name)))
         trace.set_tracer_provider(tracer_provider)
         _configured["tracer_provider"] = tracer_provider
     if metric_exporters:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
         readers = [PeriodicExportingMetricReader(_metric_exporter(name)) for name in metric_exporters]
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         metrics.set_meter_provider(meter_provider)
@@ -135,6 +134,8 @@ class _HashedOnce(Resource):
 
 def _span_exporter(name: str) -> Any:
     if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -143,6 +144,8 @@ def _span_exporter(name: str) -> Any:
 
 def _metric_exporter(name: str) -> Any:
     if name == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
         return ConsoleMetricExporter()
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -176,10 +179,27 @@ def server_interceptors() -> list[Any]:
     Telemetry is configured before the coordinator's server starts, so a traced coordinator
     always has it.
     """
-    return [aio_server_interceptor(filter_=_NOT_TRACED)] if tracing() else []  # type: ignore[no-untyped-call]
+    if not tracing():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor(filter_=_not_traced())]  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> list[Any]:
     """The tracing interceptors for a grpc.aio channel (they carry the trace context); none
     when the process does not trace."""
-    return list(aio_client_interceptors(filter_=_NOT_TRACED)) if tracing() else []  # type: ignore[no-untyped-call]
+    if not tracing():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors(filter_=_not_traced()))  # type: ignore[no-untyped-call]
+
+
+def _not_traced() -> Any:
+    """The interceptors' filter: every call but health checks and reflection, left out as noise."""
+    from opentelemetry.instrumentation.grpc import filters
+
+    return filters.negate(
+        filters.any_of(filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection."))
+    )
