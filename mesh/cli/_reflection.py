@@ -1,6 +1,5 @@
-"""What `mesh call` knows of a module's methods: their request and response types, read from
-the module's gRPC server reflection, so that no .proto file is needed on the caller's side; and
-how a failed call is spelled, the way grpcurl spells it."""
+"""What `mesh call` knows of a module's methods: the one a command line names, with its request
+and response types, read from the module's gRPC server reflection (`mesh.protocol.reflection`)."""
 
 from __future__ import annotations
 
@@ -11,22 +10,14 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from mesh.cli._common import EXIT_USAGE, CliError
-from mesh.protocol.errors import error_info
+from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, served_methods, status_line
 
 T = TypeVar("T")
-
-# KeyError: a file or symbol reflection does not know; TypeError: a descriptor that does not
-# build; AssertionError: grpcio-reflection's check of an unexpected error response.
-_REFLECTION_ERRORS = (KeyError, TypeError, AssertionError)
-# The services every mesh process serves beside its own, left out of "it serves …".
-_MESH_SERVICES = ("grpc.", "mesh.v1.")
-# The codes whose Go names are not their camel-cased Python names.
-_GO_SPELLING = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +55,7 @@ def resolve(channel: grpc.Channel, module: str, method: str) -> Target:
     pool = descriptor_pool.DescriptorPool(database)
     served: list[str] = _reflected(module, database.get_services)
     named = _service_named(method, served)
-    methods, broken = _served_methods(pool, [named] if named else served)
+    methods, broken = served_methods(pool, [named] if named else served)
     matches = [found for name, found in methods.items() if method in (name, found.full_name, found.name)]
     if len(matches) > 1:
         names = " and ".join(f"{m.containing_service.full_name}/{m.name}" for m in matches)
@@ -72,7 +63,7 @@ def resolve(channel: grpc.Channel, module: str, method: str) -> Target:
     if not matches:
         if named in broken:
             raise CliError(f"module {module}'s server reflection cannot describe {named}: {broken[named]}")
-        every, broken = _served_methods(pool, served)
+        every, broken = served_methods(pool, served)
         unreadable = f" (its reflection cannot describe {', '.join(broken)})" if broken else ""
         raise CliError(f"module {module} has no method {method}{_did_you_mean(method, every)}{unreadable}", EXIT_USAGE)
     (found,) = matches
@@ -86,41 +77,10 @@ def resolve(channel: grpc.Channel, module: str, method: str) -> Target:
     )
 
 
-def status_line(error: grpc.RpcError) -> str:
-    """A failed call in one line: grpcurl's name of its code, its message, the mesh's reason."""
-    info = error_info(error)
-    return f"{go_name(error.code())}: {error.details()}" + (f" [{info.reason}]" if info else "")
-
-
-def go_name(code: grpc.StatusCode) -> str:
-    """The code as grpcurl (Go) spells it: NOT_FOUND is NotFound, CANCELLED is Canceled."""
-    return _GO_SPELLING.get(code) or "".join(part.capitalize() for part in code.name.split("_"))
-
-
 def _service_named(method: str, served: list[str]) -> str | None:
     """The served service `method` names (pkg.Service/Method or pkg.Service.Method), if any."""
     service = method.rpartition("/")[0] if "/" in method else method.rpartition(".")[0]
     return service if service in served else None
-
-
-def _served_methods(
-    pool: descriptor_pool.DescriptorPool, services: list[str]
-) -> tuple[dict[str, MethodDescriptor], dict[str, str]]:
-    """The methods of each service reflection describes, by "pkg.Service/Method"; and, for each
-    service it cannot describe, what went wrong."""
-    methods: dict[str, MethodDescriptor] = {}
-    broken = {}
-    for name in services:
-        try:
-            service: ServiceDescriptor = pool.FindServiceByName(name)
-        except grpc.RpcError as error:
-            broken[name] = status_line(error)
-            continue
-        except _REFLECTION_ERRORS as error:
-            broken[name] = str(error)
-            continue
-        methods |= {f"{name}/{method_name}": found for method_name, found in service.methods_by_name.items()}
-    return methods, broken
 
 
 def _did_you_mean(method: str, methods: dict[str, MethodDescriptor]) -> str:
@@ -130,7 +90,7 @@ def _did_you_mean(method: str, methods: dict[str, MethodDescriptor]) -> str:
     close = difflib.get_close_matches(method, names, n=1) or difflib.get_close_matches(bare, names, n=1)
     if close:
         return f"; did you mean {names[close[0]]}?"
-    own = sorted(name for name in methods if not name.startswith(_MESH_SERVICES))
+    own = sorted(name for name in methods if not name.startswith(MESH_SERVICES))
     return f"; it serves {', '.join(own)}" if own else ""
 
 
@@ -140,5 +100,5 @@ def _reflected(module: str, read: Callable[[], T]) -> T:
         return read()
     except grpc.RpcError as error:
         raise CliError(f"module {module}'s server reflection failed: {status_line(error)}") from None
-    except _REFLECTION_ERRORS as error:
+    except REFLECTION_ERRORS as error:
         raise CliError(f"module {module}'s server reflection is incomplete: {error}") from None

@@ -40,11 +40,12 @@ from mesh.cli._common import (
     error_console,
     state_root,
 )
-from mesh.cli._reflection import Target, go_name, resolve
+from mesh.cli._reflection import Target, resolve
 from mesh.control.credentials import operator_name
 from mesh.protocol.errors import MeshError, error_info
 from mesh.protocol.names import check_id
 from mesh.protocol.pki import CredentialsError
+from mesh.protocol.reflection import go_name
 from mesh.protocol.states import State
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, SIGNING_KEY_FILE, SigningKey, issue
 from mesh.protocol.transport import Transport
