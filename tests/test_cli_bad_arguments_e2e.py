@@ -185,6 +185,12 @@ CASES: dict[str, list[Case]] = {
         case(RUNNING, "base", "-n", "-5", code=USAGE),
         case(NOWHERE, code=USAGE),
     ],
+    "gateway": [
+        case(NOWHERE, code=USAGE),
+        case(RUNNING, "--listen", "nonsense", code=USAGE),
+        case(RUNNING, "--call-timeout", "0", code=USAGE),
+        case(RUNNING, "--token-keys", "/nonexistent/token-keys.pem", code=USAGE),
+    ],
     "reset": [case(RUNNING, code=FAILED)],
     "completion": [case(NOWHERE, "fish", code=USAGE), case(NOWHERE, code=USAGE)],
 }

@@ -19,6 +19,7 @@
     mesh config    set | get | effective: layered configuration of a module
     mesh creds     issue | grpcurl-flags: credentials from the mesh CA
     mesh token     issue: a bearer token that proves a tenant
+    mesh gateway   serve the modules over HTTP/JSON (POST /api/v1/<module>/<Method>)
     mesh nats      permissions | users: each module's NATS permissions, a server config with users
     mesh completion bash | zsh: a shell completion script
 
@@ -44,7 +45,21 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 
-from mesh.cli import call, creds, events, inspection, lifecycle, logs, nats, new, operations, reset, tenancy, tokens
+from mesh.cli import (
+    call,
+    creds,
+    events,
+    gateway,
+    inspection,
+    lifecycle,
+    logs,
+    nats,
+    new,
+    operations,
+    reset,
+    tenancy,
+    tokens,
+)
 from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, error_console
 from mesh.cli.completion import register as register_completion
 from mesh.protocol.logs import configure_logging
@@ -52,7 +67,21 @@ from mesh.protocol.logs import configure_logging
 MAX_ERROR_CHARS = 400
 
 # In the order `mesh --help` lists them.
-COMMAND_GROUPS = (lifecycle, inspection, call, operations, events, tenancy, creds, tokens, nats, new, logs, reset)
+COMMAND_GROUPS = (
+    lifecycle,
+    inspection,
+    call,
+    operations,
+    events,
+    tenancy,
+    creds,
+    tokens,
+    nats,
+    new,
+    logs,
+    reset,
+    gateway,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

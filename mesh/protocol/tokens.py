@@ -288,12 +288,14 @@ class TokenVerifier:
     @classmethod
     def for_module(cls, tls_dir: Path | None, env: Mapping[str, str]) -> TokenVerifier:
         """The verifier of a module: token-keys.pem in its credentials folder, MESH_TOKEN_JWKS."""
+        return cls.with_keys(tls_dir / VERIFICATION_KEYS_FILE if tls_dir else None, env)
+
+    @classmethod
+    def with_keys(cls, pem_file: Path | None, env: Mapping[str, str]) -> TokenVerifier:
+        """A verifier of the mesh's public keys in `pem_file` (if any) and of an external
+        issuer's JWKS when MESH_TOKEN_JWKS names one (its `iss`: MESH_TOKEN_ISSUER)."""
         jwks = env.get(JWKS_ENV, "")
-        return cls(
-            tls_dir / VERIFICATION_KEYS_FILE if tls_dir else None,
-            Path(jwks) if jwks else None,
-            jwks_issuer=env.get(ISSUER_ENV, "") or ISSUER,
-        )
+        return cls(pem_file, Path(jwks) if jwks else None, jwks_issuer=env.get(ISSUER_ENV, "") or ISSUER)
 
     def verify(self, token: str) -> TenantClaims:
         """See `verify`; the same errors.

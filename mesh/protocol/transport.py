@@ -65,6 +65,11 @@ class Transport:
         assert self.folder is not None, "an insecure transport has no credentials"
         return Credentials.read(self.folder)
 
+    def stamp(self) -> tuple[int, ...]:
+        """The version of the credentials' files: it changes whenever renewal rewrites them,
+        so that a long-lived client knows to make its channels afresh."""
+        return () if self.folder is None else _stamp(self.folder)
+
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         """Listen on `address` ("host:port"); returns the port.
 

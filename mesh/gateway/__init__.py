@@ -1,0 +1,8 @@
+"""The HTTP entry point of a mesh: `POST /api/v1/<module>/<Method>` with JSON calls that unary
+method of the module over gRPC (protobuf's canonical JSON mapping) and answers its JSON.
+
+Pieces, each with one job: `routes` (a module's methods, read from its server reflection),
+`directory` (which modules run where, followed live from the coordinator), `transcoding`
+(JSON in and out, gRPC status to HTTP status), `app` (the HTTP server: authentication, the
+routes, health). `mesh gateway` (mesh.cli.gateway) runs it.
+"""

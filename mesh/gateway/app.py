@@ -1,0 +1,285 @@
+"""The gateway's HTTP server (aiohttp): `POST /api/v1/<module>/<Method>`, `GET /healthz`,
+`GET /readyz`; every answer JSON, every error `{"error": {...}}` with its HTTP status.
+
+A call is authenticated here, once: the bearer token must verify with the mesh's keys (401
+otherwise), and is forwarded to the module, which decides what the token's tenant may do
+(403 MODULE_DISABLED_FOR_TENANT, say). With `--insecure` (a plaintext mesh) nothing is
+verified and `x-tenant-id` is forwarded as sent, as the modules of such a mesh take it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.routes import ReflectionFailed
+from mesh.gateway.transcoding import (
+    BadRequest,
+    call_failed,
+    error_body,
+    json_text,
+    quoted,
+    request_message,
+    response_json,
+)
+from mesh.protocol.errors import MeshError
+from mesh.protocol.names import TENANT_METADATA
+from mesh.protocol.states import State
+from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, TokenVerifier, bearer_token
+from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
+
+_log = logging.getLogger("mesh.gateway")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_REQUEST_ID_CHARS = 128
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "Server": "mesh-gateway",
+}
+"""On every answer: the gateway serves JSON only, which no page should frame, sniff or cache;
+and it names no library version to a scanner."""
+ROUTES = "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz and GET /readyz"
+CORS_HEADERS = "authorization, content-type, x-request-id, x-tenant-id"
+CORS_MAX_AGE_SECONDS = 600
+READINESS_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway answers.
+
+    Attributes:
+        tokens: Verifies callers' bearer tokens; None for a plaintext mesh (--insecure).
+        call_timeout_seconds: The deadline of each call to a module.
+        max_body_bytes: The largest request body taken (413 beyond).
+        allowed_origins: The origins a browser may call from (CORS); empty: none.
+    """
+
+    tokens: TokenVerifier | None
+    call_timeout_seconds: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    allowed_origins: frozenset[str] = field(default_factory=frozenset)
+
+
+def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Application:
+    """The gateway's HTTP application over `directory`'s modules."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_answers_json(settings), _cross_origin(settings.allowed_origins)],
+    )
+    handlers = _Handlers(directory, settings)
+    app.router.add_post("/api/v1/{module}/{method}", handlers.call)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    return app
+
+
+def failure(status: int, code: str, message: str, reason: str = "", **more: Any) -> web.Response:
+    """An error answer: the status, and the JSON body every error of the gateway has."""
+    return _json(error_body(status, code, message, reason, **more), status)
+
+
+class _Handlers:
+    def __init__(self, directory: ModuleDirectory, settings: GatewaySettings) -> None:
+        self._directory = directory
+        self._settings = settings
+
+    async def call(self, request: web.Request) -> web.Response:
+        """POST /api/v1/<module>/<Method>: one unary call of the module, JSON in and out."""
+        module, method = request.match_info["module"], request.match_info["method"]
+        refused = self._authenticate(request)
+        if refused is not None:
+            return refused
+        placement = self._directory.placement(module)
+        if placement is None:
+            return failure(
+                404, "NOT_FOUND", f"no module {quoted(module)} in this mesh{_near(module, self._directory.names())}"
+            )
+        if not placement.serving or not placement.address:
+            return failure(
+                503,
+                "UNAVAILABLE",
+                f"module {module} is {State(placement.state).name}; it is routed again once it is RUNNING",
+                "MODULE_UNAVAILABLE",
+            )
+        try:
+            routes = await self._directory.routes(module, placement)
+        except ReflectionFailed as error:
+            return failure(502, "UNAVAILABLE", str(error), "MODULE_UNAVAILABLE")
+        except TimeoutError:
+            return failure(504, "DEADLINE_EXCEEDED", f"module {module}'s server reflection did not answer in time")
+        route = routes.routes.get(method)
+        if route is None:
+            return failure(
+                404, "NOT_FOUND", f"module {module} has no method {quoted(method)}{_near(method, routes.named())}"
+            )
+        if not route.unary:
+            return failure(
+                501, "UNIMPLEMENTED", f"{route.path} streams; the gateway routes unary methods only", "STREAMING"
+            )
+        try:
+            message = request_message(await request.read(), route.request_class)
+        except BadRequest as error:
+            return failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_BODY")
+        call = self._directory.channel(placement.address).unary_unary(
+            route.path,
+            request_serializer=lambda sent: sent.SerializeToString(),
+            response_deserializer=route.response_class.FromString,
+        )
+        try:
+            answer = await call(message, metadata=self._forwarded(request), timeout=self._settings.call_timeout_seconds)
+        except grpc.aio.AioRpcError as error:
+            status, body = call_failed(error, module)
+            return _json(body, status)
+        return _json(response_json(answer))
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """GET /healthz: the gateway itself answers (a load balancer's liveness probe)."""
+        return _json({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """GET /readyz: the mesh's health as the coordinator aggregates it; 503 unless healthy
+        or degraded (a critical module down makes the mesh unhealthy), or when the coordinator
+        does not answer."""
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                channel = self._directory.channel(self._directory.coordinator)
+                health = await coordinator_pb2_grpc.CoordinatorStub(channel).GetSystemHealth(
+                    coordinator_pb2.GetSystemHealthRequest()
+                )
+        except (grpc.aio.AioRpcError, TimeoutError) as error:
+            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
+            return failure(503, "UNAVAILABLE", f"the coordinator at {self._directory.coordinator}: {detail}")
+        ready = health.status in (health_pb2.HEALTH_STATUS_HEALTHY, health_pb2.HEALTH_STATUS_DEGRADED)
+        body = {
+            "status": health_pb2.HealthStatus.Name(health.status).removeprefix("HEALTH_STATUS_").lower(),
+            "modules": {
+                module.name: health_pb2.HealthStatus.Name(module.status).removeprefix("HEALTH_STATUS_").lower()
+                for module in health.modules
+            },
+        }
+        return _json(body, 200 if ready else 503)
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        """None when the call may go on: its bearer token verifies (or the mesh is plaintext)."""
+        tokens = self._settings.tokens
+        if tokens is None:
+            return None
+        authorization = request.headers.get("Authorization", "")
+        if not authorization:
+            return failure(
+                401,
+                "UNAUTHENTICATED",
+                f"no bearer token: send `Authorization: Bearer <token>`; {HOW_TO_GET}",
+                "UNAUTHENTICATED",
+            )
+        try:
+            tokens.verify(bearer_token(authorization))
+        except MeshError as error:
+            return failure(401, "UNAUTHENTICATED", error.message, error.reason, metadata=dict(error.metadata))
+        return None
+
+    def _forwarded(self, request: web.Request) -> Sequence[tuple[str, str]]:
+        """The metadata the module gets: the caller's token, the request id, and (plaintext
+        mesh only) the tenant the caller names."""
+        metadata = [("x-request-id", request[REQUEST_ID_HEADER])]
+        authorization = request.headers.get("Authorization", "")
+        if authorization:
+            metadata.append((AUTHORIZATION_METADATA, authorization))
+        tenant = request.headers.get(TENANT_METADATA, "")
+        if tenant and self._settings.tokens is None:
+            metadata.append((TENANT_METADATA, tenant))
+        return metadata
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answers_json(settings: GatewaySettings) -> Any:
+    """Every answer carries the security headers and the request id; every error is JSON
+    (aiohttp's own — no route, wrong method, body too large — included); one log line a call."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        request[REQUEST_ID_HEADER] = (
+            given[:MAX_REQUEST_ID_CHARS] if given.isprintable() and given else secrets.token_hex(8)
+        )
+        began = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            message = error.reason
+            if error.status in (404, 405):
+                message = f"no route {request.method} {quoted(request.path)}; {ROUTES}"
+            elif error.status == 413:
+                message = f"the body is larger than the {settings.max_body_bytes} bytes a request may have"
+            response = failure(error.status, _code_of(error.status), message)
+        response.headers.update(SECURITY_HEADERS)
+        response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID_HEADER]
+        _log.info(
+            "%s %s -> %d in %.1f ms [%s]",
+            request.method,
+            request.path,
+            response.status,
+            (time.perf_counter() - began) * 1000,
+            request[REQUEST_ID_HEADER],
+        )
+        return response
+
+    return middleware
+
+
+def _cross_origin(allowed: frozenset[str]) -> Any:
+    """CORS: a preflight from an allowed origin is answered (204), from another refused (403);
+    an answer to an allowed origin says so."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        if preflight:
+            if origin not in allowed:
+                return failure(403, "PERMISSION_DENIED", f"origin {quoted(origin)} may not call this gateway", "CORS")
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
+        else:
+            response = await handler(request)
+        if origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+def _near(name: str, known: list[str]) -> str:
+    """ "; did you mean 'x'?" for a near miss among `known`, else the list of what there is."""
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; there are {', '.join(known)}" if known else "; there is none yet"
+
+
+def _code_of(status: int) -> str:
+    return {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}.get(status, "INVALID_ARGUMENT")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(text=json_text(body), status=status, content_type="application/json")

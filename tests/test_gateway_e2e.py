@@ -1,0 +1,226 @@
+"""The HTTP gateway (`mesh gateway`) against a running mesh that serves mTLS: a real `mesh up`, a
+real gateway process and a real HTTP client (aiohttp). A caller with a token calls a module's
+unary method with JSON and gets its JSON; every refusal has its HTTP status and the mesh's
+reason; a restarted module stays routable; CORS answers only the origins allowed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import PROJECT
+from mesh.protocol.tokens import SigningKey, issue
+from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
+
+pytestmark = pytest.mark.e2e
+
+ALLOWED_ORIGIN = "https://app.example"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+    """Looked up without regard to case, as HTTP names headers."""
+
+    @property
+    def reason(self) -> str:
+        return self.body["error"].get("reason", "")
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    mesh: MeshDir
+    running: RunningMesh
+
+    def token(self, tenant: str) -> str:
+        done = self.mesh.run_cli("token", "issue", "--tenant", tenant, "--state-dir", str(self.mesh.state))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def request(
+        self, method: str, path: str, *, token: str = "", body: bytes | str | None = None, **headers: str
+    ) -> Answer:
+        sent = {key.replace("_", "-"): value for key, value in headers.items()}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+
+        async def send() -> Answer:
+            timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.request(method, self.url + path, data=body, headers=sent) as response:
+                    text = await response.text()
+                    parsed = json.loads(text) if text else None
+                    return Answer(response.status, parsed, response.headers.copy())
+
+        return asyncio.run(send())
+
+    def call(self, module: str, method: str, payload: dict[str, Any], token: str) -> Answer:
+        return self.request("POST", f"/api/v1/{module}/{method}", token=token, body=json.dumps(payload))
+
+    def eventually(self, condition: Any, what: str) -> Any:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            found = condition()
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def gateway_for(mesh: MeshDir, running: RunningMesh, *args: str) -> Iterator[Gateway]:
+    """`mesh gateway` on a free port for the running mesh, stopped (and waited for) afterwards."""
+    env = mesh.environment(MESH_STATE_DIR=str(mesh.state), MESH_COORDINATOR=running.address)
+    process = subprocess.Popen(
+        mesh.mesh_command("gateway", "--listen", "127.0.0.1:0", *args),
+        cwd=mesh.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert "mesh gateway: serving http://" in banner, banner + (process.stderr.read() if process.stderr else "")
+        url = banner.split("serving ", 1)[1].split("/api/v1/", 1)[0]
+        yield Gateway(url, mesh, running)
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=WAIT_SECONDS)
+    assert process.returncode == 0, err
+    assert "mesh gateway: stopped" in out
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A mesh of users and inventory, users enabled for acme, and a gateway for it."""
+    mesh = MeshDir(tmp_path_factory.mktemp("gateway"))
+    for module in ("users", "inventory"):
+        shutil.copytree(PROJECT / "modules" / module, mesh.modules / module)
+    with mesh.up() as running:
+        running.wait_until_up()
+        enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
+        assert enabled.returncode == 0, enabled.stderr
+        with gateway_for(mesh, running, "--allow-origin", ALLOWED_ORIGIN) as gateway:
+            yield gateway
+
+
+def test_a_caller_with_a_token_calls_a_module_with_json(served: Gateway) -> None:
+    token = served.token("acme")
+    ada = {"name": "Ada", "email": "ada@example.org"}
+    created = served.eventually(
+        lambda: (answer := served.call("users", "CreateUser", ada, token)).status == 200 and answer,
+        "users to serve acme through the gateway",
+    )
+    user = created.body["user"]
+    assert user["name"] == "Ada" and user["email"] == "ada@example.org" and user["id"]
+    listed = served.call("users", "users.v1.Users.ListUsers", {}, token)
+    assert listed.status == 200 and user in listed.body["users"]
+    got = served.call("users", "GetUser", {"id": user["id"]}, token)
+    assert got.status == 200 and got.body["user"] == user
+    assert created.headers["Content-Type"].startswith("application/json")
+    assert created.headers["X-Content-Type-Options"] == "nosniff" and created.headers["X-Request-Id"]
+    echoed = served.request("POST", "/api/v1/users/ListUsers", token=token, X_Request_Id="trace-me-42")
+    assert echoed.status == 200 and echoed.headers["X-Request-Id"] == "trace-me-42"
+
+
+def test_every_refusal_has_its_http_status_and_reason(served: Gateway, tmp_path: Path) -> None:
+    acme = served.token("acme")
+    served.eventually(lambda: served.call("users", "ListUsers", {}, acme).status == 200, "users to serve acme")
+
+    no_token = served.call("users", "ListUsers", {}, "")
+    assert no_token.status == 401 and no_token.reason == "UNAUTHENTICATED"
+    assert "Authorization: Bearer" in no_token.body["error"]["message"]
+    forged = served.call("users", "ListUsers", {}, issue(SigningKey.load_or_create(tmp_path / "other.pem"), "acme"))
+    assert forged.status == 401 and "not signed" in forged.body["error"]["message"]
+    disabled = served.call("users", "ListUsers", {}, served.token("globex"))
+    assert disabled.status == 403 and disabled.reason == "MODULE_DISABLED_FOR_TENANT"
+    assert disabled.body["error"]["metadata"] == {"module": "users", "tenant": "globex"}
+
+    bad_json = served.request("POST", "/api/v1/users/CreateUser", token=acme, body='{"nam": 1}')
+    assert (
+        bad_json.status == 400 and bad_json.reason == "BAD_REQUEST_BODY" and "nam" in bad_json.body["error"]["message"]
+    )
+    not_json = served.request("POST", "/api/v1/users/CreateUser", token=acme, body=b"\xff\xfe")
+    assert not_json.status == 400 and not_json.reason == "BAD_REQUEST_BODY"
+    invalid = served.call("users", "CreateUser", {"name": "", "email": "nobody"}, acme)
+    assert invalid.status == 400 and invalid.body["error"]["code"] == "INVALID_ARGUMENT"
+
+    no_module = served.call("userz", "ListUsers", {}, acme)
+    assert no_module.status == 404 and "did you mean 'users'" in no_module.body["error"]["message"]
+    near_miss = served.call("users", "ListUser", {}, acme)
+    assert near_miss.status == 404 and "did you mean 'ListUsers'" in near_miss.body["error"]["message"]
+    no_method = served.call("users", "Frobnicate", {}, acme)
+    assert no_method.status == 404 and "CreateUser, GetUser, ListUsers" in no_method.body["error"]["message"]
+    no_route = served.request("GET", "/api/v1/users/ListUsers", token=acme)
+    assert no_route.status == 405 and "POST /api/v1/<module>/<Method>" in no_route.body["error"]["message"]
+    too_big = served.request("POST", "/api/v1/users/CreateUser", token=acme, body="x" * (2 * 1024 * 1024))
+    assert too_big.status == 413 and too_big.body["error"]["code"] == "RESOURCE_EXHAUSTED"
+
+
+def test_health_endpoints_answer_for_load_balancers(served: Gateway) -> None:
+    assert served.request("GET", "/healthz").body == {"status": "ok"}
+    ready = served.eventually(lambda: (answer := served.request("GET", "/readyz")).status == 200 and answer, "ready")
+    assert ready.body["status"] == "healthy" and set(ready.body["modules"]) == {"users", "inventory"}
+
+
+def test_cors_answers_only_the_allowed_origins(served: Gateway) -> None:
+    preflight = {"Access_Control_Request_Method": "POST", "Access_Control_Request_Headers": "authorization"}
+    allowed = served.request("OPTIONS", "/api/v1/users/ListUsers", Origin=ALLOWED_ORIGIN, **preflight)
+    assert allowed.status == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "authorization" in allowed.headers["Access-Control-Allow-Headers"]
+    refused = served.request("OPTIONS", "/api/v1/users/ListUsers", Origin="https://evil.example", **preflight)
+    assert refused.status == 403 and refused.reason == "CORS"
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_a_restarted_module_stays_routable(served: Gateway) -> None:
+    """While `mesh restart` replaces the users process, every answer is the module's own (200)
+    or 503 while no process serves it; afterwards calls reach the new process."""
+    token = served.token("acme")
+    served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users to serve acme")
+    before = served.running.modules()["users"].address
+    statuses: list[int] = []
+
+    async def loop_calls(stop: asyncio.Event) -> None:
+        timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stop.is_set():
+                async with session.post(served.url + "/api/v1/users/ListUsers", data="{}", headers=headers) as answer:
+                    await answer.read()
+                    statuses.append(answer.status)
+
+    async def restart_while_calling() -> None:
+        stop = asyncio.Event()
+        calls = asyncio.create_task(loop_calls(stop))
+        done = await asyncio.to_thread(served.mesh.run_cli, "restart", "users", "--state-dir", str(served.mesh.state))
+        assert done.returncode == 0, done.stderr
+        await asyncio.to_thread(
+            served.eventually,
+            lambda: served.running.modules()["users"].address != before,
+            "users to serve from its new process",
+        )
+        stop.set()
+        await calls
+
+    asyncio.run(restart_while_calling())
+    assert statuses and set(statuses) <= {200, 503}, sorted(set(statuses))
+    served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users routable again")
