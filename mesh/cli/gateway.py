@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -84,13 +85,13 @@ def _run(args: argparse.Namespace) -> int:
 async def _serve(host: str, port: int, directory: ModuleDirectory, settings: GatewaySettings) -> int:
     runner = web.AppRunner(build_app(directory, settings), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
+        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as error:
         await runner.cleanup()
         raise CliError(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_USAGE) from None
-    bound = _bound_port(site, port)
+    bound = int(listening.getsockname()[1])  # our own socket: port 0 asks for any free port
+    await web.SockSite(runner, listening).start()
     follow = asyncio.create_task(directory.follow(), name="follow-coordinator")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,12 +145,6 @@ def _listen_address(text: str) -> tuple[str, int]:
     if not separator or not port.isdigit() or int(port) > 65535:
         raise CliError(f"--listen {text!r} is not host:port, e.g. {DEFAULT_LISTEN} (port 0: any free port)", EXIT_USAGE)
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _bound_port(site: web.TCPSite, asked: int) -> int:
-    server = site._server  # aiohttp keeps the asyncio server it bound private; port 0 needs its socket
-    sockets = getattr(server, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else asked
 
 
 def _url_host(host: str) -> str:

@@ -197,12 +197,16 @@ class _Handlers:
         """The metadata the module gets: the caller's token, the request id, and (plaintext
         mesh only) the tenant the caller names."""
         metadata = [("x-request-id", request[REQUEST_ID_HEADER])]
-        authorization = request.headers.get("Authorization", "")
-        if authorization:
-            metadata.append((AUTHORIZATION_METADATA, authorization))
-        tenant = request.headers.get(TENANT_METADATA, "")
-        if tenant and self._settings.tokens is None:
-            metadata.append((TENANT_METADATA, tenant))
+        forwarded = [("Authorization", AUTHORIZATION_METADATA)]
+        if self._settings.tokens is None:
+            forwarded.append((TENANT_METADATA, TENANT_METADATA))
+        for header, key in forwarded:
+            value = request.headers.get(header, "")
+            if not value:
+                continue
+            if not _is_metadata_text(value):
+                raise BadRequest(f"the {header} header holds characters gRPC metadata cannot carry: {quoted(value)}")
+            metadata.append((key, value))
         return metadata
 
 
@@ -216,12 +220,12 @@ def _answers_json(settings: GatewaySettings) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        request[REQUEST_ID_HEADER] = (
-            given[:MAX_REQUEST_ID_CHARS] if given.isprintable() and given else secrets.token_hex(8)
-        )
+        request[REQUEST_ID_HEADER] = given[:MAX_REQUEST_ID_CHARS] if _is_metadata_text(given) else secrets.token_hex(8)
         began = time.perf_counter()
         try:
             response = await handler(request)
+        except BadRequest as error:
+            response = failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_HEADER")
         except web.HTTPException as error:
             message = error.reason
             if error.status in (404, 405):
@@ -229,6 +233,12 @@ def _answers_json(settings: GatewaySettings) -> Any:
             elif error.status == 413:
                 message = f"the body is larger than the {settings.max_body_bytes} bytes a request may have"
             response = failure(error.status, _code_of(error.status), message)
+        except Exception as error:  # a bug: the caller gets a JSON 500, the log one line (the traceback at DEBUG)
+            _log.error("unexpected %s answering %s %s: %s", type(error).__name__, request.method, request.path, error)
+            _log.debug("the traceback", exc_info=True)
+            response = failure(
+                500, "INTERNAL", f"unexpected {type(error).__name__} in the gateway (a bug: please report it)"
+            )
         response.headers.update(SECURITY_HEADERS)
         response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID_HEADER]
         _log.info(
@@ -267,6 +277,11 @@ def _cross_origin(allowed: frozenset[str]) -> Any:
         return response
 
     return middleware
+
+
+def _is_metadata_text(value: str) -> bool:
+    """Whether gRPC can carry `value` as text metadata: printable ASCII, not empty."""
+    return bool(value) and value.isascii() and value.isprintable()
 
 
 def _near(name: str, known: list[str]) -> str:

@@ -56,6 +56,7 @@ class ModuleDirectory:
         self._routes: dict[str, ModuleRoutes] = {}
         self._channels: dict[str, tuple[tuple[int, ...], grpc.aio.Channel]] = {}
         self._retired: set[asyncio.Task[None]] = set()
+        self._reading: dict[tuple[str, str], asyncio.Future[ModuleRoutes]] = {}
         self._followed = asyncio.Event()
         self.connected = False
         """Whether the directory follows the coordinator right now."""
@@ -120,9 +121,13 @@ class ModuleDirectory:
         known = self._routes.get(module)
         if known is not None and known.address == placement.address:
             return known
-        read = await asyncio.wait_for(
-            asyncio.to_thread(self._read_routes, module, placement.address), REFLECTION_TIMEOUT_SECONDS
-        )
+        key = (module, placement.address)
+        reading = self._reading.get(key)
+        if reading is None:  # one read for all the calls that arrive before it is done
+            reading = asyncio.ensure_future(asyncio.to_thread(self._read_routes, module, placement.address))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        read = await asyncio.wait_for(asyncio.shield(reading), REFLECTION_TIMEOUT_SECONDS)
         self._routes[module] = read
         return read
 
