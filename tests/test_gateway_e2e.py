@@ -18,10 +18,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PROJECT
+from inventory.v1 import inventory_pb2
 from mesh.protocol.tokens import SigningKey, issue
 from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
+from users.v1 import users_pb2
 
 pytestmark = pytest.mark.e2e
 
@@ -63,8 +67,8 @@ class Gateway:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.request(method, self.url + path, data=body, headers=sent) as response:
                     text = await response.text()
-                    parsed = json.loads(text) if text else None
-                    return Answer(response.status, parsed, response.headers.copy())
+                    json_body = text and response.content_type == "application/json"
+                    return Answer(response.status, json.loads(text) if json_body else text, response.headers.copy())
 
         return asyncio.run(send())
 
@@ -224,3 +228,37 @@ def test_a_restarted_module_stays_routable(served: Gateway) -> None:
     asyncio.run(restart_while_calling())
     assert statuses and set(statuses) <= {200, 503}, sorted(set(statuses))
     served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users routable again")
+
+
+def test_openapi_document_validates_and_covers_every_unary_method(served: Gateway) -> None:
+    document = served.request("GET", "/openapi.json").body
+    validate(document)  # the OpenAPI 3.1 specification's schema, by openapi-spec-validator
+    expected = {
+        f"/api/v1/{module}/{method.name}"
+        for module, descriptor in (("users", users_pb2.DESCRIPTOR), ("inventory", inventory_pb2.DESCRIPTOR))
+        for service in descriptor.services_by_name.values()
+        for method in service.methods
+        if not (method.client_streaming or method.server_streaming)
+    }
+    assert set(document["paths"]) == expected
+    create = document["paths"]["/api/v1/users/CreateUser"]["post"]
+    request_schema = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rpartition("/")[2]
+    assert set(document["components"]["schemas"][request_schema]["properties"]) == {"name", "email"}
+    assert document["security"] == [{"bearer": []}]
+
+
+def test_metrics_count_requests_by_module_method_and_status(served: Gateway) -> None:
+    token = served.token("acme")
+    served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users to serve acme")
+    assert served.call("nosuchmodule", "Anything", {}, token).status == 404
+    exposition = served.request("GET", "/metrics")
+    assert exposition.status == 200 and exposition.headers["Content-Type"].startswith("text/plain")
+    counts = {
+        (sample.labels["module"], sample.labels["method"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(exposition.body)
+        if family.name == "mesh_gateway_requests"
+        for sample in family.samples
+        if sample.name == "mesh_gateway_requests_total"
+    }
+    assert counts[("users", "users.v1.Users.ListUsers", "200")] >= 1
+    assert counts[("-", "-", "404")] >= 1

@@ -1,5 +1,6 @@
 """The gateway's HTTP server (aiohttp): `POST /api/v1/<module>/<Method>`, `GET /healthz`,
-`GET /readyz`; every answer JSON, every error `{"error": {...}}` with its HTTP status.
+`GET /readyz`, `GET /openapi.json`, `GET /metrics`; every error `{"error": {...}}` with its
+HTTP status.
 
 A call is authenticated here, once: the bearer token must verify with the mesh's keys (401
 otherwise), and is forwarded to the module, which decides what the token's tenant may do
@@ -16,13 +17,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import grpc
 from aiohttp import web
 
 from mesh.gateway.directory import ModuleDirectory
-from mesh.gateway.routes import ReflectionFailed
+from mesh.gateway.metrics import UNKNOWN, GatewayMetrics
+from mesh.gateway.openapi import openapi_document
+from mesh.gateway.routes import ModuleRoutes, ReflectionFailed
 from mesh.gateway.transcoding import (
     BadRequest,
     call_failed,
@@ -52,7 +56,12 @@ SECURITY_HEADERS = {
 }
 """On every answer: the gateway serves JSON only, which no page should frame, sniff or cache;
 and it names no library version to a scanner."""
-ROUTES = "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz and GET /readyz"
+ROUTES = (
+    "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz, GET /readyz, GET /metrics and GET /openapi.json"
+)
+API_PREFIX = "/api/"
+ROUTED = "mesh.routed"
+"""The (module, method) a request was routed to, as far as it got: the labels of its metrics."""
 CORS_HEADERS = "authorization, content-type, x-request-id, x-tenant-id"
 CORS_MAX_AGE_SECONDS = 600
 READINESS_TIMEOUT_SECONDS = 5.0
@@ -77,14 +86,17 @@ class GatewaySettings:
 
 def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Application:
     """The gateway's HTTP application over `directory`'s modules."""
+    metrics = GatewayMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[_answers_json(settings), _cross_origin(settings.allowed_origins)],
+        middlewares=[_answers_json(settings, metrics), _cross_origin(settings.allowed_origins)],
     )
-    handlers = _Handlers(directory, settings)
+    handlers = _Handlers(directory, settings, metrics)
     app.router.add_post("/api/v1/{module}/{method}", handlers.call)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/openapi.json", handlers.openapi)
     return app
 
 
@@ -94,9 +106,10 @@ def failure(status: int, code: str, message: str, reason: str = "", **more: Any)
 
 
 class _Handlers:
-    def __init__(self, directory: ModuleDirectory, settings: GatewaySettings) -> None:
+    def __init__(self, directory: ModuleDirectory, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
         self._directory = directory
         self._settings = settings
+        self._metrics = metrics
 
     async def call(self, request: web.Request) -> web.Response:
         """POST /api/v1/<module>/<Method>: one unary call of the module, JSON in and out."""
@@ -105,6 +118,8 @@ class _Handlers:
         if refused is not None:
             return refused
         placement = self._directory.placement(module)
+        if placement is not None:
+            request[ROUTED] = (module, UNKNOWN)
         if placement is None:
             return failure(
                 404, "NOT_FOUND", f"no module {quoted(module)} in this mesh{_near(module, self._directory.names())}"
@@ -127,6 +142,7 @@ class _Handlers:
             return failure(
                 404, "NOT_FOUND", f"module {module} has no method {quoted(method)}{_near(method, routes.named())}"
             )
+        request[ROUTED] = (module, route.method.full_name)
         if not route.unary:
             return failure(
                 501, "UNIMPLEMENTED", f"{route.path} streams; the gateway routes unary methods only", "STREAMING"
@@ -146,6 +162,32 @@ class _Handlers:
             status, body = call_failed(error, module)
             return _json(body, status)
         return _json(response_json(answer))
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        """GET /openapi.json: the OpenAPI 3.1 document of every unary method of every module
+        running now (a module whose reflection cannot be read is left out, and named)."""
+        running = [
+            (name, placement)
+            for name in self._directory.names()
+            if (placement := self._directory.placement(name)) is not None and placement.serving and placement.address
+        ]
+        read = await asyncio.gather(
+            *(self._directory.routes(name, placement) for name, placement in running), return_exceptions=True
+        )
+        routes = [found for found in read if isinstance(found, ModuleRoutes)]
+        document = openapi_document(routes, metadata.version("module-mesh"))
+        left_out = {
+            name: str(found) or type(found).__name__
+            for (name, _placement), found in zip(running, read, strict=True)
+            if not isinstance(found, ModuleRoutes)
+        }
+        if left_out:
+            document["info"]["x-left-out"] = left_out
+        return _json(document)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """GET /metrics: the gateway's metrics in the Prometheus text format."""
+        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": self._metrics.content_type})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the gateway itself answers (a load balancer's liveness probe)."""
@@ -213,9 +255,10 @@ class _Handlers:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _answers_json(settings: GatewaySettings) -> Any:
+def _answers_json(settings: GatewaySettings, metrics: GatewayMetrics) -> Any:
     """Every answer carries the security headers and the request id; every error is JSON
-    (aiohttp's own — no route, wrong method, body too large — included); one log line a call."""
+    (aiohttp's own — no route, wrong method, body too large — included); one log line a call,
+    and each API call counted and timed (under the module and method it was routed to)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -239,6 +282,10 @@ def _answers_json(settings: GatewaySettings) -> Any:
             response = failure(
                 500, "INTERNAL", f"unexpected {type(error).__name__} in the gateway (a bug: please report it)"
             )
+        elapsed = time.perf_counter() - began
+        if request.path.startswith(API_PREFIX):
+            module, method = request.get(ROUTED, (UNKNOWN, UNKNOWN))
+            metrics.record(module, method, response.status, elapsed)
         response.headers.update(SECURITY_HEADERS)
         response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID_HEADER]
         _log.info(
@@ -246,7 +293,7 @@ def _answers_json(settings: GatewaySettings) -> Any:
             request.method,
             request.path,
             response.status,
-            (time.perf_counter() - began) * 1000,
+            elapsed * 1000,
             request[REQUEST_ID_HEADER],
         )
         return response
