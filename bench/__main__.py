@@ -3,7 +3,7 @@ the run in docs/benchmarks.md and bench/recorded.json.
 
     python -m bench [NAME ...] [--no-record]
 
-NAME is one of rpc, boot, events, events_auth, tracing (all when none is given). With
+NAME is one of rpc, boot, events, events_auth, tracing, gateway (all when none is given). With
 --no-record nothing is written but bench/runs/last.json, and the exit status is 1 when a
 figure got more than 10 % worse than recorded (see bench.compare). A benchmark that fails
 stops the run, and nothing of it is recorded.
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "events": (),
     "events_auth": (),
     "tracing": (),
+    "gateway": (),
 }
 """Every benchmark, with the arguments `make bench` gives it."""
 

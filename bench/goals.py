@@ -1,4 +1,4 @@
-"""The performance goals of the performance and identity issues, as figures of `make bench`:
+"""The performance goals of the performance, identity and gateway issues, as figures of `make bench`:
 docs/benchmarks.md shows each beside what the last recorded run measured."""
 
 from __future__ import annotations
@@ -68,4 +68,6 @@ GOALS = (
     ),
     Goal("durable events with tracing always on / off", "tracing", "durable events tracing on / off throughput", 0.6),
     Goal("idle module process RSS, MiB", "rpc", "sdk idle RSS MiB", 60.0),
+    Goal("HTTP/JSON through the gateway / direct gRPC, throughput", "gateway", "gateway / direct gRPC throughput", 0.5),
+    Goal("the gateway's overhead at the median, one call at a time, ms", "gateway", "gateway p50 overhead ms", 1.0),
 )

@@ -151,5 +151,5 @@ def test_the_goals_table_says_met_missed_or_unmeasured():
 
 def test_every_documented_block_has_its_markers():
     text = report.DOCS.read_text()
-    for name in ("goals", "rpc", "boot", "events", "events_auth", "tracing"):
+    for name in ("goals", "rpc", "boot", "events", "events_auth", "tracing", "gateway"):
         assert f"<!-- bench:{name} -->" in text and f"<!-- /bench:{name} -->" in text, name
