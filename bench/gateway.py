@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +30,7 @@ from aiohttp import web
 
 from bench import figures
 from bench.identity import BenchIdentity, call_metadata, enable_tenant
-from bench.rpc import PROJECT, cpu_seconds, load, quantile, start_module
+from bench.rpc import PROJECT, cpu_seconds, load, quantile, start_module, timed_calls
 from mesh.gateway.app import GatewaySettings, build_app
 from mesh.gateway.directory import ModuleDirectory, Placement
 from mesh.protocol.nats_server import EmbeddedNats
@@ -95,11 +94,9 @@ def start_gateway(address: str, credentials: Path, token_keys: Path) -> tuple[su
 
 async def load_http(url: str, calls: int, concurrency: int, token: str) -> tuple[float, list[float]]:
     """`calls` POSTs of SayHello over `concurrency` workers; returns (calls/s, latencies ms)."""
-    latencies: list[float] = []
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     target = f"{url}/api/v1/{MODULE}/SayHello"
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def post() -> None:
             async with session.post(target, data=BODY, headers=headers) as answer:
@@ -107,21 +104,7 @@ async def load_http(url: str, calls: int, concurrency: int, token: str) -> tuple
                 if answer.status != 200:
                     raise RuntimeError(f"the gateway answered {answer.status}: {await answer.text()}")
 
-        await post()  # connect before timing
-        remaining = calls
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                began = time.perf_counter()
-                await post()
-                latencies.append((time.perf_counter() - began) * 1000)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return calls / elapsed, latencies
+        return await timed_calls(post, calls, concurrency)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,25 +169,30 @@ async def load(
         credentials: TLS for the channel; plaintext if None.
         metadata: What every call carries.
     """
-    latencies: list[float] = []
     async with _channel(address, credentials) as channel:
         stub = greeter_pb2_grpc.GreeterStub(channel)  # type: ignore[no-untyped-call]  # protoc's generated *_pb2_grpc.py carries no annotations
         request = greeter_pb2.SayHelloRequest(name="bench")
-        await stub.SayHello(request, metadata=metadata)  # connect (and hand-shake) before timing
-        remaining = calls
+        return await timed_calls(lambda: stub.SayHello(request, metadata=metadata), calls, concurrency)
 
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                began = time.perf_counter()
-                await stub.SayHello(request, metadata=metadata)
-                latencies.append((time.perf_counter() - began) * 1000)
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return calls / elapsed, latencies
+async def timed_calls(call: Callable[[], Awaitable[object]], calls: int, concurrency: int) -> tuple[float, list[float]]:
+    """`calls` awaits of `call()` over `concurrency` workers, after one untimed (it connects,
+    and hand-shakes); returns (calls/s, latencies ms)."""
+    await call()
+    latencies: list[float] = []
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            began = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return calls / (time.perf_counter() - began), latencies
 
 
 async def refusals(address: str, identity: BenchIdentity) -> dict[str, str]:

@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
-from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from mesh.cli._common import EXIT_USAGE, CliError
-from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, served_methods, status_line
+from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, ReflectedMethod, served_methods, status_line
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Target:
-    """The method to call and the types of its messages, from the module's reflection."""
-
-    method: MethodDescriptor
-    request_class: type[Message]
-    response_class: type[Message]
-
-    @property
-    def path(self) -> str:
-        """The method's path on the wire, "/pkg.Service/Method"."""
-        return f"/{self.method.containing_service.full_name}/{self.method.name}"
-
-
-def resolve(channel: grpc.Channel, module: str, method: str) -> Target:
+def resolve(channel: grpc.Channel, module: str, method: str) -> ReflectedMethod:
     """The method `method` names among the services the module serves, found by reflection.
 
     Only the services needed are built: a module whose reflection cannot describe one of its
@@ -67,14 +51,7 @@ def resolve(channel: grpc.Channel, module: str, method: str) -> Target:
         unreadable = f" (its reflection cannot describe {', '.join(broken)})" if broken else ""
         raise CliError(f"module {module} has no method {method}{_did_you_mean(method, every)}{unreadable}", EXIT_USAGE)
     (found,) = matches
-    return _reflected(
-        module,
-        lambda: Target(
-            found,
-            message_factory.GetMessageClass(found.input_type),
-            message_factory.GetMessageClass(found.output_type),
-        ),
-    )
+    return _reflected(module, lambda: ReflectedMethod.of(found))
 
 
 def _service_named(method: str, served: list[str]) -> str | None:

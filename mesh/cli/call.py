@@ -40,12 +40,12 @@ from mesh.cli._common import (
     error_console,
     state_root,
 )
-from mesh.cli._reflection import Target, resolve
+from mesh.cli._reflection import resolve
 from mesh.control.credentials import operator_name
 from mesh.protocol.errors import MeshError, error_info
 from mesh.protocol.names import check_id
 from mesh.protocol.pki import CredentialsError
-from mesh.protocol.reflection import go_name
+from mesh.protocol.reflection import ReflectedMethod, go_name
 from mesh.protocol.states import State
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, SIGNING_KEY_FILE, SigningKey, issue
 from mesh.protocol.transport import Transport
@@ -213,7 +213,7 @@ def _wait_until_connected(channel: grpc.Channel, module: str, address: str, dead
         ) from None
 
 
-def _request(text: str, target: Target) -> Message:
+def _request(text: str, target: ReflectedMethod) -> Message:
     """The request message from JSON; unknown fields are refused, naming the field."""
     request = target.request_class()
     try:
@@ -226,7 +226,7 @@ def _request(text: str, target: Target) -> Message:
 
 def _unary(
     channel: grpc.Channel,
-    target: Target,
+    target: ReflectedMethod,
     request: Message,
     metadata: Metadata,
     deadline: Deadline,
@@ -262,7 +262,7 @@ def _pause(seconds: float, deadline: Deadline) -> bool:
 
 def _stream(
     channel: grpc.Channel,
-    target: Target,
+    target: ReflectedMethod,
     request: Message,
     metadata: Metadata,
     deadline: Deadline,

@@ -7,35 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor import MethodDescriptor
-from google.protobuf.message import Message
+from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, served_methods, status_line
+from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, ReflectedMethod, served_methods, status_line
 
 
 class ReflectionFailed(Exception):
     """The module's server reflection could not be read: what went wrong, in one line."""
 
 
-@dataclass(frozen=True)
-class Route:
-    """One method of a module, and the classes of its request and response."""
-
-    method: MethodDescriptor
-    request_class: type[Message]
-    response_class: type[Message]
-
-    @property
-    def path(self) -> str:
-        """The method's path on the wire, "/pkg.Service/Method"."""
-        return f"/{self.method.containing_service.full_name}/{self.method.name}"
-
-    @property
-    def unary(self) -> bool:
-        """One request, one response: what `POST /api/v1/<module>/<Method>` calls."""
-        return not (self.method.client_streaming or self.method.server_streaming)
+Route = ReflectedMethod
+"""One method of a module, with the classes of its request and response."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +68,7 @@ def read_routes(channel: grpc.Channel, module: str, address: str) -> ModuleRoute
     bare: dict[str, list[Route]] = {}
     for full_name, method in methods.items():
         try:
-            route = Route(
-                method,
-                message_factory.GetMessageClass(method.input_type),
-                message_factory.GetMessageClass(method.output_type),
-            )
+            route = ReflectedMethod.of(method)
         except REFLECTION_ERRORS as error:
             unreadable[full_name] = str(error)
             continue

@@ -4,9 +4,12 @@ a failed call is spelled in one line, the way grpcurl spells it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from mesh.protocol.errors import error_info
 
@@ -20,6 +23,34 @@ MESH_SERVICES = ("grpc.", "mesh.v1.")
 
 _GO_SPELLING = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 """The codes whose Go names are not their camel-cased Python names."""
+
+
+@dataclass(frozen=True)
+class ReflectedMethod:
+    """A method a process serves, and the classes of its request and response."""
+
+    method: MethodDescriptor
+    request_class: type[Message]
+    response_class: type[Message]
+
+    @classmethod
+    def of(cls, method: MethodDescriptor) -> ReflectedMethod:
+        """The method with its message classes built (REFLECTION_ERRORS when they do not build)."""
+        return cls(
+            method,
+            message_factory.GetMessageClass(method.input_type),
+            message_factory.GetMessageClass(method.output_type),
+        )
+
+    @property
+    def path(self) -> str:
+        """The method's path on the wire, "/pkg.Service/Method"."""
+        return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+    @property
+    def unary(self) -> bool:
+        """One request, one response."""
+        return not (self.method.client_streaming or self.method.server_streaming)
 
 
 def served_methods(
