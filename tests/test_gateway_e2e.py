@@ -262,3 +262,27 @@ def test_metrics_count_requests_by_module_method_and_status(served: Gateway) -> 
     }
     assert counts[("users", "users.v1.Users.ListUsers", "200")] >= 1
     assert counts[("-", "-", "404")] >= 1
+
+
+def test_a_plaintext_mesh_is_served_without_tokens_and_on_loopback_only(tmp_path: Path) -> None:
+    """`mesh up --insecure`: the gateway says it verifies nothing, forwards x-tenant-id as sent
+    (as the modules of such a mesh take it), and refuses to listen beyond this machine."""
+    mesh = MeshDir(tmp_path)
+    shutil.copytree(PROJECT / "modules" / "users", mesh.modules / "users")
+    with mesh.up("--insecure") as running:
+        running.wait_until_up()
+        enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
+        assert enabled.returncode == 0, enabled.stderr
+        public = mesh.run_cli("gateway", "--listen", "0.0.0.0:0", "--state-dir", str(mesh.state))
+        assert public.returncode == 2 and "refusing to listen on 0.0.0.0:0 without TLS" in public.stderr
+        with gateway_for(mesh, running) as gateway:
+            listed = gateway.eventually(
+                lambda: (
+                    (answer := gateway.request("POST", "/api/v1/users/ListUsers", X_Tenant_Id="acme")).status == 200
+                    and answer
+                ),
+                "users to serve acme through the plaintext gateway",
+            )
+            assert listed.body == {}  # no user yet: the canonical JSON of an empty ListUsersResponse
+            other = gateway.request("POST", "/api/v1/users/ListUsers", X_Tenant_Id="globex")
+            assert other.status == 403 and other.reason == "MODULE_DISABLED_FOR_TENANT"
