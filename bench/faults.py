@@ -83,7 +83,7 @@ class ExampleMesh:
 
     def up(self) -> dict[str, module_pb2.ModuleStatus]:
         command = [sys.executable, "-m", "mesh.cli", "up", "--modules", str(PROJECT / "modules")]
-        command += ["--state-dir", str(self.state), "--listen", "127.0.0.1:0"]
+        command += ["--state-dir", str(self.state), "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"]
         self.process = subprocess.Popen(
             command, cwd=PROJECT, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

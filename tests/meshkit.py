@@ -123,6 +123,8 @@ class MeshDir:
             # A loaded test machine may keep a module from answering for seconds: only a test
             # of liveness asks for a short timeout.
             "MESH_LIVENESS_TIMEOUT_SECONDS": "30",
+            # `mesh up`'s HTTP gateway on a free port, never the fixed default.
+            "MESH_GATEWAY_LISTEN": "127.0.0.1:0",
             **extra,
         }
 

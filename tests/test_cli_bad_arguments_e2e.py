@@ -62,6 +62,8 @@ CASES: dict[str, list[Case]] = {
         case(NOWHERE, "--modules", "/nonexistent/modules", code=USAGE),
         case(NOWHERE, "--modules", "{broken}", code=USAGE),
         case(NOWHERE, "--config", "/nonexistent/mesh.toml", code=USAGE),
+        case(NOWHERE, "--modules", "{modules}", "--gateway-listen", "nonsense", code=USAGE),
+        case(NOWHERE, "--modules", "{modules}", "--call-timeout", "-1", code=USAGE),
     ],
     "down": [case(NOWHERE, code=UNREACHABLE), case(STOPPED, code=UNREACHABLE)],
     "status": [

@@ -218,6 +218,8 @@ def test_the_compose_shape_runs_as_plain_processes(tmp_path):
         if mapped.get("MESH_LISTEN", "").startswith("0.0.0.0:"):
             port = coordinator_port if service == "coordinator" else 0
             mapped["MESH_LISTEN"] = f"127.0.0.1:{port}"
+        if mapped.get("MESH_GATEWAY_LISTEN", "").startswith("0.0.0.0:"):
+            mapped["MESH_GATEWAY_LISTEN"] = "127.0.0.1:0"
         if "MESH_STATE_DIR" in mapped:
             mapped["MESH_STATE_DIR"] = str(state)
         if "MESH_NATS_CREDENTIALS" in mapped:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -286,3 +288,25 @@ def test_a_plaintext_mesh_is_served_without_tokens_and_on_loopback_only(tmp_path
             assert listed.body == {}  # no user yet: the canonical JSON of an empty ListUsersResponse
             other = gateway.request("POST", "/api/v1/users/ListUsers", X_Tenant_Id="globex")
             assert other.status == 403 and other.reason == "MODULE_DISABLED_FOR_TENANT"
+
+
+def test_mesh_up_starts_a_gateway_and_runs_on_without_one_when_its_port_is_taken(tmp_path: Path) -> None:
+    mesh = MeshDir(tmp_path)
+    shutil.copytree(PROJECT / "modules" / "users", mesh.modules / "users")
+    with mesh.up() as running:
+        running.wait_until_up()
+        banner = running.wait_for(lambda: re.search(r"gateway: (http://127\.0\.0\.1:\d+)/api/v1/", running.text), "url")
+        gateway = Gateway(banner.group(1), mesh, running)
+        assert gateway.request("GET", "/healthz").body == {"status": "ok"}
+        no_token = gateway.call("users", "ListUsers", {}, "")
+        assert no_token.status == 401 and no_token.reason == "UNAUTHENTICATED"
+        enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
+        assert enabled.returncode == 0, enabled.stderr
+        token = gateway.token("acme")
+        gateway.eventually(lambda: gateway.call("users", "ListUsers", {}, token).status == 200, "users for acme")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with mesh.up("--gateway-listen", f"127.0.0.1:{port}") as running:
+            running.wait_until_up()
+            running.wait_for(lambda: "the HTTP gateway cannot listen on" in running.text, "the gateway's warning")
+            assert running.process.poll() is None  # the mesh runs on without it

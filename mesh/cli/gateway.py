@@ -1,5 +1,5 @@
 """`mesh gateway`: the mesh's HTTP entry point, run against a running coordinator (several
-gateways may serve one mesh behind a load balancer).
+gateways may serve one mesh behind a load balancer; `mesh up` starts one of its own).
 
     mesh gateway [--listen 127.0.0.1:8080] [--allow-origin https://app.example] [--call-timeout 30]
     curl -X POST localhost:8080/api/v1/users/CreateUser -H "Authorization: Bearer $(mesh token issue --tenant acme)" \\
@@ -14,42 +14,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import signal
-import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
-from mesh.cli._common import EXIT_OK, EXIT_USAGE, CliError, Commands, console, coordinator_address, coordinator_option
+from mesh.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Commands,
+    CoordinatorAddress,
+    console,
+    coordinator_address,
+    coordinator_option,
+)
 from mesh.cli._common import state_root as state_folder
-from mesh.gateway.app import GatewaySettings, build_app
-from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.settings import DEFAULT_LISTEN, GatewaySettings, listen_address
 from mesh.protocol.pki import CredentialsError
-from mesh.protocol.tokens import JWKS_ENV, SIGNING_KEY_FILE, VERIFICATION_KEYS_FILE, SigningKey, TokenVerifier
+from mesh.protocol.tokens import JWKS_ENV, SIGNING_KEY_FILE, TokenVerifier
 from mesh.protocol.transport import InsecureBindRefused, refuse_public_plaintext
-
-DEFAULT_LISTEN = "127.0.0.1:8080"
-SHUTDOWN_GRACE_SECONDS = 10.0
-"""How long the calls in flight get to finish once the gateway is told to stop."""
 
 
 def register(commands: Commands) -> None:
     """Add `gateway` to the `mesh` command."""
     parser = commands.add_parser("gateway", help="serve the mesh's modules over HTTP/JSON until interrupted")
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port to listen on (default {DEFAULT_LISTEN})")
-    parser.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        help="an origin browsers may call from, e.g. https://app.example (repeatable; default none)",
-    )
-    parser.add_argument(
-        "--call-timeout", type=float, default=30.0, help="seconds a call to a module may take (default 30)"
-    )
+    gateway_options(parser)
     parser.add_argument(
         "--token-keys",
         type=Path,
@@ -59,10 +52,45 @@ def register(commands: Commands) -> None:
     parser.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    host, port = _listen_address(args.listen)
+def gateway_options(parser: argparse.ArgumentParser) -> None:
+    """The options `mesh gateway` and `mesh up` share."""
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="an origin browsers may call the gateway from, e.g. https://app.example (repeatable; default none)",
+    )
+    parser.add_argument(
+        "--call-timeout", type=float, default=30.0, help="seconds a gateway call to a module may take (default 30)"
+    )
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """The gateway `mesh up` is to start: where, and how it answers (its token verifier is
+    made once the mesh's key exists)."""
+
+    listen: str
+    settings: GatewaySettings
+
+
+def gateway_settings(args: argparse.Namespace, tokens: TokenVerifier | None) -> GatewaySettings:
+    """The settings of `gateway_options`.
+
+    Raises:
+        CliError: --call-timeout is not a positive number (exit 2).
+    """
     if not (math.isfinite(args.call_timeout) and args.call_timeout > 0):
         raise CliError(f"--call-timeout must be a positive number of seconds, not {args.call_timeout}", EXIT_USAGE)
+    return GatewaySettings(tokens, args.call_timeout, allowed_origins=frozenset(args.allow_origin))
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        listen_address(args.listen)
+    except ValueError as error:
+        raise CliError(f"--listen {error}", EXIT_USAGE) from None
+    gateway_settings(args, None)  # the options, checked before anything is read
     coordinator = coordinator_address(args)
     if not coordinator.found_credentials:
         raise CliError(
@@ -78,74 +106,56 @@ def _run(args: argparse.Namespace) -> int:
                 refuse_public_plaintext(args.listen)
             except InsecureBindRefused as error:
                 raise CliError(str(error), EXIT_USAGE) from None
-        settings = GatewaySettings(tokens, args.call_timeout, allowed_origins=frozenset(args.allow_origin))
-        return asyncio.run(_serve(host, port, ModuleDirectory(coordinator.address, coordinator.transport), settings))
+        return asyncio.run(_serve(args.listen, coordinator, gateway_settings(args, tokens)))
 
 
-async def _serve(host: str, port: int, directory: ModuleDirectory, settings: GatewaySettings) -> int:
-    runner = web.AppRunner(build_app(directory, settings), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
-    await runner.setup()
+async def _serve(listen: str, coordinator: CoordinatorAddress, settings: GatewaySettings) -> int:
+    # The HTTP server is needed by `gateway` (and `up`) alone: imported here, aiohttp does not
+    # slow down every other command.
+    from mesh.gateway.directory import ModuleDirectory
+    from mesh.gateway.serve import RunningGateway
+
+    directory = ModuleDirectory(coordinator.address, coordinator.transport)
     try:
-        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        gateway = await RunningGateway.start(listen, directory, settings)
     except OSError as error:
-        await runner.cleanup()
-        raise CliError(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_USAGE) from None
-    bound = int(listening.getsockname()[1])  # our own socket: port 0 asks for any free port
-    await web.SockSite(runner, listening).start()
-    follow = asyncio.create_task(directory.follow(), name="follow-coordinator")
+        raise CliError(f"cannot listen on {listen}: {error.strerror or error}", EXIT_USAGE) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     checked = "bearer tokens verified" if settings.tokens is not None else "plaintext mesh: tokens not verified"
     console.print(
-        f"mesh gateway: serving http://{_url_host(host)}:{bound}/api/v1/<module>/<Method> for the mesh at "
-        f"{directory.coordinator} ({checked})",
+        f"mesh gateway: serving {gateway.url}/api/v1/<module>/<Method> for the mesh at {directory.coordinator} "
+        f"({checked})",
         markup=False,
         highlight=False,
     )
     try:
         await stop.wait()
     finally:
-        follow.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follow
-        await runner.cleanup()
-        await directory.close()
+        await gateway.stop()
     console.print("mesh gateway: stopped", markup=False, highlight=False)
     return EXIT_OK
 
 
 def _token_verifier(args: argparse.Namespace, scratch: Path) -> TokenVerifier:
     """The keys tokens are verified with: --token-keys, else the public half of the mesh's token
-    key in the state folder (written to `scratch`); an external issuer's JWKS (MESH_TOKEN_JWKS)
-    besides, as modules trust it.
+    key in the state folder; an external issuer's JWKS (MESH_TOKEN_JWKS) besides, as modules
+    trust it.
 
     Raises:
         CliError: no key can be read (exit 2).
     """
-    pem_file: Path | None = args.token_keys
-    if pem_file is None:
-        key_file = state_folder(args) / "pki" / SIGNING_KEY_FILE
-        try:
-            public_pem = SigningKey.read(key_file).public_pem
-        except CredentialsError as error:
-            if not os.environ.get(JWKS_ENV):
-                raise CliError(f"{error}; or give --token-keys", EXIT_USAGE) from None
-        else:
-            pem_file = scratch / VERIFICATION_KEYS_FILE
-            pem_file.write_bytes(public_pem)
-    elif not pem_file.is_file():
-        raise CliError(f"--token-keys {pem_file}: no such file", EXIT_USAGE)
-    return TokenVerifier.with_keys(pem_file, os.environ)
+    from mesh.gateway.serve import mesh_token_verifier
 
-
-def _listen_address(text: str) -> tuple[str, int]:
-    host, separator, port = text.rpartition(":")
-    if not separator or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"--listen {text!r} is not host:port, e.g. {DEFAULT_LISTEN} (port 0: any free port)", EXIT_USAGE)
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    if args.token_keys is not None:
+        if not args.token_keys.is_file():
+            raise CliError(f"--token-keys {args.token_keys}: no such file", EXIT_USAGE)
+        return TokenVerifier.with_keys(args.token_keys, os.environ)
+    try:
+        return mesh_token_verifier(state_folder(args) / "pki" / SIGNING_KEY_FILE, scratch, os.environ)
+    except CredentialsError as error:
+        if not os.environ.get(JWKS_ENV):
+            raise CliError(f"{error}; or give --token-keys", EXIT_USAGE) from None
+        return TokenVerifier.with_keys(None, os.environ)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from mesh.cli._common import (
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     Commands,
     call_coordinator,
@@ -17,7 +19,11 @@ from mesh.cli._common import (
     error_console,
     load_mesh_config,
 )
+from mesh.cli.gateway import GatewayPlan, gateway_options, gateway_settings
 from mesh.control.config import DEFAULT_LISTEN
+from mesh.gateway.settings import DEFAULT_LISTEN as DEFAULT_GATEWAY_LISTEN
+from mesh.gateway.settings import LISTEN_ENV as GATEWAY_LISTEN_ENV
+from mesh.gateway.settings import listen_address
 from mesh.protocol.pids import alive
 from mesh.v1 import coordinator_pb2
 
@@ -43,6 +49,12 @@ def register(commands: Commands) -> None:
         default=None,
         help="plaintext gRPC without certificates, for debugging on this machine only (env MESH_INSECURE=1)",
     )
+    up.add_argument(
+        "--gateway-listen",
+        help=f"where the HTTP gateway listens (default {DEFAULT_GATEWAY_LISTEN}; env {GATEWAY_LISTEN_ENV})",
+    )
+    up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
+    gateway_options(up)
     up.set_defaults(run=_up)
 
     down = commands.add_parser("down", help="stop a running mesh (every module, in reverse order)")
@@ -59,7 +71,15 @@ def _up(args: argparse.Namespace) -> int:
     config = load_mesh_config(
         args, listen=args.listen, nats_url=args.nats_url, external_modules=args.external, insecure=args.insecure
     )
-    return run_up(config, console, error_console)
+    gateway = None
+    if not args.no_gateway:
+        listen = args.gateway_listen or os.environ.get(GATEWAY_LISTEN_ENV) or DEFAULT_GATEWAY_LISTEN
+        try:
+            listen_address(listen)
+        except ValueError as error:
+            raise CliError(f"--gateway-listen {error}", EXIT_USAGE) from None
+        gateway = GatewayPlan(listen, gateway_settings(args, None))
+    return run_up(config, console, error_console, gateway)
 
 
 def _down(args: argparse.Namespace) -> int:

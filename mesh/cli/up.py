@@ -1,4 +1,5 @@
-"""`mesh up`: run a coordinator in this process until interrupted, showing progress.
+"""`mesh up`: run a coordinator in this process until interrupted, showing progress; once the
+mesh is up, an HTTP gateway beside it (mesh.gateway), unless --no-gateway.
 
 Ctrl-C (SIGINT) or SIGTERM stops the mesh: every module in reverse dependency order, each
 drained within its grace period, then NATS; stderr gets one line, e.g. "mesh stopped: 9
@@ -19,44 +20,49 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import replace
 from importlib import metadata
 
 from rich.console import Console
 from rich.live import Live
 
 from mesh.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from mesh.cli.gateway import GatewayPlan
 from mesh.cli.render import module_table
 from mesh.control.config import MeshConfig
 from mesh.control.coordinator import Coordinator, StartupFailed, StopSummary, ValidationFailed
 from mesh.control.registry import ModuleRecord
 from mesh.control.statedir import StateDirLocked
+from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.serve import RunningGateway, mesh_token_verifier
 from mesh.protocol.errors import MeshError
 from mesh.protocol.nats_server import NatsServerError
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
-from mesh.protocol.transport import refuse_public_plaintext
+from mesh.protocol.transport import Transport, refuse_public_plaintext
 from mesh.v1 import module_pb2
 
 EXIT_START_FAILED = EXIT_FAILED
 EXIT_INVALID = EXIT_USAGE
 
 
-def run_up(config: MeshConfig, console: Console, error_console: Console) -> int:
+def run_up(config: MeshConfig, console: Console, error_console: Console, gateway: GatewayPlan | None = None) -> int:
     """Validate, start, run until SIGINT/SIGTERM or Shutdown, stop.
 
     Args:
         config: The mesh configuration.
         console: Where progress and the module table go.
         error_console: Where failures go, one line each.
+        gateway: The HTTP gateway to start once the mesh is up; None: none.
 
     Returns:
         The exit code (see the module's docstring).
     """
-    return asyncio.run(_up(config, console, error_console))
+    return asyncio.run(_up(config, console, error_console, gateway))
 
 
-async def _up(config: MeshConfig, console: Console, error_console: Console) -> int:
+async def _up(config: MeshConfig, console: Console, error_console: Console, gateway: GatewayPlan | None) -> int:
     try:
         configure_telemetry(
             service_name="mesh-coordinator",
@@ -67,15 +73,17 @@ async def _up(config: MeshConfig, console: Console, error_console: Console) -> i
         error_console.print(f"mesh up: {error}", markup=False, highlight=False)
         return EXIT_INVALID
     try:
-        return await _run(config, console, error_console)
+        return await _run(config, console, error_console, gateway)
     finally:
         await asyncio.to_thread(shutdown_telemetry)
 
 
-async def _run(config: MeshConfig, console: Console, error_console: Console) -> int:
+async def _run(config: MeshConfig, console: Console, error_console: Console, gateway: GatewayPlan | None) -> int:
     try:
         if config.insecure:
             refuse_public_plaintext(config.listen)
+            if gateway is not None:
+                refuse_public_plaintext(gateway.listen)
         coordinator = Coordinator(config)
     except CredentialsError as error:
         _print_lines(error_console, [str(error)])
@@ -139,8 +147,42 @@ async def _run(config: MeshConfig, console: Console, error_console: Console) -> 
         "Ctrl-C (or `mesh down`) stops every module in reverse dependency order.",
         highlight=False,
     )
+    serving = await _start_gateway(coordinator, gateway, console, error_console) if gateway is not None else None
     await coordinator.wait()
+    if serving is not None:
+        await serving.stop()  # first: no call through it finds a module stopping
     return await _stop(coordinator, interrupts, progress, coordinator.shutdown_reason or "mesh down", error_console)
+
+
+async def _start_gateway(
+    coordinator: Coordinator, plan: GatewayPlan, console: Console, error_console: Console
+) -> RunningGateway | None:
+    """The HTTP gateway, following this coordinator with the admin's credentials; None when it
+    cannot listen (the mesh runs without it, and says so in one line)."""
+    insecure = coordinator.config.insecure
+    transport = Transport(None if insecure else coordinator.credentials.admin_dir)
+    try:
+        tokens = (
+            None
+            if insecure
+            else mesh_token_verifier(
+                coordinator.credentials.token_key_file, coordinator.state_dir.pki / "gateway", coordinator.env
+            )
+        )
+        serving = await RunningGateway.start(
+            plan.listen, ModuleDirectory(coordinator.address, transport), replace(plan.settings, tokens=tokens)
+        )
+    except (OSError, CredentialsError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        error_console.print(
+            f"mesh up: the HTTP gateway cannot listen on {plan.listen} ({reason}); the mesh runs without it "
+            "(--gateway-listen HOST:PORT picks another address, --no-gateway starts none)",
+            markup=False,
+            highlight=False,
+        )
+        return None
+    console.print(f"gateway: {serving.url}/api/v1/<module>/<Method> (HTTP/JSON, docs/gateway.md)", highlight=False)
+    return serving
 
 
 async def _stop(

@@ -16,7 +16,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -27,6 +26,7 @@ from mesh.gateway.directory import ModuleDirectory
 from mesh.gateway.metrics import UNKNOWN, GatewayMetrics
 from mesh.gateway.openapi import openapi_document
 from mesh.gateway.routes import ModuleRoutes, ReflectionFailed
+from mesh.gateway.settings import GatewaySettings
 from mesh.gateway.transcoding import (
     BadRequest,
     call_failed,
@@ -39,7 +39,7 @@ from mesh.gateway.transcoding import (
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import TENANT_METADATA
 from mesh.protocol.states import State
-from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, TokenVerifier, bearer_token
+from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, bearer_token
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 
 _log = logging.getLogger("mesh.gateway")
@@ -65,23 +65,6 @@ ROUTED = "mesh.routed"
 CORS_HEADERS = "authorization, content-type, x-request-id, x-tenant-id"
 CORS_MAX_AGE_SECONDS = 600
 READINESS_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """How the gateway answers.
-
-    Attributes:
-        tokens: Verifies callers' bearer tokens; None for a plaintext mesh (--insecure).
-        call_timeout_seconds: The deadline of each call to a module.
-        max_body_bytes: The largest request body taken (413 beyond).
-        allowed_origins: The origins a browser may call from (CORS); empty: none.
-    """
-
-    tokens: TokenVerifier | None
-    call_timeout_seconds: float = 30.0
-    max_body_bytes: int = 1024 * 1024
-    allowed_origins: frozenset[str] = field(default_factory=frozenset)
 
 
 def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Application:

@@ -1,0 +1,69 @@
+"""Running the gateway: listen, serve, stop; for `mesh gateway` and for the gateway `mesh up`
+starts beside its coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from mesh.gateway.app import build_app
+from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.settings import GatewaySettings, listen_address
+from mesh.protocol.tokens import VERIFICATION_KEYS_FILE, SigningKey, TokenVerifier
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""How long the calls in flight get to finish once the gateway is told to stop."""
+
+
+def mesh_token_verifier(signing_key: Path, folder: Path, env: Mapping[str, str]) -> TokenVerifier:
+    """A verifier of the tokens the mesh's key signs (its public half written to `folder`), and
+    of an external issuer's (MESH_TOKEN_JWKS), as the modules verify them.
+
+    Raises:
+        CredentialsError: the signing key cannot be read.
+    """
+    public = SigningKey.read(signing_key).public_pem
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / VERIFICATION_KEYS_FILE).write_bytes(public)
+    return TokenVerifier.with_keys(folder / VERIFICATION_KEYS_FILE, env)
+
+
+class RunningGateway:
+    """A gateway serving on its own socket, following the coordinator, until `stop`."""
+
+    def __init__(self, runner: web.AppRunner, directory: ModuleDirectory, follow: asyncio.Task[None], url: str) -> None:
+        self._runner = runner
+        self._directory = directory
+        self._follow = follow
+        self.url = url
+        """Where it serves, "http://host:port"."""
+
+    @classmethod
+    async def start(cls, listen: str, directory: ModuleDirectory, settings: GatewaySettings) -> RunningGateway:
+        """Listen on `listen` ("host:port") and serve.
+
+        Raises:
+            ValueError: `listen` is not host:port.
+            OSError: it cannot listen there (the port is taken, say).
+        """
+        host, port = listen_address(listen)
+        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        runner = web.AppRunner(build_app(directory, settings), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        await runner.setup()
+        await web.SockSite(runner, listening).start()
+        bound = listening.getsockname()[1]  # our own socket: port 0 asks for any free port
+        follow = asyncio.create_task(directory.follow(), name="gateway-follows-coordinator")
+        return cls(runner, directory, follow, f"http://{f'[{host}]' if ':' in host else host}:{bound}")
+
+    async def stop(self) -> None:
+        """Stop taking requests, let those in flight finish (SHUTDOWN_GRACE_SECONDS at most)."""
+        self._follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._follow
+        await self._runner.cleanup()
+        await self._directory.close()
