@@ -192,6 +192,8 @@ CASES: dict[str, list[Case]] = {
         case(RUNNING, "--listen", "nonsense", code=USAGE),
         case(RUNNING, "--call-timeout", "0", code=USAGE),
         case(RUNNING, "--token-keys", "/nonexistent/token-keys.pem", code=USAGE),
+        case(RUNNING, "--rate-limit", "nan", code=USAGE),
+        case(RUNNING, "--rate-burst", "0", code=USAGE),
     ],
     "reset": [case(RUNNING, code=FAILED)],
     "completion": [case(NOWHERE, "fish", code=USAGE), case(NOWHERE, code=USAGE)],

@@ -123,7 +123,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         running.wait_until_up()
         enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
         assert enabled.returncode == 0, enabled.stderr
-        with gateway_for(mesh, running, "--allow-origin", ALLOWED_ORIGIN) as gateway:
+        # No rate limit here: the restart test calls in a loop (the limit has a gateway of its own).
+        with gateway_for(mesh, running, "--allow-origin", ALLOWED_ORIGIN, "--rate-limit", "0") as gateway:
             yield gateway
 
 
@@ -310,3 +311,23 @@ def test_mesh_up_starts_a_gateway_and_runs_on_without_one_when_its_port_is_taken
             running.wait_until_up()
             running.wait_for(lambda: "the HTTP gateway cannot listen on" in running.text, "the gateway's warning")
             assert running.process.poll() is None  # the mesh runs on without it
+
+
+def test_over_the_rate_limit_a_tenant_gets_429_until_its_bucket_refills(served: Gateway) -> None:
+    """One call in five seconds per tenant and route, bursts of three: the fourth call at once
+    is refused with Retry-After; another route is not; the bucket refills."""
+    token = served.token("acme")
+    served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users to serve acme")
+    with gateway_for(served.mesh, served.running, "--rate-limit", "0.2", "--rate-burst", "3") as limited:
+        other_route = {"id": "u-none"}
+        limited.eventually(lambda: limited.call("users", "GetUser", other_route, token).status == 404, "routes known")
+        answers = [limited.call("users", "ListUsers", {}, token) for _ in range(4)]
+        assert [answer.status for answer in answers] == [200, 200, 200, 429]
+        assert [answer.headers["RateLimit-Remaining"] for answer in answers[:3]] == ["2", "1", "0"]
+        refused = answers[3]
+        assert refused.reason == "RATE_LIMITED" and int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Limit"] == "3"
+        assert limited.call("users", "GetUser", other_route, token).status == 404  # its own bucket: the module answers
+        limited.eventually(lambda: limited.call("users", "ListUsers", {}, token).status == 200, "the bucket to refill")
+        exposition = limited.request("GET", "/metrics").body
+        assert 'mesh_gateway_rate_limited_total{method="users.v1.Users.ListUsers",module="users"}' in exposition

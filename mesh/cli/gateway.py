@@ -32,7 +32,8 @@ from mesh.cli._common import (
     coordinator_option,
 )
 from mesh.cli._common import state_root as state_folder
-from mesh.gateway.settings import DEFAULT_LISTEN, GatewaySettings, listen_address
+from mesh.gateway.limits import RateLimit
+from mesh.gateway.settings import DEFAULT_LISTEN, DEFAULT_RATE_LIMIT, GatewaySettings, listen_address
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.tokens import JWKS_ENV, SIGNING_KEY_FILE, TokenVerifier
 from mesh.protocol.transport import InsecureBindRefused, refuse_public_plaintext
@@ -63,6 +64,18 @@ def gateway_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--call-timeout", type=float, default=30.0, help="seconds a gateway call to a module may take (default 30)"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=DEFAULT_RATE_LIMIT.rate,
+        help=f"calls a second each tenant may make of each route (default {DEFAULT_RATE_LIMIT.rate:g}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=int,
+        default=DEFAULT_RATE_LIMIT.burst,
+        help=f"calls a tenant may make of a route at once, above the rate (default {DEFAULT_RATE_LIMIT.burst})",
+    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,16 @@ def gateway_settings(args: argparse.Namespace, tokens: TokenVerifier | None) -> 
     """
     if not (math.isfinite(args.call_timeout) and args.call_timeout > 0):
         raise CliError(f"--call-timeout must be a positive number of seconds, not {args.call_timeout}", EXIT_USAGE)
-    return GatewaySettings(tokens, args.call_timeout, allowed_origins=frozenset(args.allow_origin))
+    if not (math.isfinite(args.rate_limit) and args.rate_limit >= 0):
+        raise CliError(f"--rate-limit must be calls a second, 0 or more, not {args.rate_limit}", EXIT_USAGE)
+    if args.rate_burst < 1:
+        raise CliError(f"--rate-burst must be at least 1 call, not {args.rate_burst}", EXIT_USAGE)
+    return GatewaySettings(
+        tokens,
+        args.call_timeout,
+        allowed_origins=frozenset(args.allow_origin),
+        rate_limit=RateLimit(args.rate_limit, args.rate_burst),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

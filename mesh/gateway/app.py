@@ -23,6 +23,7 @@ import grpc
 from aiohttp import web
 
 from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.limits import RateLimiter, Verdict
 from mesh.gateway.metrics import UNKNOWN, GatewayMetrics
 from mesh.gateway.openapi import openapi_document
 from mesh.gateway.routes import ModuleRoutes, ReflectionFailed
@@ -60,6 +61,8 @@ ROUTES = (
     "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz, GET /readyz, GET /metrics and GET /openapi.json"
 )
 API_PREFIX = "/api/"
+LIMITED = "mesh.rate-limit"
+"""The rate limit's verdict on a request, for the headers of its answer."""
 ROUTED = "mesh.routed"
 """The (module, method) a request was routed to, as far as it got: the labels of its metrics."""
 CORS_HEADERS = "authorization, content-type, x-request-id, x-tenant-id"
@@ -93,16 +96,33 @@ class _Handlers:
         self._directory = directory
         self._settings = settings
         self._metrics = metrics
+        self._limiter = RateLimiter(settings.rate_limit)
 
     async def call(self, request: web.Request) -> web.Response:
-        """POST /api/v1/<module>/<Method>: one unary call of the module, JSON in and out."""
+        """POST /api/v1/<module>/<Method>: one unary call of the module, JSON in and out; the
+        answer says how much of the rate limit is left."""
+        response = await self._call(request)
+        verdict: Verdict | None = request.get(LIMITED)
+        if verdict is not None:
+            response.headers.update(verdict.headers())
+        return response
+
+    async def _call(self, request: web.Request) -> web.Response:
         module, method = request.match_info["module"], request.match_info["method"]
-        refused = self._authenticate(request)
+        tenant, refused = self._authenticate(request)
         if refused is not None:
             return refused
         placement = self._directory.placement(module)
         if placement is not None:
             request[ROUTED] = (module, UNKNOWN)
+        if placement is None and not self._directory.heard:
+            return failure(
+                503,
+                "UNAVAILABLE",
+                f"the gateway has not yet heard from the coordinator at {self._directory.coordinator} which modules "
+                "run; retry in a moment",
+                "MODULE_UNAVAILABLE",
+            )
         if placement is None:
             return failure(
                 404, "NOT_FOUND", f"no module {quoted(module)} in this mesh{_near(module, self._directory.names())}"
@@ -129,6 +149,16 @@ class _Handlers:
         if not route.unary:
             return failure(
                 501, "UNIMPLEMENTED", f"{route.path} streams; the gateway routes unary methods only", "STREAMING"
+            )
+        verdict = request[LIMITED] = self._limiter.take(tenant, f"{module}{route.path}")
+        if verdict is not None and not verdict.allowed:
+            self._metrics.rate_limited(module, route.method.full_name)
+            return failure(
+                429,
+                "RESOURCE_EXHAUSTED",
+                f"tenant {quoted(tenant)} made more than {self._settings.rate_limit.rate:g} calls a second of "
+                f"{module}/{route.method.name}; retry in {verdict.reset_seconds} s",
+                "RATE_LIMITED",
             )
         try:
             message = request_message(await request.read(), route.request_class)
@@ -199,24 +229,25 @@ class _Handlers:
         }
         return _json(body, 200 if ready else 503)
 
-    def _authenticate(self, request: web.Request) -> web.Response | None:
-        """None when the call may go on: its bearer token verifies (or the mesh is plaintext)."""
+    def _authenticate(self, request: web.Request) -> tuple[str, web.Response | None]:
+        """The caller's tenant, and None when the call may go on: its bearer token verifies (or
+        the mesh is plaintext, where the tenant is x-tenant-id as sent); else the refusal."""
         tokens = self._settings.tokens
         if tokens is None:
-            return None
+            return request.headers.get(TENANT_METADATA, ""), None
         authorization = request.headers.get("Authorization", "")
         if not authorization:
-            return failure(
+            return "", failure(
                 401,
                 "UNAUTHENTICATED",
                 f"no bearer token: send `Authorization: Bearer <token>`; {HOW_TO_GET}",
                 "UNAUTHENTICATED",
             )
         try:
-            tokens.verify(bearer_token(authorization))
+            claims = tokens.verify(bearer_token(authorization))
         except MeshError as error:
-            return failure(401, "UNAUTHENTICATED", error.message, error.reason, metadata=dict(error.metadata))
-        return None
+            return "", failure(401, "UNAUTHENTICATED", error.message, error.reason, metadata=dict(error.metadata))
+        return claims.tenant, None
 
     def _forwarded(self, request: web.Request) -> Sequence[tuple[str, str]]:
         """The metadata the module gets: the caller's token, the request id, and (plaintext

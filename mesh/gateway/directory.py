@@ -69,6 +69,11 @@ class ModuleDirectory:
         """Where `module` serves, or None when the mesh has no such module."""
         return self._placements.get(module)
 
+    @property
+    def heard(self) -> bool:
+        """Whether the coordinator has told the directory its modules at least once."""
+        return self._followed.is_set()
+
     def names(self) -> list[str]:
         """The modules of the mesh, sorted."""
         return sorted(self._placements)

@@ -36,6 +36,16 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_SECONDS,
             registry=self.registry,
         )
+        self._rate_limited = Counter(
+            "mesh_gateway_rate_limited",
+            "API requests refused by the rate limit (429), by module and method",
+            ["module", "method"],
+            registry=self.registry,
+        )
+
+    def rate_limited(self, module: str, method: str) -> None:
+        """One API request refused by the rate limit."""
+        self._rate_limited.labels(module, method).inc()
 
     def record(self, module: str, method: str, status: int, seconds: float) -> None:
         """One API request answered; `module` and `method` as routed, or UNKNOWN."""

@@ -1,0 +1,99 @@
+"""Rate limits: a token bucket per tenant and route, in this gateway process.
+
+Each (tenant, module, method) has a bucket of `burst` calls that refills at `rate` calls a
+second; a call finds it empty and is answered 429 with `Retry-After` (whole seconds until a
+call fits again) and the `RateLimit-*` headers of the IETF draft on every answer. Written here
+rather than taken from a library: the ones for aiohttp key by client address, not by the
+tenant a token proves, and a bucket is a dozen lines.
+
+Not yet shared between gateway replicas (each allows its own rate). Buckets are dropped once
+there are MAX_BUCKETS, the full ones first, then the least recently used, so that tenants
+named in a flood (x-tenant-id, in a plaintext mesh) cannot grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_BUCKETS = 100_000
+"""How many buckets are kept at most; past that, the full ones (of idle keys) are dropped."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`rate` calls a second with bursts of up to `burst`; a rate of 0 limits nothing."""
+
+    rate: float
+    burst: int
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate <= 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a call may go on, and what its answer says of the limit."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    """Whole seconds until the bucket is full again (until a call fits, when refused)."""
+
+    def headers(self) -> dict[str, str]:
+        found = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if not self.allowed:
+            found["Retry-After"] = str(self.reset_seconds)
+        return found
+
+
+class RateLimiter:
+    """The buckets of one gateway.
+
+    Args:
+        limit: The limit of every tenant and route.
+        clock: Seconds, monotonic (a test may give its own).
+    """
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def take(self, tenant: str, route: str) -> Verdict | None:
+        """Take one call from the bucket of (tenant, route); None when nothing is limited."""
+        if self.limit.unlimited:
+            return None
+        now = self._clock()
+        rate, burst = self.limit.rate, float(self.limit.burst)
+        tokens, at = self._buckets.pop((tenant, route), (burst, now))  # back in last: least recent first
+        tokens = min(burst, tokens + (now - at) * rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._buckets) >= MAX_BUCKETS:
+            self._forget_full(now)
+        self._buckets[(tenant, route)] = (tokens, now)
+        if allowed:
+            reset = math.ceil((burst - tokens) / rate)  # until the bucket is full again
+        else:
+            reset = max(1, math.ceil((1.0 - tokens) / rate))  # until one call fits
+        return Verdict(allowed, self.limit.burst, int(tokens), reset)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that are full again (forgetting them changes nothing); if that is not
+        enough, the least recently used (a flood of tenants: each of those starts full again)."""
+        rate, burst = self.limit.rate, float(self.limit.burst)
+        self._buckets = {
+            key: (tokens, at) for key, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate < burst
+        }
+        for key in list(self._buckets)[: max(0, len(self._buckets) - MAX_BUCKETS // 2)]:
+            del self._buckets[key]
