@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -111,6 +113,12 @@ def gateway_for(mesh: MeshDir, running: RunningMesh, *args: str) -> Iterator[Gat
     assert process.returncode == 0, err
     assert "mesh gateway: stopped" in out
     assert "Traceback" not in err
+
+
+def gateway_of_up(mesh: MeshDir, running: RunningMesh) -> Gateway:
+    """The gateway `mesh up` started, at the address it printed."""
+    banner = running.wait_for(lambda: re.search(r"gateway: (http://127\.0\.0\.1:\d+)/api/v1/", running.text), "url")
+    return Gateway(banner.group(1), mesh, running)
 
 
 @pytest.fixture(scope="module")
@@ -296,8 +304,7 @@ def test_mesh_up_starts_a_gateway_and_runs_on_without_one_when_its_port_is_taken
     shutil.copytree(PROJECT / "modules" / "users", mesh.modules / "users")
     with mesh.up() as running:
         running.wait_until_up()
-        banner = running.wait_for(lambda: re.search(r"gateway: (http://127\.0\.0\.1:\d+)/api/v1/", running.text), "url")
-        gateway = Gateway(banner.group(1), mesh, running)
+        gateway = gateway_of_up(mesh, running)
         assert gateway.request("GET", "/healthz").body == {"status": "ok"}
         no_token = gateway.call("users", "ListUsers", {}, "")
         assert no_token.status == 401 and no_token.reason == "UNAUTHENTICATED"
@@ -331,3 +338,21 @@ def test_over_the_rate_limit_a_tenant_gets_429_until_its_bucket_refills(served: 
         limited.eventually(lambda: limited.call("users", "ListUsers", {}, token).status == 200, "the bucket to refill")
         exposition = limited.request("GET", "/metrics").body
         assert 'mesh_gateway_rate_limited_total{method="users.v1.Users.ListUsers",module="users"}' in exposition
+
+
+def test_readyz_is_503_while_a_critical_module_is_down_and_200_again(tmp_path: Path) -> None:
+    mesh = MeshDir(tmp_path)
+    mesh.module("base", restart="never")  # critical: app needs it
+    mesh.module("app", depends=["base"])
+    with mesh.up() as running:
+        before = running.wait_until_up()
+        gateway = gateway_of_up(mesh, running)
+        gateway.eventually(lambda: gateway.request("GET", "/readyz").status == 200, "the mesh to be ready")
+        os.kill(before["base"].pid, signal.SIGKILL)
+        down = gateway.eventually(
+            lambda: (answer := gateway.request("GET", "/readyz")).status == 503 and answer, "/readyz to say 503"
+        )
+        assert down.body["status"] == "unhealthy" and down.body["modules"]["base"] == "unhealthy"
+        restarted = mesh.run_cli("restart", "base", "--state-dir", str(mesh.state))
+        assert restarted.returncode == 0, restarted.stderr
+        gateway.eventually(lambda: gateway.request("GET", "/readyz").status == 200, "/readyz to say 200 again")
