@@ -6,19 +6,14 @@ reason; a restarted module stays routable; CORS answers only the origins allowed
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,6 +21,7 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PROJECT
+from httpkit import Gateway, gateway_of_up
 from inventory.v1 import inventory_pb2
 from mesh.protocol.tokens import SigningKey, issue
 from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
@@ -34,59 +30,6 @@ from users.v1 import users_pb2
 pytestmark = pytest.mark.e2e
 
 ALLOWED_ORIGIN = "https://app.example"
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: Any
-    headers: Mapping[str, str]
-    """Looked up without regard to case, as HTTP names headers."""
-
-    @property
-    def reason(self) -> str:
-        return self.body["error"].get("reason", "")
-
-
-@dataclass(frozen=True)
-class Gateway:
-    url: str
-    mesh: MeshDir
-    running: RunningMesh
-
-    def token(self, tenant: str) -> str:
-        done = self.mesh.run_cli("token", "issue", "--tenant", tenant, "--state-dir", str(self.mesh.state))
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    def request(
-        self, method: str, path: str, *, token: str = "", body: bytes | str | None = None, **headers: str
-    ) -> Answer:
-        sent = {key.replace("_", "-"): value for key, value in headers.items()}
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-
-        async def send() -> Answer:
-            timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.request(method, self.url + path, data=body, headers=sent) as response:
-                    text = await response.text()
-                    json_body = text and response.content_type == "application/json"
-                    return Answer(response.status, json.loads(text) if json_body else text, response.headers.copy())
-
-        return asyncio.run(send())
-
-    def call(self, module: str, method: str, payload: dict[str, Any], token: str) -> Answer:
-        return self.request("POST", f"/api/v1/{module}/{method}", token=token, body=json.dumps(payload))
-
-    def eventually(self, condition: Any, what: str) -> Any:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            found = condition()
-            if found:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -113,12 +56,6 @@ def gateway_for(mesh: MeshDir, running: RunningMesh, *args: str) -> Iterator[Gat
     assert process.returncode == 0, err
     assert "mesh gateway: stopped" in out
     assert "Traceback" not in err
-
-
-def gateway_of_up(mesh: MeshDir, running: RunningMesh) -> Gateway:
-    """The gateway `mesh up` started, at the address it printed."""
-    banner = running.wait_for(lambda: re.search(r"gateway: (http://127\.0\.0\.1:\d+)/api/v1/", running.text), "url")
-    return Gateway(banner.group(1), mesh, running)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,19 @@ stops the mesh, so it comes last in this file.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from conftest import PROJECT
+from httpkit import gateway_of_up
 from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
 
 pytestmark = [
@@ -115,6 +118,36 @@ def check_tour_output(result: subprocess.CompletedProcess[str]) -> str:
     assert re.search(rf'"event_type": "order.created",\s+"data_json": ".*{order_id}', output), "no audit entry"
     assert '"currency"' in output and "EUR" in output  # mesh config effective pricing acme
     return order_id
+
+
+def test_the_tours_calls_work_over_http_through_the_gateway(tour: Tour):
+    """The tour's story through the HTTP gateway `mesh up` started, with a tenant's token: a
+    user, stock, an order, and the notification that confirms it."""
+    for module in ("orders", "notifications"):
+        enabled = tour.mesh_cli("tenant", "enable", "acme", module, "--with-dependencies")
+        assert enabled.returncode == 0, enabled.stderr
+    token = tour.mesh_cli("token", "issue", "--tenant", "acme").stdout.strip()
+    gateway = gateway_of_up(tour.mesh, tour.running)
+    email = f"ada.{time.time_ns()}@example.org"
+    created = gateway.eventually(
+        lambda: (
+            (answer := gateway.call("users", "CreateUser", {"name": "Ada", "email": email}, token)).status == 200
+            and answer
+        ),
+        "users to serve acme",
+    )
+    user_id = created.body["user"]["id"]
+    stocked = gateway.call("inventory", "SetStock", {"sku": "book-http", "quantity": 5}, token)
+    assert stocked.status == 200, stocked.body
+    placed = gateway.call("orders", "PlaceOrder", {"userId": user_id, "sku": "book-http", "quantity": 2}, token)
+    assert placed.status == 200, placed.body
+    order_id = placed.body["order"]["id"]
+    got = gateway.call("orders", "GetOrder", {"id": order_id}, token)
+    assert got.status == 200 and got.body["order"]["id"] == order_id
+    gateway.eventually(
+        lambda: order_id in json.dumps(gateway.call("notifications", "ListNotifications", {}, token).body),
+        "the order's confirmation among acme's notifications",
+    )
 
 
 def test_call_refuses_bad_input_in_one_line(tour: Tour):
