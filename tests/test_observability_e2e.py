@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from greeter.v1 import greeter_pb2, greeter_pb2_grpc
+from httpkit import gateway_of_up
 from meshkit import WAIT_SECONDS, MeshDir
 
 pytestmark = pytest.mark.e2e
@@ -239,3 +240,54 @@ def locate(spans: list[dict]) -> dict[str, dict]:
     found["producer"] = next(s for s in chain if s["service"] == "back" and s["kind"] == PRODUCER)
     found["consumer"] = next(s for s in chain if s["service"] == "listener" and s["kind"] == CONSUMER)
     return found
+
+
+def test_a_request_through_the_gateway_is_the_root_of_its_trace(tmp_path, collector):
+    """The HTTP gateway `mesh up` starts makes the SERVER span of each API request, the root of
+    its trace: the module's span of the call is its child, and what the module calls below that."""
+    mesh = MeshDir(tmp_path)
+    mesh.module("back")
+    mesh.module("front", depends=["back"])
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with mesh.up(**env) as running:
+        running.wait_until_up()
+        enabled = mesh.run_cli(
+            "tenant", "enable", "acme", "front", "--with-dependencies", "--state-dir", str(mesh.state)
+        )
+        assert enabled.returncode == 0, enabled.stderr
+        gateway = gateway_of_up(mesh, running)
+        token = gateway.token("acme")
+        greeted = gateway.eventually(
+            lambda: (
+                (answer := gateway.call("front", "SayHello", {"name": "via:back:ada"}, token)).status == 200 and answer
+            ),
+            "front to greet through the gateway",
+        )
+        assert greeted.body["message"].startswith("front via back pid")
+
+        def the_chain():
+            with collector.lock:
+                spans = list(collector.spans)
+            roots = [s for s in spans if s["name"] == "POST /api/v1/{module}/{method}" and s["parent"] == ""]
+            for root in roots:
+                trace = [s for s in spans if s["trace"] == root["trace"]]
+                front = [s for s in trace if s["service"] == "front" and s["kind"] == SERVER]
+                back = [s for s in trace if s["service"] == "back" and s["kind"] == SERVER]
+                if front and back and root["attributes"].get("http.response.status_code") == 200:
+                    return root, front[0], back[0], trace
+            return None
+
+        root, front, back, trace = wait_for(the_chain, "the gateway's trace at the collector")
+    assert root["service"] == "mesh-coordinator" and root["kind"] == SERVER
+    assert (
+        root["attributes"]["mesh.module"] == "front"
+        and root["attributes"]["rpc.method"] == "greeter.v1.Greeter.SayHello"
+    )
+    assert front["parent"] == root["id"]
+    by_id = {span["id"]: span for span in trace}
+    assert root in ancestors(back, by_id)

@@ -18,8 +18,11 @@ import math
 import os
 import signal
 import tempfile
+import uuid
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mesh.cli._common import (
     EXIT_OK,
@@ -34,6 +37,9 @@ from mesh.cli._common import (
 from mesh.cli._common import state_root as state_folder
 from mesh.gateway.limits import RateLimit
 from mesh.gateway.settings import DEFAULT_LISTEN, DEFAULT_RATE_LIMIT, GatewaySettings, listen_address
+
+if TYPE_CHECKING:
+    from mesh.gateway.directory import ModuleDirectory
 from mesh.protocol.pki import CredentialsError
 from mesh.protocol.tokens import JWKS_ENV, SIGNING_KEY_FILE, TokenVerifier
 from mesh.protocol.transport import InsecureBindRefused, refuse_public_plaintext
@@ -135,9 +141,23 @@ async def _serve(listen: str, coordinator: CoordinatorAddress, settings: Gateway
     # The HTTP server is needed by `gateway` (and `up`) alone: imported here, aiohttp does not
     # slow down every other command.
     from mesh.gateway.directory import ModuleDirectory
+    from mesh.protocol.telemetry import configure_telemetry, shutdown_telemetry
+
+    try:
+        configure_telemetry(
+            service_name="mesh-gateway", service_version=metadata.version("module-mesh"), instance_id=uuid.uuid4().hex
+        )
+    except ValueError as error:  # an OTEL_* setting names what does not exist
+        raise CliError(str(error), EXIT_USAGE) from None
+    try:
+        return await _run_gateway(listen, ModuleDirectory(coordinator.address, coordinator.transport), settings)
+    finally:
+        await asyncio.to_thread(shutdown_telemetry)
+
+
+async def _run_gateway(listen: str, directory: ModuleDirectory, settings: GatewaySettings) -> int:
     from mesh.gateway.serve import RunningGateway
 
-    directory = ModuleDirectory(coordinator.address, coordinator.transport)
     try:
         gateway = await RunningGateway.start(listen, directory, settings)
     except OSError as error:

@@ -11,6 +11,7 @@ verified and `x-tenant-id` is forwarded as sent, as the modules of such a mesh t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import secrets
@@ -21,6 +22,8 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mesh.gateway.directory import ModuleDirectory
 from mesh.gateway.limits import RateLimiter, Verdict
@@ -37,13 +40,16 @@ from mesh.gateway.transcoding import (
     request_message,
     response_json,
 )
+from mesh.protocol.active_span import active
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import TENANT_METADATA
 from mesh.protocol.states import State
+from mesh.protocol.telemetry import tracing
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, bearer_token
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 
 _log = logging.getLogger("mesh.gateway")
+_tracer = trace.get_tracer("mesh.gateway")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID_CHARS = 128
@@ -61,6 +67,7 @@ ROUTES = (
     "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz, GET /readyz, GET /metrics and GET /openapi.json"
 )
 API_PREFIX = "/api/"
+API_ROUTE = "/api/v1/{module}/{method}"
 LIMITED = "mesh.rate-limit"
 """The rate limit's verdict on a request, for the headers of its answer."""
 ROUTED = "mesh.routed"
@@ -78,7 +85,7 @@ def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Appl
         middlewares=[_answers_json(settings, metrics), _cross_origin(settings.allowed_origins)],
     )
     handlers = _Handlers(directory, settings, metrics)
-    app.router.add_post("/api/v1/{module}/{method}", handlers.call)
+    app.router.add_post(API_ROUTE, handlers.call)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -253,6 +260,10 @@ class _Handlers:
         """The metadata the module gets: the caller's token, the request id, and (plaintext
         mesh only) the tenant the caller names."""
         metadata = [("x-request-id", request[REQUEST_ID_HEADER])]
+        if tracing():  # the module's span is the child of the gateway's
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata.extend(carrier.items())
         forwarded = [("Authorization", AUTHORIZATION_METADATA)]
         if self._settings.tokens is None:
             forwarded.append((TENANT_METADATA, TENANT_METADATA))
@@ -279,23 +290,13 @@ def _answers_json(settings: GatewaySettings, metrics: GatewayMetrics) -> Any:
         given = request.headers.get(REQUEST_ID_HEADER, "")
         request[REQUEST_ID_HEADER] = given[:MAX_REQUEST_ID_CHARS] if _is_metadata_text(given) else secrets.token_hex(8)
         began = time.perf_counter()
-        try:
-            response = await handler(request)
-        except BadRequest as error:
-            response = failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_HEADER")
-        except web.HTTPException as error:
-            message = error.reason
-            if error.status in (404, 405):
-                message = f"no route {request.method} {quoted(request.path)}; {ROUTES}"
-            elif error.status == 413:
-                message = f"the body is larger than the {settings.max_body_bytes} bytes a request may have"
-            response = failure(error.status, _code_of(error.status), message)
-        except Exception as error:  # a bug: the caller gets a JSON 500, the log one line (the traceback at DEBUG)
-            _log.error("unexpected %s answering %s %s: %s", type(error).__name__, request.method, request.path, error)
-            _log.debug("the traceback", exc_info=True)
-            response = failure(
-                500, "INTERNAL", f"unexpected {type(error).__name__} in the gateway (a bug: please report it)"
-            )
+        traced = tracing() and request.path.startswith(API_PREFIX)
+        span = _request_span(request) if traced else None
+        scope = active(span, fail_on_exception=False) if span is not None else contextlib.nullcontext()
+        with scope:
+            response = await _answer(request, handler, settings)
+            if span is not None:
+                _close_span(span, request, response)
         elapsed = time.perf_counter() - began
         if request.path.startswith(API_PREFIX):
             module, method = request.get(ROUTED, (UNKNOWN, UNKNOWN))
@@ -313,6 +314,47 @@ def _answers_json(settings: GatewaySettings, metrics: GatewayMetrics) -> Any:
         return response
 
     return middleware
+
+
+async def _answer(request: web.Request, handler: Handler, settings: GatewaySettings) -> web.StreamResponse:
+    """The handler's answer; every failure of it, aiohttp's own included, as a JSON error."""
+    try:
+        return await handler(request)
+    except BadRequest as error:
+        return failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_HEADER")
+    except web.HTTPException as error:
+        message = error.reason
+        if error.status in (404, 405):
+            message = f"no route {request.method} {quoted(request.path)}; {ROUTES}"
+        elif error.status == 413:
+            message = f"the body is larger than the {settings.max_body_bytes} bytes a request may have"
+        return failure(error.status, _code_of(error.status), message)
+    except Exception as error:  # a bug: the caller gets a JSON 500, the log one line (the traceback at DEBUG)
+        _log.error("unexpected %s answering %s %s: %s", type(error).__name__, request.method, request.path, error)
+        _log.debug("the traceback", exc_info=True)
+        return failure(500, "INTERNAL", f"unexpected {type(error).__name__} in the gateway (a bug: please report it)")
+
+
+def _request_span(request: web.Request) -> Span:
+    """The SERVER span of an API request: the root of its trace, or the child of the trace
+    context the caller sent (`traceparent`)."""
+    return _tracer.start_span(
+        f"{request.method} /api/v1/{{module}}/{{method}}",
+        context=propagate.extract(dict(request.headers)),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "url.path": request.path, "http.route": API_ROUTE},
+    )
+
+
+def _close_span(span: Span, request: web.Request, response: web.StreamResponse) -> None:
+    span.set_attribute("http.response.status_code", response.status)
+    module, method = request.get(ROUTED, (UNKNOWN, UNKNOWN))
+    if module != UNKNOWN:
+        span.set_attribute("mesh.module", module)
+    if method != UNKNOWN:
+        span.set_attribute("rpc.method", method)
+    if response.status >= 500:
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status}"))
 
 
 def _cross_origin(allowed: frozenset[str]) -> Any:
