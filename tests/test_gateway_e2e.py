@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,6 +211,26 @@ def test_metrics_count_requests_by_module_method_and_status(served: Gateway) -> 
     }
     assert counts[("users", "users.v1.Users.ListUsers", "200")] >= 1
     assert counts[("-", "-", "404")] >= 1
+    served_by_module = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition.body)
+        if family.name in ("mesh_module_requests", "mesh_module_events")
+        for sample in family.samples
+    }
+    assert served_by_module[("mesh_module_requests_total", (("module", "users"),))] >= 1
+    published = (("module", "users"), ("outcome", "published"), ("type", "user.created"))
+    created = served.call("users", "CreateUser", {"name": "Metrics", "email": f"m.{time.time_ns()}@example.org"}, token)
+    assert created.status == 200
+    served.eventually(
+        lambda: any(
+            sample.value >= 1
+            for family in text_string_to_metric_families(served.request("GET", "/metrics").body)
+            if family.name == "mesh_module_events"
+            for sample in family.samples
+            if tuple(sorted(sample.labels.items())) == published
+        ),
+        "the user.created event counted among the mesh's metrics",
+    )
 
 
 def test_a_plaintext_mesh_is_served_without_tokens_and_on_loopback_only(tmp_path: Path) -> None:

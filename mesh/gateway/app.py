@@ -206,8 +206,20 @@ class _Handlers:
         return _json(document)
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        """GET /metrics: the gateway's metrics in the Prometheus text format."""
-        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": self._metrics.content_type})
+        """GET /metrics: the gateway's metrics and the mesh's in the Prometheus text format; the
+        gateway's alone when the coordinator does not answer in time (logged)."""
+        mesh = None
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                channel = self._directory.channel(self._directory.coordinator)
+                mesh = await coordinator_pb2_grpc.CoordinatorStub(channel).GetSystemMetrics(
+                    coordinator_pb2.GetSystemMetricsRequest()
+                )
+        except (grpc.aio.AioRpcError, TimeoutError) as error:
+            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
+            _log.warning("/metrics without the mesh's: the coordinator at %s: %s", self._directory.coordinator, detail)
+        body = self._metrics.exposition(mesh)
+        return web.Response(body=body, headers={"Content-Type": self._metrics.content_type})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the gateway itself answers (a load balancer's liveness probe)."""

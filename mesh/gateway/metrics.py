@@ -1,5 +1,7 @@
-"""The gateway's own metrics, served at `GET /metrics` in the Prometheus text format
-(prometheus-client writes it): requests by module, method and HTTP status, and their latency.
+"""The metrics served at `GET /metrics` in the Prometheus text format (prometheus-client writes
+it): the gateway's own (requests by module, method and HTTP status, their latency, rate-limit
+refusals) and the mesh's, as the coordinator collects them from every module when scraped
+(requests and errors per module, events per module, type and outcome).
 
 Module and method labels are only ever names the mesh has: a request for a module or method
 that does not exist is counted under "-", so that no caller can grow the label sets without
@@ -8,7 +10,14 @@ bound by inventing names.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mesh.protocol.names import EVENT_COUNT_FIELDS
+from mesh.v1 import coordinator_pb2
 
 UNKNOWN = "-"
 """The module or method label of a request for a name the mesh does not have."""
@@ -52,6 +61,34 @@ class GatewayMetrics:
         self._requests.labels(module, method, str(status)).inc()
         self._latency.labels(module, method).observe(seconds)
 
-    def exposition(self) -> bytes:
-        """Every metric in the Prometheus text format."""
-        return generate_latest(self.registry)
+    def exposition(self, mesh: coordinator_pb2.GetSystemMetricsResponse | None = None) -> bytes:
+        """Every metric in the Prometheus text format: the gateway's, and the mesh's of `mesh`."""
+        own = generate_latest(self.registry)
+        if mesh is None:
+            return own
+        scraped = CollectorRegistry()
+        scraped.register(_MeshMetrics(mesh))
+        return own + generate_latest(scraped)
+
+
+class _MeshMetrics(Collector):
+    """The modules' counts as the coordinator collected them for one scrape. They are each
+    module process's own counts since it started: a restarted module starts from zero, which
+    Prometheus reads as a counter reset."""
+
+    def __init__(self, answer: coordinator_pb2.GetSystemMetricsResponse) -> None:
+        self._answer = answer
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("mesh_module_requests", "gRPC calls a module served", labels=["module"])
+        errors = CounterMetricFamily("mesh_module_errors", "gRPC calls a module failed", labels=["module"])
+        events = CounterMetricFamily(
+            "mesh_module_events", "events by module, type and outcome", labels=["module", "type", "outcome"]
+        )
+        for module in self._answer.modules:
+            requests.add_metric([module.name], module.request_count)
+            errors.add_metric([module.name], module.error_count)
+            for kind in module.event_types:
+                for outcome in EVENT_COUNT_FIELDS:
+                    events.add_metric([module.name, kind.type, outcome], getattr(kind.counts, outcome))
+        yield from (requests, errors, events)
