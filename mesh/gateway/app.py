@@ -1,31 +1,37 @@
-"""The gateway's HTTP server (aiohttp): `POST /api/v1/<module>/<Method>`, `GET /healthz`,
-`GET /readyz`, `GET /openapi.json`, `GET /metrics`; every error `{"error": {...}}` with its
-HTTP status.
+"""The gateway's HTTP application (aiohttp): its routes, `POST /api/v1/<module>/<Method>`,
+`GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`; what every answer goes
+through (JSON errors, headers, CORS, spans) is in `mesh.gateway.edges`.
 
 A call is authenticated here, once: the bearer token must verify with the mesh's keys (401
 otherwise), and is forwarded to the module, which decides what the token's tenant may do
 (403 MODULE_DISABLED_FOR_TENANT, say). With `--insecure` (a plaintext mesh) nothing is
-verified and `x-tenant-id` is forwarded as sent, as the modules of such a mesh take it.
+verified and `x-tenant-id` is forwarded as sent, as the modules of such a mesh take it. Each
+tenant's calls of each route are rate limited (`mesh.gateway.limits`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import difflib
 import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Any
 
 import grpc
 from aiohttp import web
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry import propagate
 
 from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.edges import (
+    API_ROUTE,
+    REQUEST_ID_HEADER,
+    ROUTED,
+    answers_json,
+    cross_origin,
+    failure,
+    is_metadata_text,
+    json_response,
+)
 from mesh.gateway.limits import RateLimiter, Verdict
 from mesh.gateway.metrics import UNKNOWN, GatewayMetrics
 from mesh.gateway.openapi import openapi_document
@@ -34,13 +40,10 @@ from mesh.gateway.settings import GatewaySettings
 from mesh.gateway.transcoding import (
     BadRequest,
     call_failed,
-    error_body,
-    json_text,
     quoted,
     request_message,
     response_json,
 )
-from mesh.protocol.active_span import active
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import TENANT_METADATA
 from mesh.protocol.states import State
@@ -49,31 +52,9 @@ from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, bearer_toke
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 
 _log = logging.getLogger("mesh.gateway")
-_tracer = trace.get_tracer("mesh.gateway")
 
-REQUEST_ID_HEADER = "X-Request-Id"
-MAX_REQUEST_ID_CHARS = 128
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "Cache-Control": "no-store",
-    "Server": "mesh-gateway",
-}
-"""On every answer: the gateway serves JSON only, which no page should frame, sniff or cache;
-and it names no library version to a scanner."""
-ROUTES = (
-    "the gateway serves POST /api/v1/<module>/<Method>, GET /healthz, GET /readyz, GET /metrics and GET /openapi.json"
-)
-API_PREFIX = "/api/"
-API_ROUTE = "/api/v1/{module}/{method}"
 LIMITED = "mesh.rate-limit"
 """The rate limit's verdict on a request, for the headers of its answer."""
-ROUTED = "mesh.routed"
-"""The (module, method) a request was routed to, as far as it got: the labels of its metrics."""
-CORS_HEADERS = "authorization, content-type, x-request-id, x-tenant-id"
-CORS_MAX_AGE_SECONDS = 600
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
@@ -82,7 +63,7 @@ def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Appl
     metrics = GatewayMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[_answers_json(settings, metrics), _cross_origin(settings.allowed_origins)],
+        middlewares=[answers_json(settings, metrics), cross_origin(settings.allowed_origins)],
     )
     handlers = _Handlers(directory, settings, metrics)
     app.router.add_post(API_ROUTE, handlers.call)
@@ -91,11 +72,6 @@ def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Appl
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/openapi.json", handlers.openapi)
     return app
-
-
-def failure(status: int, code: str, message: str, reason: str = "", **more: Any) -> web.Response:
-    """An error answer: the status, and the JSON body every error of the gateway has."""
-    return _json(error_body(status, code, message, reason, **more), status)
 
 
 class _Handlers:
@@ -180,8 +156,8 @@ class _Handlers:
             answer = await call(message, metadata=self._forwarded(request), timeout=self._settings.call_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             status, body = call_failed(error, module)
-            return _json(body, status)
-        return _json(response_json(answer))
+            return json_response(body, status)
+        return json_response(response_json(answer))
 
     async def openapi(self, _request: web.Request) -> web.Response:
         """GET /openapi.json: the OpenAPI 3.1 document of every unary method of every module
@@ -203,7 +179,7 @@ class _Handlers:
         }
         if left_out:
             document["info"]["x-left-out"] = left_out
-        return _json(document)
+        return json_response(document)
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """GET /metrics: the gateway's metrics and the mesh's in the Prometheus text format; the
@@ -223,7 +199,7 @@ class _Handlers:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the gateway itself answers (a load balancer's liveness probe)."""
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """GET /readyz: the mesh's health as the coordinator aggregates it; 503 unless healthy
@@ -246,7 +222,7 @@ class _Handlers:
                 for module in health.modules
             },
         }
-        return _json(body, 200 if ready else 503)
+        return json_response(body, 200 if ready else 503)
 
     def _authenticate(self, request: web.Request) -> tuple[str, web.Response | None]:
         """The caller's tenant, and None when the call may go on: its bearer token verifies (or
@@ -283,120 +259,10 @@ class _Handlers:
             value = request.headers.get(header, "")
             if not value:
                 continue
-            if not _is_metadata_text(value):
+            if not is_metadata_text(value):
                 raise BadRequest(f"the {header} header holds characters gRPC metadata cannot carry: {quoted(value)}")
             metadata.append((key, value))
         return metadata
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _answers_json(settings: GatewaySettings, metrics: GatewayMetrics) -> Any:
-    """Every answer carries the security headers and the request id; every error is JSON
-    (aiohttp's own — no route, wrong method, body too large — included); one log line a call,
-    and each API call counted and timed (under the module and method it was routed to)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        request[REQUEST_ID_HEADER] = given[:MAX_REQUEST_ID_CHARS] if _is_metadata_text(given) else secrets.token_hex(8)
-        began = time.perf_counter()
-        traced = tracing() and request.path.startswith(API_PREFIX)
-        span = _request_span(request) if traced else None
-        scope = active(span, fail_on_exception=False) if span is not None else contextlib.nullcontext()
-        with scope:
-            response = await _answer(request, handler, settings)
-            if span is not None:
-                _close_span(span, request, response)
-        elapsed = time.perf_counter() - began
-        if request.path.startswith(API_PREFIX):
-            module, method = request.get(ROUTED, (UNKNOWN, UNKNOWN))
-            metrics.record(module, method, response.status, elapsed)
-        response.headers.update(SECURITY_HEADERS)
-        response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID_HEADER]
-        _log.info(
-            "%s %s -> %d in %.1f ms [%s]",
-            request.method,
-            request.path,
-            response.status,
-            elapsed * 1000,
-            request[REQUEST_ID_HEADER],
-        )
-        return response
-
-    return middleware
-
-
-async def _answer(request: web.Request, handler: Handler, settings: GatewaySettings) -> web.StreamResponse:
-    """The handler's answer; every failure of it, aiohttp's own included, as a JSON error."""
-    try:
-        return await handler(request)
-    except BadRequest as error:
-        return failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_HEADER")
-    except web.HTTPException as error:
-        message = error.reason
-        if error.status in (404, 405):
-            message = f"no route {request.method} {quoted(request.path)}; {ROUTES}"
-        elif error.status == 413:
-            message = f"the body is larger than the {settings.max_body_bytes} bytes a request may have"
-        return failure(error.status, _code_of(error.status), message)
-    except Exception as error:  # a bug: the caller gets a JSON 500, the log one line (the traceback at DEBUG)
-        _log.error("unexpected %s answering %s %s: %s", type(error).__name__, request.method, request.path, error)
-        _log.debug("the traceback", exc_info=True)
-        return failure(500, "INTERNAL", f"unexpected {type(error).__name__} in the gateway (a bug: please report it)")
-
-
-def _request_span(request: web.Request) -> Span:
-    """The SERVER span of an API request: the root of its trace, or the child of the trace
-    context the caller sent (`traceparent`)."""
-    return _tracer.start_span(
-        f"{request.method} /api/v1/{{module}}/{{method}}",
-        context=propagate.extract(dict(request.headers)),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": request.method, "url.path": request.path, "http.route": API_ROUTE},
-    )
-
-
-def _close_span(span: Span, request: web.Request, response: web.StreamResponse) -> None:
-    span.set_attribute("http.response.status_code", response.status)
-    module, method = request.get(ROUTED, (UNKNOWN, UNKNOWN))
-    if module != UNKNOWN:
-        span.set_attribute("mesh.module", module)
-    if method != UNKNOWN:
-        span.set_attribute("rpc.method", method)
-    if response.status >= 500:
-        span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status}"))
-
-
-def _cross_origin(allowed: frozenset[str]) -> Any:
-    """CORS: a preflight from an allowed origin is answered (204), from another refused (403);
-    an answer to an allowed origin says so."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin", "")
-        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
-        if preflight:
-            if origin not in allowed:
-                return failure(403, "PERMISSION_DENIED", f"origin {quoted(origin)} may not call this gateway", "CORS")
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
-            response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
-        else:
-            response = await handler(request)
-        if origin in allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-        return response
-
-    return middleware
-
-
-def _is_metadata_text(value: str) -> bool:
-    """Whether gRPC can carry `value` as text metadata: printable ASCII, not empty."""
-    return bool(value) and value.isascii() and value.isprintable()
 
 
 def _near(name: str, known: list[str]) -> str:
@@ -405,11 +271,3 @@ def _near(name: str, known: list[str]) -> str:
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; there are {', '.join(known)}" if known else "; there is none yet"
-
-
-def _code_of(status: int) -> str:
-    return {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}.get(status, "INVALID_ARGUMENT")
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(text=json_text(body), status=status, content_type="application/json")
