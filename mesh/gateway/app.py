@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
+from typing import TypeVar
 
 import grpc
 from aiohttp import web
@@ -55,7 +56,8 @@ _log = logging.getLogger("mesh.gateway")
 
 LIMITED = "mesh.rate-limit"
 """The rate limit's verdict on a request, for the headers of its answer."""
-READINESS_TIMEOUT_SECONDS = 5.0
+COORDINATOR_TIMEOUT_SECONDS = 5.0
+T = TypeVar("T")
 
 
 def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Application:
@@ -184,16 +186,11 @@ class _Handlers:
     async def metrics(self, _request: web.Request) -> web.Response:
         """GET /metrics: the gateway's metrics and the mesh's in the Prometheus text format; the
         gateway's alone when the coordinator does not answer in time (logged)."""
-        mesh = None
-        try:
-            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-                channel = self._directory.channel(self._directory.coordinator)
-                mesh = await coordinator_pb2_grpc.CoordinatorStub(channel).GetSystemMetrics(
-                    coordinator_pb2.GetSystemMetricsRequest()
-                )
-        except (grpc.aio.AioRpcError, TimeoutError) as error:
-            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
-            _log.warning("/metrics without the mesh's: the coordinator at %s: %s", self._directory.coordinator, detail)
+        mesh, problem = await self._ask_coordinator(
+            lambda coordinator: coordinator.GetSystemMetrics(coordinator_pb2.GetSystemMetricsRequest())
+        )
+        if mesh is None:
+            _log.warning("/metrics without the mesh's: %s", problem)
         body = self._metrics.exposition(mesh)
         return web.Response(body=body, headers={"Content-Type": self._metrics.content_type})
 
@@ -205,15 +202,11 @@ class _Handlers:
         """GET /readyz: the mesh's health as the coordinator aggregates it; 503 unless healthy
         or degraded (a critical module down makes the mesh unhealthy), or when the coordinator
         does not answer."""
-        try:
-            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-                channel = self._directory.channel(self._directory.coordinator)
-                health = await coordinator_pb2_grpc.CoordinatorStub(channel).GetSystemHealth(
-                    coordinator_pb2.GetSystemHealthRequest()
-                )
-        except (grpc.aio.AioRpcError, TimeoutError) as error:
-            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
-            return failure(503, "UNAVAILABLE", f"the coordinator at {self._directory.coordinator}: {detail}")
+        health, problem = await self._ask_coordinator(
+            lambda coordinator: coordinator.GetSystemHealth(coordinator_pb2.GetSystemHealthRequest())
+        )
+        if health is None:
+            return failure(503, "UNAVAILABLE", problem)
         ready = health.status in (health_pb2.HEALTH_STATUS_HEALTHY, health_pb2.HEALTH_STATUS_DEGRADED)
         body = {
             "status": health_pb2.HealthStatus.Name(health.status).removeprefix("HEALTH_STATUS_").lower(),
@@ -223,6 +216,18 @@ class _Handlers:
             },
         }
         return json_response(body, 200 if ready else 503)
+
+    async def _ask_coordinator(
+        self, ask: Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[T]]
+    ) -> tuple[T | None, str]:
+        """The coordinator's answer to `ask`, within COORDINATOR_TIMEOUT_SECONDS; else None, and why."""
+        try:
+            async with asyncio.timeout(COORDINATOR_TIMEOUT_SECONDS):
+                channel = self._directory.channel(self._directory.coordinator)
+                return await ask(coordinator_pb2_grpc.CoordinatorStub(channel)), ""
+        except (grpc.aio.AioRpcError, TimeoutError) as error:
+            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
+            return None, f"the coordinator at {self._directory.coordinator}: {detail}"
 
     def _authenticate(self, request: web.Request) -> tuple[str, web.Response | None]:
         """The caller's tenant, and None when the call may go on: its bearer token verifies (or
