@@ -48,7 +48,6 @@ from mesh.protocol.pki import CredentialsError
 from mesh.protocol.reflection import ReflectedMethod, go_name
 from mesh.protocol.states import State
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, SIGNING_KEY_FILE, SigningKey, issue
-from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2
 
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
@@ -127,7 +126,7 @@ def _call(args: argparse.Namespace) -> int:
     metadata = _metadata(args)
     coordinator = coordinator_address(args)
     address = _module_address(coordinator, args.module)
-    with _channel(coordinator.transport, address) as channel:
+    with coordinator.transport.blocking_channel(address) as channel:
         _wait_until_connected(channel, args.module, address, deadline)
         target = resolve(channel, args.module, args.method)
         request = _request(request_json, target)
@@ -194,13 +193,6 @@ def _module_address(coordinator: CoordinatorAddress, module: str) -> str:
     if not reply.status.address:
         raise CliError(f"module {module} has no address ({State(reply.status.state).name}); see `mesh status`")
     return reply.status.address
-
-
-def _channel(transport: Transport, address: str) -> grpc.Channel:
-    """A blocking channel (reflection's descriptor database needs one) with the mesh's credentials."""
-    if not transport.secure:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, transport.credentials().channel_credentials())
 
 
 def _wait_until_connected(channel: grpc.Channel, module: str, address: str, deadline: Deadline) -> None:

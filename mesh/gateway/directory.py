@@ -137,11 +137,7 @@ class ModuleDirectory:
         return read
 
     def _read_routes(self, module: str, address: str) -> ModuleRoutes:
-        if self._transport.folder is None:
-            channel = grpc.insecure_channel(address)
-        else:
-            channel = grpc.secure_channel(address, self._transport.credentials().channel_credentials())
-        with channel:
+        with self._transport.blocking_channel(address) as channel:
             return read_routes(channel, module, address)
 
     def channel(self, address: str) -> grpc.aio.Channel:

@@ -91,6 +91,13 @@ class Transport:
             address, self.credentials().channel_credentials(), options=list(options), interceptors=list(interceptors)
         )
 
+    def blocking_channel(self, address: str) -> grpc.Channel:
+        """A synchronous channel to `address`, presenting the current certificate (for the
+        clients that are blocking only, such as grpcio-reflection's)."""
+        if self.folder is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, self.credentials().channel_credentials())
+
     def _server_credentials(self) -> grpc.ServerCredentials:
         assert self.folder is not None
         folder = self.folder
