@@ -67,6 +67,9 @@ class Context(Generic[ConfigT]):
         tracer: An OpenTelemetry tracer named after the module.
         meter: An OpenTelemetry meter named after the module.
         state_dir: A folder where the module may keep state; it exists.
+        stopping: Set when the module begins to stop or to re-initialize. The calls in flight
+            are then drained: a long-lived stream (a watch) waits on this and ends, so that it
+            does not hold the stop up until its grace runs out.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Context(Generic[ConfigT]):
         self.tracer = trace.get_tracer(f"mesh.module.{manifest.name}", manifest.version)
         self.meter = metrics.get_meter(f"mesh.module.{manifest.name}", manifest.version)
         self.state_dir = state_dir
+        self.stopping = asyncio.Event()
         self._manifest_path = manifest_path
         self._resources = resources
         self._recorder = recorder

@@ -10,6 +10,12 @@ inside a servicer, say) with that error's status and ErrorInfo reason, as a refu
 ended, instead of the UNKNOWN grpc gives any exception; a failed gRPC call the behaviour made
 (to a dependency) ends it with that call's status. Other exceptions pass on to grpc, which
 logs them and answers UNKNOWN.
+
+A streamed call that passed its check has its response headers (empty initial metadata) sent
+at once, before the behaviour's first message, which a watch may send much later: a caller
+learns that the call was accepted without waiting for it (the gateway answers 200 and begins
+Server-Sent Events then, and the HTTP status of a refusal otherwise). A streaming servicer
+therefore cannot send initial metadata of its own; trailing metadata it can.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ def guarded_handler(
             failed = True
             try:
                 await _enforce(check, context)
+                await context.send_initial_metadata(())
                 try:
                     result = inner(request, context)
                     if inspect.isasyncgen(result):

@@ -287,6 +287,8 @@ class ModuleRuntime:
         if resources is None:
             return False
         deadline = time.monotonic() + grace
+        if self.context is not None:
+            self.context.stopping.set()  # streams that follow end now, rather than at the grace
         forced = await self._drain(resources, grace)
         self._resources, self.context = None, None
         try:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$notifications/v1/notifications.proto\x12\x10notifications.v1\"C\n\x0cNotification\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x1a\n\x18ListNotificationsRequest\"R\n\x19ListNotificationsResponse\x12\x35\n\rnotifications\x18\x01 \x03(\x0b\x32\x1e.notifications.v1.Notification2}\n\rNotifications\x12l\n\x11ListNotifications\x12*.notifications.v1.ListNotificationsRequest\x1a+.notifications.v1.ListNotificationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$notifications/v1/notifications.proto\x12\x10notifications.v1\"C\n\x0cNotification\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x1a\n\x18ListNotificationsRequest\"R\n\x19ListNotificationsResponse\x12\x35\n\rnotifications\x18\x01 \x03(\x0b\x32\x1e.notifications.v1.Notification\".\n\x19WatchNotificationsRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\"R\n\x1aWatchNotificationsResponse\x12\x34\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1e.notifications.v1.Notification2\xf0\x01\n\rNotifications\x12l\n\x11ListNotifications\x12*.notifications.v1.ListNotificationsRequest\x1a+.notifications.v1.ListNotificationsResponse\x12q\n\x12WatchNotifications\x12+.notifications.v1.WatchNotificationsRequest\x1a,.notifications.v1.WatchNotificationsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=153
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=155
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=237
-  _globals['_NOTIFICATIONS']._serialized_start=239
-  _globals['_NOTIFICATIONS']._serialized_end=364
+  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_start=239
+  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_end=285
+  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_start=287
+  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_end=369
+  _globals['_NOTIFICATIONS']._serialized_start=372
+  _globals['_NOTIFICATIONS']._serialized_end=612
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class NotificationsStub:
                 request_serializer=notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.SerializeToString,
                 response_deserializer=notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.FromString,
                 _registered_method=True)
+        self.WatchNotifications = channel.unary_stream(
+                '/notifications.v1.Notifications/WatchNotifications',
+                request_serializer=notifications_dot_v1_dot_notifications__pb2.WatchNotificationsRequest.SerializeToString,
+                response_deserializer=notifications_dot_v1_dot_notifications__pb2.WatchNotificationsResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationsServicer:
@@ -53,6 +58,15 @@ class NotificationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchNotifications(self, request, context):
+        """WatchNotifications streams the tenant's notifications: those recorded so far, oldest first,
+        then each one as it is recorded, until the caller cancels or the module stops (the stream
+        then ends with OK; a caller that wants more watches again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +74,11 @@ def add_NotificationsServicer_to_server(servicer, server):
                     servicer.ListNotifications,
                     request_deserializer=notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.FromString,
                     response_serializer=notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'WatchNotifications': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNotifications,
+                    request_deserializer=notifications_dot_v1_dot_notifications__pb2.WatchNotificationsRequest.FromString,
+                    response_serializer=notifications_dot_v1_dot_notifications__pb2.WatchNotificationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +109,33 @@ class Notifications:
             '/notifications.v1.Notifications/ListNotifications',
             notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.SerializeToString,
             notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/notifications.v1.Notifications/WatchNotifications',
+            notifications_dot_v1_dot_notifications__pb2.WatchNotificationsRequest.SerializeToString,
+            notifications_dot_v1_dot_notifications__pb2.WatchNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
