@@ -57,6 +57,12 @@ def test_a_valid_manifest_and_its_wire_form(tmp_path):
     assert wire.restart_policy.mode == module_pb2.RESTART_MODE_ALWAYS
     assert wire.restart_policy.window.seconds == 60
     assert wire.run.entry == "module:Orders"
+    assert list(wire.public_methods) == []
+
+
+def test_the_public_methods_reach_the_wire_form(tmp_path):
+    text = VALID.replace("[run]", '[gateway]\npublic = ["GetOrder"]\n\n[run]')
+    assert list(load_manifest(write(tmp_path, text)).to_proto().public_methods) == ["GetOrder"]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +103,15 @@ def test_a_valid_manifest_and_its_wire_form(tmp_path):
             "field 'run.entry' has 'module.Orders': expected 'python_module:ClassName'",
         ),
         (('name = "notifications"', 'name = "inventory"'), "dependencies list inventory more than once"),
+        (
+            ("[run]", '[gateway]\npublic = ["Get Order"]\n\n[run]'),
+            "field 'gateway.public[0]' has 'Get Order': expected a method's name, e.g. 'SayHello'",
+        ),
+        (
+            ("[run]", '[gateway]\npublic = ["orders.v1.Billing/Charge"]\n\n[run]'),
+            "[gateway] public names 'orders.v1.Billing/Charge', but 'orders.v1.Billing' is not among the "
+            "module's services (none)",
+        ),
         # a module's certificate says "module:<name>" and X.509 allows 64 characters there
         (('name = "orders"', f'name = "{"o" * 58}"'), "field 'name' has 'oooo"),
         (('name = "orders"', f'name = "{"o" * 58}"'), "should have at most 57 characters"),

@@ -79,6 +79,7 @@ class ModuleRecord:
             critical=self.critical,
             origin=self.origin,
             dependents=self.dependents,
+            public_methods=self.manifest.gateway.public,
         )
 
 

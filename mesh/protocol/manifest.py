@@ -45,6 +45,7 @@ _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _EVENT_TOKEN = re.compile(r"[a-z][a-z0-9_-]*")
 _FLAG = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _SERVICE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -117,6 +118,15 @@ def _service(value: str) -> str:
     return value
 
 
+def _public_method(value: str) -> str:
+    service, slash, method = value.rpartition("/")
+    if not _METHOD.fullmatch(method) or (slash and not _SERVICE.fullmatch(service)):
+        raise ValueError(
+            "expected a method's name, e.g. 'SayHello', or its full name, e.g. 'greeter.v1.Greeter/SayHello'"
+        )
+    return value
+
+
 def _entry(value: str) -> str:
     if not _ENTRY.fullmatch(value):
         raise ValueError("expected 'python_module:ClassName' inside the module's folder, e.g. 'module:Greeter'")
@@ -185,6 +195,16 @@ class RestartSpec(_Strict):
     backoff_max_seconds: float = Field(default=30.0, gt=0, le=86_400)
 
 
+class GatewaySpec(_Strict):
+    """The `[gateway]` table: how the HTTP gateway serves the module."""
+
+    public: list[Annotated[str, StringConstraints(max_length=320), AfterValidator(_public_method)]] = Field(
+        default_factory=list, max_length=256
+    )
+    """The methods the gateway calls without a bearer token (by name, or full name when two of
+    the module's services share one); the module still decides what such a call may do."""
+
+
 class RunSpec(_Strict):
     """The `[run]` table: a Python entry served by the SDK, or a command in any language."""
 
@@ -219,6 +239,7 @@ class Manifest(_Strict):
         default_factory=list, max_length=64
     )
     restart: RestartSpec = Field(default_factory=RestartSpec)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     run: RunSpec
 
     @model_validator(mode="after")
@@ -228,6 +249,17 @@ class Manifest(_Strict):
                 "[events] consumers is for a module in another language; a Python module's consumers come "
                 "from its @on handlers, so remove it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _public_methods_of_its_services(self) -> Manifest:
+        for method in self.gateway.public:
+            service = method.rpartition("/")[0]
+            if service and service not in self.services:
+                raise ValueError(
+                    f"[gateway] public names {method!r}, but {service!r} is not among the module's services "
+                    f"({', '.join(self.services) or 'none'}); add it to services or correct the name"
+                )
         return self
 
     @model_validator(mode="after")
@@ -269,6 +301,7 @@ class Manifest(_Strict):
             config_schema_json=config_schema_json,
             services=self.services,
             requires_tenant=self.requires_tenant,
+            public_methods=self.gateway.public,
             restart_policy=module_pb2.RestartPolicy(
                 mode=mode,
                 max_restarts=self.restart.max_restarts,

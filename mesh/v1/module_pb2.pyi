@@ -98,7 +98,7 @@ class RunSpec(_message.Message):
     def __init__(self, entry: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("name", "version", "description", "display_name", "author", "category", "dependencies", "publishes", "subscribes", "feature_flag", "config_schema_json", "services", "restart_policy", "run", "requires_tenant", "labels")
+    __slots__ = ("name", "version", "description", "display_name", "author", "category", "dependencies", "publishes", "subscribes", "feature_flag", "config_schema_json", "services", "restart_policy", "run", "requires_tenant", "labels", "public_methods")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class Manifest(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_TENANT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_METHODS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     description: str
@@ -138,7 +139,8 @@ class Manifest(_message.Message):
     run: RunSpec
     requires_tenant: bool
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., display_name: _Optional[str] = ..., author: _Optional[str] = ..., category: _Optional[str] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., publishes: _Optional[_Iterable[str]] = ..., subscribes: _Optional[_Iterable[str]] = ..., feature_flag: _Optional[str] = ..., config_schema_json: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., run: _Optional[_Union[RunSpec, _Mapping]] = ..., requires_tenant: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    public_methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., display_name: _Optional[str] = ..., author: _Optional[str] = ..., category: _Optional[str] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., publishes: _Optional[_Iterable[str]] = ..., subscribes: _Optional[_Iterable[str]] = ..., feature_flag: _Optional[str] = ..., config_schema_json: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., run: _Optional[_Union[RunSpec, _Mapping]] = ..., requires_tenant: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., public_methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModuleError(_message.Message):
     __slots__ = ("reason", "message", "phase", "time")
@@ -153,7 +155,7 @@ class ModuleError(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., phase: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ModuleStatus(_message.Message):
-    __slots__ = ("name", "version", "state", "address", "dependencies", "description", "state_reason", "error", "state_changed_at", "started_at", "instance_id", "pid", "restart_count", "critical", "origin", "dependents")
+    __slots__ = ("name", "version", "state", "address", "dependencies", "description", "state_reason", "error", "state_changed_at", "started_at", "instance_id", "pid", "restart_count", "critical", "origin", "dependents", "public_methods")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +172,7 @@ class ModuleStatus(_message.Message):
     CRITICAL_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_METHODS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     state: ModuleState
@@ -186,4 +189,5 @@ class ModuleStatus(_message.Message):
     critical: bool
     origin: ModuleOrigin
     dependents: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModuleState, str]] = ..., address: _Optional[str] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., description: _Optional[str] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[ModuleError, _Mapping]] = ..., state_changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instance_id: _Optional[str] = ..., pid: _Optional[int] = ..., restart_count: _Optional[int] = ..., critical: _Optional[bool] = ..., origin: _Optional[_Union[ModuleOrigin, str]] = ..., dependents: _Optional[_Iterable[str]] = ...) -> None: ...
+    public_methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModuleState, str]] = ..., address: _Optional[str] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., description: _Optional[str] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[ModuleError, _Mapping]] = ..., state_changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instance_id: _Optional[str] = ..., pid: _Optional[int] = ..., restart_count: _Optional[int] = ..., critical: _Optional[bool] = ..., origin: _Optional[_Union[ModuleOrigin, str]] = ..., dependents: _Optional[_Iterable[str]] = ..., public_methods: _Optional[_Iterable[str]] = ...) -> None: ...
