@@ -83,6 +83,7 @@ def generate_tree(source_dir: Path, target: Path, include_paths: Iterable[Path] 
         "grpc_tools.protoc",
         *(f"-I{path}" for path in includes),
         f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"-I{googleapis_protos()}",
         f"--python_out={target}",
         f"--pyi_out={target}",
         f"--grpc_python_out={target}",
@@ -97,6 +98,17 @@ def generate_tree(source_dir: Path, target: Path, include_paths: Iterable[Path] 
         init.write_text(GENERATED_INIT)
         produced.add(init)
     return produced
+
+
+def googleapis_protos() -> Path:
+    """The folder holding google/api/annotations.proto and http.proto, as installed with
+    googleapis-common-protos: a module's .proto may import them for the gateway's REST routes
+    (`option (google.api.http)`), and the generated code imports that package's modules, so
+    the code is generated against the very files it runs with. (buf reads the same files from
+    third_party/googleapis/, which a test keeps equal to these.)"""
+    from google.api import annotations_pb2
+
+    return Path(annotations_pb2.__file__).parent.parent.parent
 
 
 def _generated_for(protos: Iterable[Path], source_dir: Path, target: Path) -> set[Path]:

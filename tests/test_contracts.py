@@ -7,7 +7,7 @@ import filecmp
 import subprocess
 
 from conftest import PROJECT, tool
-from mesh.protogen import generate
+from mesh.protogen import generate, googleapis_protos
 from mesh.v1 import coordinator_pb2, lifecycle_pb2, module_pb2
 
 
@@ -23,6 +23,15 @@ def test_generated_code_matches_the_proto_files(tmp_path):
     assert set(written) == committed, "run `make proto` and commit the result"
     drifted = [str(path) for path in written if not filecmp.cmp(tmp_path / path, PROJECT / path, shallow=False)]
     assert drifted == [], "run `make proto` and commit the result"
+
+
+def test_the_googleapis_files_buf_reads_are_the_ones_the_code_is_generated_against():
+    vendored = PROJECT / "third_party" / "googleapis" / "google" / "api"
+    installed = googleapis_protos() / "google" / "api"
+    for name in ("annotations.proto", "http.proto"):
+        assert filecmp.cmp(vendored / name, installed / name, shallow=False), (
+            f"copy {installed / name} to {vendored} (googleapis-common-protos was upgraded)"
+        )
 
 
 def test_service_names_are_the_ones_outside_tools_use():

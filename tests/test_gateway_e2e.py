@@ -22,6 +22,7 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PROJECT
+from greeter.v1 import greeter_pb2
 from httpkit import Gateway, gateway_of_up
 from inventory.v1 import inventory_pb2
 from mesh.protocol.tokens import SigningKey, issue
@@ -61,9 +62,10 @@ def gateway_for(mesh: MeshDir, running: RunningMesh, *args: str) -> Iterator[Gat
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A mesh of users and inventory, users enabled for acme, and a gateway for it."""
+    """A mesh of users, inventory and greeter (SayHello public), users enabled for acme, and a
+    gateway for it."""
     mesh = MeshDir(tmp_path_factory.mktemp("gateway"))
-    for module in ("users", "inventory"):
+    for module in ("users", "inventory", "greeter"):
         shutil.copytree(PROJECT / "modules" / module, mesh.modules / module)
     with mesh.up() as running:
         running.wait_until_up()
@@ -130,7 +132,7 @@ def test_every_refusal_has_its_http_status_and_reason(served: Gateway, tmp_path:
 def test_health_endpoints_answer_for_load_balancers(served: Gateway) -> None:
     assert served.request("GET", "/healthz").body == {"status": "ok"}
     ready = served.eventually(lambda: (answer := served.request("GET", "/readyz")).status == 200 and answer, "ready")
-    assert ready.body["status"] == "healthy" and set(ready.body["modules"]) == {"users", "inventory"}
+    assert ready.body["status"] == "healthy" and set(ready.body["modules"]) == {"users", "inventory", "greeter"}
 
 
 def test_cors_answers_only_the_allowed_origins(served: Gateway) -> None:
@@ -182,18 +184,36 @@ def test_a_restarted_module_stays_routable(served: Gateway) -> None:
 def test_openapi_document_validates_and_covers_every_unary_method(served: Gateway) -> None:
     document = served.request("GET", "/openapi.json").body
     validate(document)  # the OpenAPI 3.1 specification's schema, by openapi-spec-validator
+    modules = (("users", users_pb2), ("inventory", inventory_pb2), ("greeter", greeter_pb2))
     expected = {
         f"/api/v1/{module}/{method.name}"
-        for module, descriptor in (("users", users_pb2.DESCRIPTOR), ("inventory", inventory_pb2.DESCRIPTOR))
-        for service in descriptor.services_by_name.values()
+        for module, generated in modules
+        for service in generated.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if not (method.client_streaming or method.server_streaming)
+        if not method.client_streaming
     }
     assert set(document["paths"]) == expected
     create = document["paths"]["/api/v1/users/CreateUser"]["post"]
     request_schema = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rpartition("/")[2]
     assert set(document["components"]["schemas"][request_schema]["properties"]) == {"name", "email"}
     assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/api/v1/greeter/SayHello"]["post"]["security"] == [{}, {"bearer": []}]
+    assert "security" not in document["paths"]["/api/v1/greeter/GetGreetingCount"]["post"]
+
+
+def test_a_public_method_is_called_without_a_token_and_the_others_are_not(served: Gateway) -> None:
+    hello = served.eventually(
+        lambda: (answer := served.call("greeter", "SayHello", {"name": "Ada"}, "")).status == 200 and answer,
+        "greeter to answer SayHello without a token",
+    )
+    assert hello.body["message"] == "Hello, Ada!"
+    # A token sent is forwarded: the module judges its tenant (greeter is not enabled for acme).
+    with_token = served.call("greeter", "SayHello", {"name": "Ada"}, served.token("acme"))
+    assert with_token.status == 403 and with_token.reason == "MODULE_DISABLED_FOR_TENANT"
+    count = served.call("greeter", "GetGreetingCount", {"name": "Ada"}, "")
+    assert count.status == 401 and count.reason == "UNAUTHENTICATED"
+    forged = served.call("greeter", "SayHello", {"name": "Ada"}, "not-a-token")
+    assert forged.status == 401, "a token sent is verified, on a public method too"
 
 
 def test_metrics_count_requests_by_module_method_and_status(served: Gateway) -> None:

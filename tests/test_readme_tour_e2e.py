@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from openapi_spec_validator import validate
 
 from conftest import PROJECT
-from httpkit import gateway_of_up
+from httpkit import ServerEvent, gateway_of_up
 from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
 
 pytestmark = [
@@ -122,7 +123,8 @@ def check_tour_output(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_the_tours_calls_work_over_http_through_the_gateway(tour: Tour):
     """The tour's story through the HTTP gateway `mesh up` started, with a tenant's token: a
-    user, stock, an order, and the notification that confirms it."""
+    user, stock, an order (placed and read back by REST routes too), and the notification that
+    confirms it, listed and streamed live as Server-Sent Events."""
     for module in ("orders", "notifications"):
         enabled = tour.mesh_cli("tenant", "enable", "acme", module, "--with-dependencies")
         assert enabled.returncode == 0, enabled.stderr
@@ -147,6 +149,37 @@ def test_the_tours_calls_work_over_http_through_the_gateway(tour: Tour):
     gateway.eventually(
         lambda: order_id in json.dumps(gateway.call("notifications", "ListNotifications", {}, token).body),
         "the order's confirmation among acme's notifications",
+    )
+
+    rest_got = gateway.request("GET", f"/api/v1/orders/{order_id}", token=token)  # option (google.api.http)
+    assert rest_got.status == 200 and rest_got.body == got.body
+    placed_by_rest: dict[str, str] = {}
+
+    def place_another_order() -> None:  # while the watch below streams
+        order = {"userId": user_id, "sku": "book-http", "quantity": 1}
+        answer = gateway.request("POST", "/api/v1/orders", token=token, body=json.dumps(order))
+        assert answer.status == 200, answer.body
+        placed_by_rest["id"] = answer.body["order"]["id"]
+
+    def confirms_both(events: list[ServerEvent]) -> bool:
+        texts = json.dumps([event.data for event in events])
+        return "id" in placed_by_rest and order_id in texts and placed_by_rest["id"] in texts
+
+    began, events = gateway.watch(
+        "notifications", "WatchNotifications", {}, token, until=confirms_both, meanwhile=place_another_order
+    )
+    assert began.status == 200 and began.headers["Content-Type"].startswith("text/event-stream")
+    assert confirms_both(events), events
+    assert all(event.kind == "message" and event.data["notification"]["text"] for event in events)
+
+    document = gateway.request("GET", "/openapi.json").body
+    validate(document)
+    get_order = document["paths"]["/api/v1/orders/{id}"]["get"]
+    assert get_order["parameters"] == [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    assert "post" in document["paths"]["/api/v1/orders"]
+    assert (
+        "text/event-stream"
+        in document["paths"]["/api/v1/notifications/WatchNotifications"]["post"]["responses"]["200"]["content"]
     )
 
 

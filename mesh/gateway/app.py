@@ -12,7 +12,6 @@ tenant's calls of each route are rate limited (`mesh.gateway.limits`).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
@@ -20,33 +19,34 @@ from typing import TypeVar
 
 import grpc
 from aiohttp import web
+from google.protobuf.message import Message
 from opentelemetry import propagate
 
-from mesh.gateway.directory import ModuleDirectory
+from mesh.gateway.directory import ModuleDirectory, Placement
+from mesh.gateway.dispatch import Target, choose, near
 from mesh.gateway.edges import (
     API_ROUTE,
+    LIMITED,
     REQUEST_ID_HEADER,
+    ROUTE_TEMPLATE,
     ROUTED,
     answers_json,
     cross_origin,
     failure,
     is_metadata_text,
     json_response,
+    stamp_headers,
 )
-from mesh.gateway.limits import RateLimiter, Verdict
+from mesh.gateway.limits import RateLimiter
 from mesh.gateway.metrics import UNKNOWN, GatewayMetrics
 from mesh.gateway.openapi import openapi_document
 from mesh.gateway.routes import ModuleRoutes, ReflectionFailed
 from mesh.gateway.settings import GatewaySettings
-from mesh.gateway.transcoding import (
-    BadRequest,
-    call_failed,
-    quoted,
-    request_message,
-    response_json,
-)
+from mesh.gateway.sse import stream_events
+from mesh.gateway.transcoding import BadRequest, call_failed, quoted
 from mesh.protocol.errors import MeshError
 from mesh.protocol.names import TENANT_METADATA
+from mesh.protocol.reflection import ReflectedMethod
 from mesh.protocol.states import State
 from mesh.protocol.telemetry import tracing
 from mesh.protocol.tokens import AUTHORIZATION_METADATA, HOW_TO_GET, bearer_token
@@ -54,8 +54,6 @@ from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, health_pb2
 
 _log = logging.getLogger("mesh.gateway")
 
-LIMITED = "mesh.rate-limit"
-"""The rate limit's verdict on a request, for the headers of its answer."""
 COORDINATOR_TIMEOUT_SECONDS = 5.0
 T = TypeVar("T")
 
@@ -68,7 +66,9 @@ def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Appl
         middlewares=[answers_json(settings, metrics), cross_origin(settings.allowed_origins)],
     )
     handlers = _Handlers(directory, settings, metrics)
-    app.router.add_post(API_ROUTE, handlers.call)
+    app.on_response_prepare.append(stamp_headers)
+    app.on_shutdown.append(handlers.closing)
+    app.router.add_route("*", API_ROUTE, handlers.call)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -82,21 +82,17 @@ class _Handlers:
         self._settings = settings
         self._metrics = metrics
         self._limiter = RateLimiter(settings.rate_limit)
+        self._closing = asyncio.Event()
 
-    async def call(self, request: web.Request) -> web.Response:
-        """POST /api/v1/<module>/<Method>: one unary call of the module, JSON in and out; the
-        answer says how much of the rate limit is left."""
-        response = await self._call(request)
-        verdict: Verdict | None = request.get(LIMITED)
-        if verdict is not None:
-            response.headers.update(verdict.headers())
-        return response
+    async def closing(self, _app: web.Application) -> None:
+        """The gateway stops (aiohttp's on_shutdown): the streams end, and say why."""
+        self._closing.set()
 
-    async def _call(self, request: web.Request) -> web.Response:
-        module, method = request.match_info["module"], request.match_info["method"]
-        tenant, refused = self._authenticate(request)
-        if refused is not None:
-            return refused
+    async def call(self, request: web.Request) -> web.StreamResponse:
+        """A request under /api/v1/<module>: one call of the module's method the route names
+        (mesh.gateway.dispatch), JSON in; JSON out, or Server-Sent Events for a server-streaming
+        method (mesh.gateway.sse). Every answer says how much of the rate limit is left."""
+        module, tail = request.match_info["module"], request.match_info["tail"]
         placement = self._directory.placement(module)
         if placement is not None:
             request[ROUTED] = (module, UNKNOWN)
@@ -110,7 +106,7 @@ class _Handlers:
             )
         if placement is None:
             return failure(
-                404, "NOT_FOUND", f"no module {quoted(module)} in this mesh{_near(module, self._directory.names())}"
+                404, "NOT_FOUND", f"no module {quoted(module)} in this mesh{near(module, self._directory.names())}"
             )
         if not placement.serving or not placement.address:
             return failure(
@@ -125,16 +121,28 @@ class _Handlers:
             return failure(502, "UNAVAILABLE", str(error), "MODULE_UNAVAILABLE")
         except TimeoutError:
             return failure(504, "DEADLINE_EXCEEDED", f"module {module}'s server reflection did not answer in time")
-        route = routes.routes.get(method)
-        if route is None:
-            return failure(
-                404, "NOT_FOUND", f"module {module} has no method {quoted(method)}{_near(method, routes.named())}"
-            )
+        target = choose(request, module, tail, routes)
+        if isinstance(target, web.Response):
+            return target
+        return await self._call(request, module, placement, target)
+
+    async def _call(
+        self, request: web.Request, module: str, placement: Placement, target: Target
+    ) -> web.StreamResponse:
+        route = target.method
         request[ROUTED] = (module, route.method.full_name)
-        if not route.unary:
+        request[ROUTE_TEMPLATE] = target.route
+        if route.method.client_streaming:
             return failure(
-                501, "UNIMPLEMENTED", f"{route.path} streams; the gateway routes unary methods only", "STREAMING"
+                501,
+                "UNIMPLEMENTED",
+                f"{route.path} takes a stream of requests, which HTTP/JSON cannot send; the gateway routes unary "
+                "methods, and server-streaming ones as Server-Sent Events",
+                "STREAMING",
             )
+        tenant, refused = self._authenticate(request, public=placement.is_public(route))
+        if refused is not None:
+            return refused
         verdict = request[LIMITED] = self._limiter.take(tenant, f"{module}{route.path}")
         if verdict is not None and not verdict.allowed:
             self._metrics.rate_limited(module, route.method.full_name)
@@ -146,20 +154,23 @@ class _Handlers:
                 "RATE_LIMITED",
             )
         try:
-            message = request_message(await request.read(), route.request_class)
+            message = target.request(await request.read(), request.rel_url.query)
         except BadRequest as error:
             return failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_BODY")
-        call = self._directory.channel(placement.address).unary_unary(
-            route.path,
-            request_serializer=lambda sent: sent.SerializeToString(),
-            response_deserializer=route.response_class.FromString,
-        )
+        channel = self._directory.channel(placement.address)
+        serialize = _serializer
+        if route.method.server_streaming:
+            # No deadline: a watch runs until the caller goes, the module ends it, or the gateway stops.
+            stream = channel.unary_stream(route.path, serialize, route.response_class.FromString)
+            watching = stream(message, metadata=self._forwarded(request))
+            return await stream_events(request, watching, module, self._closing, target.answer)
+        call = channel.unary_unary(route.path, serialize, route.response_class.FromString)
         try:
             answer = await call(message, metadata=self._forwarded(request), timeout=self._settings.call_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             status, body = call_failed(error, module)
             return json_response(body, status)
-        return json_response(response_json(answer))
+        return json_response(target.answer(answer))
 
     async def openapi(self, _request: web.Request) -> web.Response:
         """GET /openapi.json: the OpenAPI 3.1 document of every unary method of every module
@@ -173,7 +184,7 @@ class _Handlers:
             *(self._directory.routes(name, placement) for name, placement in running), return_exceptions=True
         )
         routes = [found for found in read if isinstance(found, ModuleRoutes)]
-        document = openapi_document(routes, metadata.version("module-mesh"))
+        document = openapi_document(routes, metadata.version("module-mesh"), self._is_public)
         left_out = {
             name: str(found) or type(found).__name__
             for (name, _placement), found in zip(running, read, strict=True)
@@ -182,6 +193,10 @@ class _Handlers:
         if left_out:
             document["info"]["x-left-out"] = left_out
         return json_response(document)
+
+    def _is_public(self, module: str, route: ReflectedMethod) -> bool:
+        placement = self._directory.placement(module)
+        return placement is not None and placement.is_public(route)
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """GET /metrics: the gateway's metrics and the mesh's in the Prometheus text format; the
@@ -229,13 +244,16 @@ class _Handlers:
             detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "no answer in time"
             return None, f"the coordinator at {self._directory.coordinator}: {detail}"
 
-    def _authenticate(self, request: web.Request) -> tuple[str, web.Response | None]:
+    def _authenticate(self, request: web.Request, *, public: bool) -> tuple[str, web.Response | None]:
         """The caller's tenant, and None when the call may go on: its bearer token verifies (or
-        the mesh is plaintext, where the tenant is x-tenant-id as sent); else the refusal."""
+        the mesh is plaintext, where the tenant is x-tenant-id as sent; or the method is public
+        and no token is sent, where the tenant is ""); else the refusal."""
         tokens = self._settings.tokens
         if tokens is None:
             return request.headers.get(TENANT_METADATA, ""), None
         authorization = request.headers.get("Authorization", "")
+        if not authorization and public:
+            return "", None
         if not authorization:
             return "", failure(
                 401,
@@ -270,9 +288,5 @@ class _Handlers:
         return metadata
 
 
-def _near(name: str, known: list[str]) -> str:
-    """ "; did you mean 'x'?" for a near miss among `known`, else the list of what there is."""
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; there are {', '.join(known)}" if known else "; there is none yet"
+def _serializer(message: Message) -> bytes:
+    return message.SerializeToString()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from mesh.gateway.routes import ModuleRoutes, read_routes
+from mesh.protocol.reflection import ReflectedMethod
 from mesh.protocol.transport import Transport
 from mesh.v1 import coordinator_pb2, coordinator_pb2_grpc, module_pb2
 
@@ -31,10 +32,17 @@ REFLECTION_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a module serves, and whether it serves now."""
+    """Where a module serves, whether it serves now, and which of its methods are public."""
 
     address: str
     state: int
+    public: frozenset[str] = frozenset()
+    """The methods its manifest's `[gateway] public` names (a name, or "pkg.Service/Method")."""
+
+    def is_public(self, route: ReflectedMethod) -> bool:
+        """Whether the gateway calls `route` without a bearer token."""
+        method = route.method
+        return method.name in self.public or f"{method.containing_service.full_name}/{method.name}" in self.public
 
     @property
     def serving(self) -> bool:
@@ -99,7 +107,8 @@ class ModuleDirectory:
                     snapshot: dict[str, Placement] | None = None
                     watch = stub.WatchModules(coordinator_pb2.WatchModulesRequest(include_snapshot=True))
                     async for change in watch:
-                        placement = Placement(change.status.address, change.status.state)
+                        status = change.status
+                        placement = Placement(status.address, status.state, frozenset(status.public_methods))
                         if change.snapshot:
                             snapshot = {} if snapshot is None else snapshot
                             snapshot[change.status.name] = placement

@@ -1,8 +1,10 @@
-"""The gateway's OpenAPI 3.1 document (`GET /openapi.json`): a `POST` path for every unary
-method of every running module, with the JSON Schemas of its request and response written
-from the message descriptors the modules' reflection gave (protobuf's canonical JSON mapping:
-lowerCamelCase names, 64-bit integers as strings, enums by name, well-known types as their JSON
-forms), the error body every failure has, and bearer authentication.
+"""The gateway's OpenAPI 3.1 document (`GET /openapi.json`): a `POST` path for every method of
+every running module (a server-streaming one answers `text/event-stream`), and each REST route
+of their google.api.http annotations with its path and query parameters; with the JSON
+Schemas of requests and responses written from the message descriptors the modules'
+reflection gave (protobuf's canonical JSON mapping: lowerCamelCase names, 64-bit integers as
+strings, enums by name, well-known types as their JSON forms), the error body every failure
+has, and bearer authentication (optional on a public method).
 
 Written here rather than by a generator tool: the descriptors come from reflection at run
 time, where no .proto file and no protoc plugin exist.
@@ -10,11 +12,19 @@ time, where no .proto file and no protoc plugin exist.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from mesh.gateway.rest import RestRoute
 from mesh.gateway.routes import ModuleRoutes
+from mesh.protocol.reflection import ReflectedMethod
+
+IsPublic = Callable[[str, ReflectedMethod], bool]
+"""Whether a module's method is called without a bearer token."""
+_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
 
 OPENAPI_VERSION = "3.1.0"
 ERROR_SCHEMA = "mesh.gateway.Error"
@@ -71,29 +81,49 @@ _ERROR = {
 }
 
 
-def openapi_document(modules: list[ModuleRoutes], version: str) -> dict[str, Any]:
-    """The OpenAPI document of the unary methods of `modules`.
+def openapi_document(modules: list[ModuleRoutes], version: str, is_public: IsPublic) -> dict[str, Any]:
+    """The OpenAPI document of the methods of `modules` but those that take a stream of
+    requests (HTTP/JSON cannot send one).
 
     Args:
         modules: The routes of the running modules.
         version: The document's `info.version` (the mesh's).
+        is_public: Whether a module's method is called without a bearer token.
     """
     schemas: dict[str, Any] = {ERROR_SCHEMA: _ERROR}
     paths: dict[str, Any] = {}
+    left_out: dict[str, str] = {}
     for routes in sorted(modules, key=lambda found: found.module):
+        module = routes.module
         for name in routes.named():
             route = routes.routes[name]
-            if not route.unary:
+            if route.method.client_streaming:
                 continue
             _define(route.method.input_type, schemas)
             _define(route.method.output_type, schemas)
-            paths[f"/api/v1/{routes.module}/{name}"] = {"post": _operation(routes.module, name, route.method)}
-    return {
+            operation = _operation(
+                module, route, f"{module}.{route.method.full_name}", is_public(module, route), schemas
+            )
+            operation["requestBody"] = _body(_ref(route.method.input_type.full_name))
+            paths[f"/api/v1/{module}/{name}"] = {"post": operation}
+        for rest in routes.rest:
+            if rest.method.method.client_streaming:
+                continue
+            path = _VARIABLE.sub(lambda found: "{" + found[1] + "}", rest.template.text)
+            if "*" in path:
+                left_out[f"{rest.verb} {rest.template.text}"] = "a wildcard OpenAPI paths cannot express"
+                continue
+            operation_id = f"{module}.{rest.method.method.full_name}.{rest.verb.lower()}.{rest.template.text}"
+            _define(rest.method.method.output_type, schemas)
+            operation = _operation(module, rest.method, operation_id, is_public(module, rest.method), schemas, rest)
+            paths.setdefault(path, {})[rest.verb.lower()] = operation
+        left_out |= {method: why for method, why in routes.rejected.items()}
+    document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Module Mesh",
             "version": version,
-            "description": "Every unary method of every running module, as the gateway routes it.",
+            "description": "Every method of every running module, as the gateway routes it.",
         },
         "paths": paths,
         "components": {
@@ -102,26 +132,76 @@ def openapi_document(modules: list[ModuleRoutes], version: str) -> dict[str, Any
         },
         "security": [{"bearer": []}],
     }
+    if left_out:
+        document["info"]["x-routes-left-out"] = left_out
+    return document
 
 
-def _operation(module: str, name: str, method: Any) -> dict[str, Any]:
+def _operation(
+    module: str,
+    route: ReflectedMethod,
+    operation_id: str,
+    public: bool,
+    schemas: dict[str, Any],
+    rest: RestRoute | None = None,
+) -> dict[str, Any]:
+    method = route.method
     error = {"content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}}
-    return {
-        "operationId": f"{module}.{method.full_name}",
+    answer = _ref(method.output_type.full_name)
+    if rest is not None and rest.response_body:
+        answer = _field_schema(method.output_type.fields_by_name[rest.response_body], schemas)
+    if method.server_streaming:
+        success = {
+            "description": f"Server-Sent Events: each event's data a {method.output_type.full_name} in JSON; "
+            "then an `end` event (an `error` event before it when the call failed once streaming)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-data": answer}},
+        }
+    else:
+        success = {
+            "description": f"the {method.output_type.full_name}",
+            "content": {"application/json": {"schema": answer}},
+        }
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
         "summary": f"{method.containing_service.full_name}/{method.name} of module {module}",
         "tags": [module],
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": _ref(method.input_type.full_name)}},
-        },
         "responses": {
-            "200": {
-                "description": f"the {method.output_type.full_name}",
-                "content": {"application/json": {"schema": _ref(method.output_type.full_name)}},
-            },
+            "200": success,
             "default": {"description": "an error: its HTTP status, gRPC code and the mesh's reason", **error},
         },
     }
+    if public:
+        operation["security"] = [{}, {"bearer": []}]  # a token is not needed, and forwarded when sent
+    if rest is not None:
+        _rest_parameters(operation, rest, schemas)
+    return operation
+
+
+def _rest_parameters(operation: dict[str, Any], rest: RestRoute, schemas: dict[str, Any]) -> None:
+    """The path variables, query parameters and body of a REST route."""
+    request = rest.method.method.input_type
+    parameters = [
+        {"name": variable, "in": "path", "required": True, "schema": {"type": "string"}}
+        for variable in rest.template.variables
+    ]
+    if rest.body != "*":
+        bound = {variable.split(".")[0] for variable in rest.template.variables} | {rest.body}
+        parameters += [
+            {"name": field.json_name, "in": "query", "required": False, "schema": _field_schema(field, schemas)}
+            for field in request.fields
+            if field.name not in bound and field.json_name not in bound and field.message_type is None
+        ]
+    if parameters:
+        operation["parameters"] = parameters
+    if rest.body == "*":
+        _define(request, schemas)
+        operation["requestBody"] = _body(_ref(request.full_name))
+    elif rest.body:
+        operation["requestBody"] = _body(_field_schema(request.fields_by_name[rest.body], schemas))
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 
 def _define(message: Descriptor, schemas: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import grpc
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from mesh.gateway.rest import RestRoute, RouteRejected, rest_routes
 from mesh.protocol.reflection import MESH_SERVICES, REFLECTION_ERRORS, ReflectedMethod, served_methods, status_line
 
 
@@ -31,12 +32,16 @@ class ModuleRoutes:
         routes: By the names a URL may use: the method's own name ("PlaceOrder") when one
             service of the module has it, and always its full name ("orders.v1.Orders.PlaceOrder").
         unreadable: The services reflection could not describe, with what went wrong.
+        rest: The REST routes of the methods' google.api.http annotations (mesh.gateway.rest).
+        rejected: The annotations left out, by method, with why.
     """
 
     module: str
     address: str
     routes: dict[str, Route] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    rest: list[RestRoute] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def named(self) -> list[str]:
         """The names to show a caller who asked for a method that does not exist: each
@@ -66,6 +71,8 @@ def read_routes(channel: grpc.Channel, module: str, address: str) -> ModuleRoute
     methods, unreadable = served_methods(pool, services)
     routes: dict[str, Route] = {}
     bare: dict[str, list[Route]] = {}
+    rest: list[RestRoute] = []
+    rejected: dict[str, str] = {}
     for full_name, method in methods.items():
         try:
             route = ReflectedMethod.of(method)
@@ -74,7 +81,11 @@ def read_routes(channel: grpc.Channel, module: str, address: str) -> ModuleRoute
             continue
         routes[full_name.replace("/", ".")] = route
         bare.setdefault(method.name, []).append(route)
+        try:
+            rest.extend(rest_routes(module, route))
+        except RouteRejected as error:
+            rejected[full_name] = str(error)
     for name, found in bare.items():
         if len(found) == 1:  # a name two services share is reached by its full name only
             routes[name] = found[0]
-    return ModuleRoutes(module, address, routes, unreadable)
+    return ModuleRoutes(module, address, routes, unreadable, rest, rejected)

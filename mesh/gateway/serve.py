@@ -53,7 +53,13 @@ class RunningGateway:
         """
         host, port = listen_address(listen)
         listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        runner = web.AppRunner(build_app(directory, settings), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        # handler_cancellation: a caller who goes away cancels its call to the module (a stream's too).
+        runner = web.AppRunner(
+            build_app(directory, settings),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            handler_cancellation=True,
+        )
         await runner.setup()
         await web.SockSite(runner, listening).start()
         bound = listening.getsockname()[1]  # our own socket: port 0 asks for any free port

@@ -97,7 +97,7 @@ def call_failed(error: grpc.aio.AioRpcError, module: str) -> tuple[int, dict[str
     )
 
 
-def json_text(body: dict[str, Any]) -> str:
+def json_text(body: Any) -> str:
     """`body` as compact JSON text."""
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 

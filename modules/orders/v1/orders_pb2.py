@@ -22,29 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orders/v1/orders.proto\x12\torders.v1\"C\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"C\n\x11PlaceOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"5\n\x12PlaceOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.orders.v1.Order\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.orders.v1.Order\"#\n\x14GetKnownStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"8\n\x15GetKnownStockResponse\x12\x10\n\x08quantity\x18\x01 \x01(\x03\x12\r\n\x05known\x18\x02 \x01(\x08\x32\xec\x01\n\x06Orders\x12I\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\x12R\n\rGetKnownStock\x12\x1f.orders.v1.GetKnownStockRequest\x1a .orders.v1.GetKnownStockResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orders/v1/orders.proto\x12\torders.v1\x1a\x1cgoogle/api/annotations.proto\"C\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"C\n\x11PlaceOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"5\n\x12PlaceOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.orders.v1.Order\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.orders.v1.Order\"#\n\x14GetKnownStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"8\n\x15GetKnownStockResponse\x12\x10\n\x08quantity\x18\x01 \x01(\x03\x12\r\n\x05known\x18\x02 \x01(\x08\x32\xce\x02\n\x06Orders\x12\x64\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/orders:\x01*\x12`\n\x08GetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/orders/{id}\x12|\n\rGetKnownStock\x12\x1f.orders.v1.GetKnownStockRequest\x1a .orders.v1.GetKnownStockResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /api/v1/orders/known-stock/{sku}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDER']._serialized_start=37
-  _globals['_ORDER']._serialized_end=104
-  _globals['_PLACEORDERREQUEST']._serialized_start=106
-  _globals['_PLACEORDERREQUEST']._serialized_end=173
-  _globals['_PLACEORDERRESPONSE']._serialized_start=175
-  _globals['_PLACEORDERRESPONSE']._serialized_end=228
-  _globals['_GETORDERREQUEST']._serialized_start=230
-  _globals['_GETORDERREQUEST']._serialized_end=259
-  _globals['_GETORDERRESPONSE']._serialized_start=261
-  _globals['_GETORDERRESPONSE']._serialized_end=312
-  _globals['_GETKNOWNSTOCKREQUEST']._serialized_start=314
-  _globals['_GETKNOWNSTOCKREQUEST']._serialized_end=349
-  _globals['_GETKNOWNSTOCKRESPONSE']._serialized_start=351
-  _globals['_GETKNOWNSTOCKRESPONSE']._serialized_end=407
-  _globals['_ORDERS']._serialized_start=410
-  _globals['_ORDERS']._serialized_end=646
+  _globals['_ORDERS'].methods_by_name['PlaceOrder']._loaded_options = None
+  _globals['_ORDERS'].methods_by_name['PlaceOrder']._serialized_options = b'\202\323\344\223\002\023\"\016/api/v1/orders:\001*'
+  _globals['_ORDERS'].methods_by_name['GetOrder']._loaded_options = None
+  _globals['_ORDERS'].methods_by_name['GetOrder']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/orders/{id}'
+  _globals['_ORDERS'].methods_by_name['GetKnownStock']._loaded_options = None
+  _globals['_ORDERS'].methods_by_name['GetKnownStock']._serialized_options = b'\202\323\344\223\002\"\022 /api/v1/orders/known-stock/{sku}'
+  _globals['_ORDER']._serialized_start=67
+  _globals['_ORDER']._serialized_end=134
+  _globals['_PLACEORDERREQUEST']._serialized_start=136
+  _globals['_PLACEORDERREQUEST']._serialized_end=203
+  _globals['_PLACEORDERRESPONSE']._serialized_start=205
+  _globals['_PLACEORDERRESPONSE']._serialized_end=258
+  _globals['_GETORDERREQUEST']._serialized_start=260
+  _globals['_GETORDERREQUEST']._serialized_end=289
+  _globals['_GETORDERRESPONSE']._serialized_start=291
+  _globals['_GETORDERRESPONSE']._serialized_end=342
+  _globals['_GETKNOWNSTOCKREQUEST']._serialized_start=344
+  _globals['_GETKNOWNSTOCKREQUEST']._serialized_end=379
+  _globals['_GETKNOWNSTOCKRESPONSE']._serialized_start=381
+  _globals['_GETKNOWNSTOCKRESPONSE']._serialized_end=437
+  _globals['_ORDERS']._serialized_start=440
+  _globals['_ORDERS']._serialized_end=774
 # @@protoc_insertion_point(module_scope)
