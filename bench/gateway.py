@@ -33,6 +33,7 @@ from bench.identity import BenchIdentity, call_metadata, enable_tenant
 from bench.rpc import PROJECT, cpu_seconds, load, quantile, start_module, timed_calls
 from mesh.gateway.app import build_app
 from mesh.gateway.directory import ModuleDirectory, Placement
+from mesh.gateway.limit_plans import RateLimits
 from mesh.gateway.limits import RateLimit
 from mesh.gateway.settings import GatewaySettings
 from mesh.protocol.nats_server import EmbeddedNats
@@ -63,7 +64,9 @@ async def serve_gateway(address: str, credentials: Path, token_keys: Path) -> No
     its port, then serves until stdin closes."""
     directory = FixedModules(MODULE, address, Transport(credentials))
     # The rate limiter on, with a limit no load here reaches: its cost is measured, not its refusals.
-    settings = GatewaySettings(TokenVerifier.with_keys(token_keys, {}), rate_limit=RateLimit(1e9, 10**9))
+    settings = GatewaySettings(
+        TokenVerifier.with_keys(token_keys, {}), rate_limits=RateLimits.uniform(RateLimit(1e9, 10**9))
+    )
     runner = web.AppRunner(build_app(directory, settings))
     await runner.setup()
     listening = socket.create_server(("127.0.0.1", 0))

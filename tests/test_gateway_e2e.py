@@ -318,6 +318,30 @@ def test_over_the_rate_limit_a_tenant_gets_429_until_its_bucket_refills(served: 
         assert 'mesh_gateway_rate_limited_total{method="users.v1.Users.ListUsers",module="users"}' in exposition
 
 
+def test_a_tenants_plan_decides_its_limit(served: Gateway, tmp_path: Path) -> None:
+    """The limits file: no limit by default, plan "free" two calls of users at once."""
+    enabled = served.mesh.run_cli("tenant", "enable", "initech", "users", "--state-dir", str(served.mesh.state))
+    assert enabled.returncode == 0, enabled.stderr
+    limits = tmp_path / "limits.toml"
+    limits.write_text(
+        'rate = 0\n\n[plans.free]\nmodules.users = { rate = 0.2, burst = 2 }\n\n[tenants]\ninitech = "free"\n'
+    )
+    acme, initech = served.token("acme"), served.token("initech")
+    with gateway_for(served.mesh, served.running, "--rate-limits", str(limits)) as limited:
+        limited.eventually(lambda: limited.call("users", "ListUsers", {}, initech).status == 200, "users for initech")
+        answers = [limited.call("users", "ListUsers", {}, initech) for _ in range(2)]
+        assert answers[-1].status == 429 and answers[-1].headers["RateLimit-Limit"] == "2"
+        assert "0.2 calls a second" in answers[-1].body["error"]["message"]
+        unlimited = [limited.call("users", "ListUsers", {}, acme) for _ in range(5)]
+        assert [answer.status for answer in unlimited] == [200] * 5
+        assert "RateLimit-Limit" not in unlimited[0].headers
+
+    limits.write_text('[tenants]\ninitech = "gold"\n')
+    refused = served.mesh.run_cli("gateway", "--rate-limits", str(limits), "--state-dir", str(served.mesh.state))
+    assert refused.returncode == 2
+    assert "plan(s) gold, which [plans] does not define" in refused.stderr and refused.stderr.count("\n") == 1
+
+
 def test_readyz_is_503_while_a_critical_module_is_down_and_200_again(tmp_path: Path) -> None:
     mesh = MeshDir(tmp_path)
     mesh.module("base", restart="never")  # critical: app needs it

@@ -35,8 +35,15 @@ from mesh.cli._common import (
     coordinator_option,
 )
 from mesh.cli._common import state_root as state_folder
+from mesh.gateway.limit_plans import RateLimits, read_rate_limits
 from mesh.gateway.limits import RateLimit
-from mesh.gateway.settings import DEFAULT_LISTEN, DEFAULT_RATE_LIMIT, GatewaySettings, listen_address
+from mesh.gateway.settings import (
+    DEFAULT_LISTEN,
+    DEFAULT_RATE_LIMIT,
+    RATE_LIMITS_ENV,
+    GatewaySettings,
+    listen_address,
+)
 
 if TYPE_CHECKING:
     from mesh.gateway.directory import ModuleDirectory
@@ -73,14 +80,22 @@ def gateway_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate-limit",
         type=float,
-        default=DEFAULT_RATE_LIMIT.rate,
-        help=f"calls a second each tenant may make of each route (default {DEFAULT_RATE_LIMIT.rate:g}; 0: no limit)",
+        help=f"calls a second each tenant may make of each route (default {DEFAULT_RATE_LIMIT.rate:g}, or the "
+        "limits file's; 0: no limit)",
     )
     parser.add_argument(
         "--rate-burst",
         type=int,
-        default=DEFAULT_RATE_LIMIT.burst,
-        help=f"calls a tenant may make of a route at once, above the rate (default {DEFAULT_RATE_LIMIT.burst})",
+        help=f"calls a tenant may make of a route at once, above the rate (default {DEFAULT_RATE_LIMIT.burst}, or "
+        "the limits file's)",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        type=Path,
+        metavar="FILE",
+        default=os.environ.get(RATE_LIMITS_ENV) or None,
+        help=f"a TOML file of rate limits per module, per tenant plan and each tenant's plan (docs/gateway.md; "
+        f"env {RATE_LIMITS_ENV})",
     )
 
 
@@ -101,16 +116,35 @@ def gateway_settings(args: argparse.Namespace, tokens: TokenVerifier | None) -> 
     """
     if not (math.isfinite(args.call_timeout) and args.call_timeout > 0):
         raise CliError(f"--call-timeout must be a positive number of seconds, not {args.call_timeout}", EXIT_USAGE)
-    if not (math.isfinite(args.rate_limit) and args.rate_limit >= 0):
-        raise CliError(f"--rate-limit must be calls a second, 0 or more, not {args.rate_limit}", EXIT_USAGE)
-    if args.rate_burst < 1:
-        raise CliError(f"--rate-burst must be at least 1 call, not {args.rate_burst}", EXIT_USAGE)
     return GatewaySettings(
         tokens,
         args.call_timeout,
         allowed_origins=frozenset(args.allow_origin),
-        rate_limit=RateLimit(args.rate_limit, args.rate_burst),
+        rate_limits=_rate_limits(args),
     )
+
+
+def _rate_limits(args: argparse.Namespace) -> RateLimits:
+    """The limits file (if given), its default replaced by --rate-limit and --rate-burst.
+
+    Raises:
+        CliError: the file is not a limits file, or an option is out of range (exit 2).
+    """
+    if args.rate_limit is not None and not (math.isfinite(args.rate_limit) and args.rate_limit >= 0):
+        raise CliError(f"--rate-limit must be calls a second, 0 or more, not {args.rate_limit}", EXIT_USAGE)
+    if args.rate_burst is not None and args.rate_burst < 1:
+        raise CliError(f"--rate-burst must be at least 1 call, not {args.rate_burst}", EXIT_USAGE)
+    limits = RateLimits.uniform(DEFAULT_RATE_LIMIT)
+    if args.rate_limits is not None:
+        try:
+            limits = read_rate_limits(Path(args.rate_limits))
+        except ValueError as error:
+            raise CliError(str(error), EXIT_USAGE) from None
+    if args.rate_limit is None and args.rate_burst is None:
+        return limits
+    rate = limits.default.rate if args.rate_limit is None else args.rate_limit
+    burst = args.rate_burst if args.rate_burst is not None else max(1, math.ceil(2 * rate))
+    return limits.with_default(RateLimit(rate, burst))
 
 
 def _run(args: argparse.Namespace) -> int:

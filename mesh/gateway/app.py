@@ -81,7 +81,7 @@ class _Handlers:
         self._directory = directory
         self._settings = settings
         self._metrics = metrics
-        self._limiter = RateLimiter(settings.rate_limit)
+        self._limiter = RateLimiter(settings.rate_limits)
         self._closing = asyncio.Event()
 
     async def closing(self, _app: web.Application) -> None:
@@ -143,13 +143,13 @@ class _Handlers:
         tenant, refused = self._authenticate(request, public=placement.is_public(route))
         if refused is not None:
             return refused
-        verdict = request[LIMITED] = self._limiter.take(tenant, f"{module}{route.path}")
+        verdict = request[LIMITED] = self._limiter.take(tenant, module, f"{module}{route.path}")
         if verdict is not None and not verdict.allowed:
             self._metrics.rate_limited(module, route.method.full_name)
             return failure(
                 429,
                 "RESOURCE_EXHAUSTED",
-                f"tenant {quoted(tenant)} made more than {self._settings.rate_limit.rate:g} calls a second of "
+                f"tenant {quoted(tenant)} made more than {verdict.rate:g} calls a second of "
                 f"{module}/{route.method.name}; retry in {verdict.reset_seconds} s",
                 "RATE_LIMITED",
             )

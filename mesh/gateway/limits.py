@@ -1,8 +1,9 @@
 """Rate limits: a token bucket per tenant and route, in this gateway process.
 
 Each (tenant, module, method) has a bucket of `burst` calls that refills at `rate` calls a
-second; a call finds it empty and is answered 429 with `Retry-After` (whole seconds until a
-call fits again) and the `RateLimit-*` headers of the IETF draft on every answer. Written here
+second, as the limits file says for that tenant and module (mesh.gateway.limit_plans); a call
+that finds it empty is answered 429 with `Retry-After` (whole seconds until a call fits again)
+and the `RateLimit-*` headers of the IETF draft on every answer. Written here
 rather than taken from a library: the ones for aiohttp key by client address, not by the
 tenant a token proves, and a bucket is a dozen lines.
 
@@ -17,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 MAX_BUCKETS = 100_000
 """How many buckets are kept at most; past that, the full ones (of idle keys) are dropped."""
@@ -34,11 +36,28 @@ class RateLimit:
         return self.rate <= 0
 
 
+class LimitOf(Protocol):
+    """The limit of a tenant's calls of a module's routes."""
+
+    def for_call(self, tenant: str, module: str) -> RateLimit: ...
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """The same limit for every tenant and module."""
+
+    limit: RateLimit
+
+    def for_call(self, tenant: str, module: str) -> RateLimit:
+        return self.limit
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether a call may go on, and what its answer says of the limit."""
 
     allowed: bool
+    rate: float
     limit: int
     remaining: int
     reset_seconds: int
@@ -59,41 +78,44 @@ class RateLimiter:
     """The buckets of one gateway.
 
     Args:
-        limit: The limit of every tenant and route.
+        limits: The limit of each tenant's calls of each module (a RateLimit for all: Uniform).
         clock: Seconds, monotonic (a test may give its own).
     """
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
+    def __init__(self, limits: LimitOf, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
         self._clock = clock
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float, RateLimit]] = {}
 
-    def take(self, tenant: str, route: str) -> Verdict | None:
-        """Take one call from the bucket of (tenant, route); None when nothing is limited."""
-        if self.limit.unlimited:
+    def take(self, tenant: str, module: str, route: str) -> Verdict | None:
+        """Take one call from the bucket of (tenant, route), a route of `module`; None when
+        the tenant's calls of the module are not limited."""
+        limit = self.limits.for_call(tenant, module)
+        if limit.unlimited:
             return None
         now = self._clock()
-        rate, burst = self.limit.rate, float(self.limit.burst)
-        tokens, at = self._buckets.pop((tenant, route), (burst, now))  # back in last: least recent first
+        rate, burst = limit.rate, float(limit.burst)
+        tokens, at, _was = self._buckets.pop((tenant, route), (burst, now, limit))  # back in last: least recent first
         tokens = min(burst, tokens + (now - at) * rate)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
         if len(self._buckets) >= MAX_BUCKETS:
             self._forget_full(now)
-        self._buckets[(tenant, route)] = (tokens, now)
+        self._buckets[(tenant, route)] = (tokens, now, limit)
         if allowed:
             reset = math.ceil((burst - tokens) / rate)  # until the bucket is full again
         else:
             reset = max(1, math.ceil((1.0 - tokens) / rate))  # until one call fits
-        return Verdict(allowed, self.limit.burst, int(tokens), reset)
+        return Verdict(allowed, rate, limit.burst, int(tokens), reset)
 
     def _forget_full(self, now: float) -> None:
         """Drop the buckets that are full again (forgetting them changes nothing); if that is not
         enough, the least recently used (a flood of tenants: each of those starts full again)."""
-        rate, burst = self.limit.rate, float(self.limit.burst)
         self._buckets = {
-            key: (tokens, at) for key, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate < burst
+            key: (tokens, at, limit)
+            for key, (tokens, at, limit) in self._buckets.items()
+            if tokens + (now - at) * limit.rate < limit.burst
         }
         for key in list(self._buckets)[: max(0, len(self._buckets) - MAX_BUCKETS // 2)]:
             del self._buckets[key]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mesh.gateway.limit_plans import RateLimits
 from mesh.gateway.limits import RateLimit
 from mesh.protocol.tokens import TokenVerifier
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 LISTEN_ENV = "MESH_GATEWAY_LISTEN"
 """Where `mesh up`'s gateway listens when --gateway-listen is not given."""
+RATE_LIMITS_ENV = "MESH_GATEWAY_RATE_LIMITS"
+"""The limits file, when --rate-limits is not given."""
 DEFAULT_RATE_LIMIT = RateLimit(rate=100.0, burst=200)
 """Per tenant and route: generous for people and apps, a brake on a runaway client."""
 
@@ -24,14 +27,15 @@ class GatewaySettings:
         call_timeout_seconds: The deadline of each call to a module.
         max_body_bytes: The largest request body taken (413 beyond).
         allowed_origins: The origins a browser may call from (CORS); empty: none.
-        rate_limit: The calls a second each tenant may make of each route (mesh.gateway.limits).
+        rate_limits: The calls a second each tenant may make of each route of each module
+            (mesh.gateway.limit_plans).
     """
 
     tokens: TokenVerifier | None
     call_timeout_seconds: float = 30.0
     max_body_bytes: int = 1024 * 1024
     allowed_origins: frozenset[str] = field(default_factory=frozenset)
-    rate_limit: RateLimit = DEFAULT_RATE_LIMIT
+    rate_limits: RateLimits = field(default_factory=lambda: RateLimits.uniform(DEFAULT_RATE_LIMIT))
 
 
 def listen_address(text: str) -> tuple[str, int]:

@@ -1,0 +1,127 @@
+"""Which rate limit applies to a tenant's calls of a module: the gateway's limits file
+(`--rate-limits FILE`, TOML), read when the gateway starts.
+
+    rate = 100                  # calls a second of each route by each tenant: the default
+    burst = 200                 # calls at once above the rate (default: twice the rate)
+
+    [modules.orders]            # the routes of module orders
+    rate = 20
+
+    [plans.free]                # the tenants on plan "free"
+    rate = 5
+    modules.orders = { rate = 1, burst = 2 }
+
+    [tenants]
+    globex = "free"             # each tenant's plan; a tenant not named here has none
+
+The most specific limit applies: the tenant's plan's for the module, the plan's, the module's,
+the default. A rate of 0 limits nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mesh.gateway.limits import RateLimit
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limit(_Strict):
+    """A rate, and the burst above it (twice the rate, at least 1, when not given)."""
+
+    rate: float = Field(ge=0, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1)
+
+    def rate_limit(self) -> RateLimit:
+        return RateLimit(self.rate, self.burst if self.burst is not None else max(1, math.ceil(2 * self.rate)))
+
+
+class Plan(_Strict):
+    """The limits of the tenants on one plan: for every module, and for some modules."""
+
+    rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1)
+    modules: dict[str, Limit] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> Plan:
+        if self.burst is not None and self.rate is None:
+            raise ValueError("a burst without a rate: give the plan's rate too")
+        return self
+
+
+class RateLimits(_Strict):
+    """The limits file: the default, per module, per plan, and each tenant's plan."""
+
+    rate: float = Field(default=100.0, ge=0, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1)
+    modules: dict[str, Limit] = Field(default_factory=dict)
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    tenants: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _plans_exist(self) -> RateLimits:
+        unknown = sorted({plan for plan in self.tenants.values() if plan not in self.plans})
+        if unknown:
+            raise ValueError(
+                f"[tenants] names the plan(s) {', '.join(unknown)}, which [plans] does not define; "
+                f"define them (e.g. [plans.{unknown[0]}] rate = 10) or correct the names"
+            )
+        return self
+
+    @classmethod
+    def uniform(cls, limit: RateLimit) -> RateLimits:
+        """The same limit for every tenant and module."""
+        return cls(rate=limit.rate, burst=limit.burst)
+
+    @property
+    def default(self) -> RateLimit:
+        return Limit(rate=self.rate, burst=self.burst).rate_limit()
+
+    def for_call(self, tenant: str, module: str) -> RateLimit:
+        """The limit of `tenant`'s calls of each route of `module`."""
+        plan = self.plans.get(self.tenants.get(tenant, ""))
+        if plan is not None:
+            if module in plan.modules:
+                return plan.modules[module].rate_limit()
+            if plan.rate is not None:
+                return Limit(rate=plan.rate, burst=plan.burst).rate_limit()
+        if module in self.modules:
+            return self.modules[module].rate_limit()
+        return self.default
+
+    def with_default(self, limit: RateLimit) -> RateLimits:
+        """These limits with another default (--rate-limit and --rate-burst)."""
+        return self.model_copy(update={"rate": limit.rate, "burst": limit.burst})
+
+
+def read_rate_limits(path: Path) -> RateLimits:
+    """The limits file at `path`.
+
+    Raises:
+        ValueError: the file cannot be read or is not a limits file: one line per problem,
+            naming the file and the field.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such rate limits file") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 at byte {error.start}; save the file as UTF-8") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return RateLimits.model_validate(data)
+    except ValidationError as error:
+        lines = [
+            f"{path}: field {'.'.join(str(part) for part in problem['loc']) or '(top)'}: {problem['msg']}"
+            for problem in error.errors()[:20]
+        ]
+        raise ValueError("\n".join(lines)) from None
