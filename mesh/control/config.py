@@ -18,7 +18,6 @@ greeting = "Hi"
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh.protocol.errors import excerpt
 from mesh.protocol.layers import non_finite_path
+from mesh.protocol.toml_files import TomlFileError, read_toml
 
 DEFAULT_LISTEN = "127.0.0.1:50050"
 CONFIG_FILE = "mesh.toml"
@@ -108,15 +108,9 @@ def load_config(
     if path is not None:
         source = str(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such mesh configuration file") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not UTF-8 at byte {error.start}; save the file as UTF-8") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+            data = read_toml(path, "mesh configuration file")
+        except TomlFileError as error:
+            raise ConfigError(str(error)) from None
     for variable, key in (
         ("MESH_LISTEN", "listen"),
         ("MESH_STATE_DIR", "state_dir"),

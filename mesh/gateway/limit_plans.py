@@ -21,12 +21,12 @@ the default. A rate of 0 limits nothing.
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mesh.gateway.limits import RateLimit
+from mesh.protocol.toml_files import read_toml
 
 
 class _Strict(BaseModel):
@@ -109,14 +109,7 @@ def read_rate_limits(path: Path) -> RateLimits:
         ValueError: the file cannot be read or is not a limits file: one line per problem,
             naming the file and the field.
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such rate limits file") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 at byte {error.start}; save the file as UTF-8") from None
-    except (tomllib.TOMLDecodeError, RecursionError) as error:
-        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(path, "rate limits file")  # a TomlFileError is a ValueError
     try:
         return RateLimits.model_validate(data)
     except ValidationError as error:
