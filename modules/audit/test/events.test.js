@@ -42,7 +42,10 @@ test("the consumer as Describe reports it, and the subjects it reads", () => {
 // for all later connections): "kick" as nats-server does to a connection in its handshake
 // while it reloads its users, "welcome" as a server that takes it.
 async function handshakeServer(answers) {
+  const sockets = new Set();
   const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
     const answer = answers[Math.min(server.connections, answers.length - 1)];
     server.connections += 1;
     socket.write(`INFO {"server_id":"fake","version":"2.15.1","max_payload":1048576,"headers":true}\r\n`);
@@ -54,6 +57,11 @@ async function handshakeServer(answers) {
     socket.on("error", () => undefined);
   });
   server.connections = 0;
+  // Closed with every connection cut, so that nothing left open keeps the test's process alive.
+  server.shutdown = () => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  };
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   return server;
 }
@@ -65,7 +73,7 @@ test("NATS: a first connection dropped in its handshake is tried again, as a rel
     assert.strictEqual(server.connections, 3);
     await nc.close();
   } finally {
-    server.close();
+    await server.shutdown();
   }
 });
 
@@ -81,6 +89,6 @@ test("NATS: a server that never takes the connection fails Initialize in bounded
     });
     assert.ok(server.connections >= 2, `tried ${server.connections} times`);
   } finally {
-    server.close();
+    await server.shutdown();
   }
 });
