@@ -121,3 +121,12 @@ def test_a_bad_limits_file_is_refused_naming_the_field(tmp_path: Path, text: str
 def test_a_missing_limits_file_is_named() -> None:
     with pytest.raises(ValueError, match="no such rate limits file"):
         read_rate_limits(Path("/nonexistent/limits.toml"))
+
+
+def test_the_command_lines_default_replaces_the_files_once_used(tmp_path: Path) -> None:
+    (tmp_path / "limits.toml").write_text(LIMITS)
+    limits = read_rate_limits(tmp_path / "limits.toml")
+    assert limits.for_call("acme", "users") == RateLimit(10, 20)
+    replaced = limits.with_default(RateLimit(3, 4))
+    assert replaced.for_call("acme", "users") == RateLimit(3, 4)
+    assert replaced.for_call("globex", "orders") == RateLimit(0.5, 3)  # the plans stay

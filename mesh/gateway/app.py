@@ -158,13 +158,12 @@ class _Handlers:
         except BadRequest as error:
             return failure(400, "INVALID_ARGUMENT", str(error), "BAD_REQUEST_BODY")
         channel = self._directory.channel(placement.address)
-        serialize = _serializer
         if route.method.server_streaming:
             # No deadline: a watch runs until the caller goes, the module ends it, or the gateway stops.
-            stream = channel.unary_stream(route.path, serialize, route.response_class.FromString)
+            stream = channel.unary_stream(route.path, _serializer, route.response_class.FromString)
             watching = stream(message, metadata=self._forwarded(request))
             return await stream_events(request, watching, module, self._closing, target.answer)
-        call = channel.unary_unary(route.path, serialize, route.response_class.FromString)
+        call = channel.unary_unary(route.path, _serializer, route.response_class.FromString)
         try:
             answer = await call(message, metadata=self._forwarded(request), timeout=self._settings.call_timeout_seconds)
         except grpc.aio.AioRpcError as error:

@@ -21,6 +21,7 @@ the default. A rate of 0 limits nothing.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,6 +40,7 @@ class Limit(_Strict):
     rate: float = Field(ge=0, allow_inf_nan=False)
     burst: int | None = Field(default=None, ge=1)
 
+    @cached_property
     def rate_limit(self) -> RateLimit:
         return RateLimit(self.rate, self.burst if self.burst is not None else max(1, math.ceil(2 * self.rate)))
 
@@ -49,6 +51,11 @@ class Plan(_Strict):
     rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     burst: int | None = Field(default=None, ge=1)
     modules: dict[str, Limit] = Field(default_factory=dict)
+
+    @cached_property
+    def limit(self) -> RateLimit | None:
+        """Its limit for the modules it does not name; None: theirs, or the default."""
+        return None if self.rate is None else Limit(rate=self.rate, burst=self.burst).rate_limit
 
     @model_validator(mode="after")
     def _burst_needs_a_rate(self) -> Plan:
@@ -81,25 +88,27 @@ class RateLimits(_Strict):
         """The same limit for every tenant and module."""
         return cls(rate=limit.rate, burst=limit.burst)
 
-    @property
+    @cached_property
     def default(self) -> RateLimit:
-        return Limit(rate=self.rate, burst=self.burst).rate_limit()
+        return Limit(rate=self.rate, burst=self.burst).rate_limit
 
     def for_call(self, tenant: str, module: str) -> RateLimit:
-        """The limit of `tenant`'s calls of each route of `module`."""
+        """The limit of `tenant`'s calls of each route of `module` (on every call: lookups of
+        limits made once)."""
         plan = self.plans.get(self.tenants.get(tenant, ""))
         if plan is not None:
             if module in plan.modules:
-                return plan.modules[module].rate_limit()
-            if plan.rate is not None:
-                return Limit(rate=plan.rate, burst=plan.burst).rate_limit()
+                return plan.modules[module].rate_limit
+            if plan.limit is not None:
+                return plan.limit
         if module in self.modules:
-            return self.modules[module].rate_limit()
+            return self.modules[module].rate_limit
         return self.default
 
     def with_default(self, limit: RateLimit) -> RateLimits:
         """These limits with another default (--rate-limit and --rate-burst)."""
-        return self.model_copy(update={"rate": limit.rate, "burst": limit.burst})
+        # Made anew, not model_copy'd: a copy would keep the cached limits of these.
+        return RateLimits.model_validate({**self.model_dump(), "rate": limit.rate, "burst": limit.burst})
 
 
 def read_rate_limits(path: Path) -> RateLimits:
