@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.protocol.manifest import ManifestError, load_manifest
+from mesh.protocol.manifest import ManifestError, load_manifest, manifest_from_proto
 from mesh.v1 import module_pb2
 
 VALID = """
@@ -63,6 +63,49 @@ def test_a_valid_manifest_and_its_wire_form(tmp_path):
 def test_the_public_methods_reach_the_wire_form(tmp_path):
     text = VALID.replace("[run]", '[gateway]\npublic = ["GetOrder"]\n\n[run]')
     assert list(load_manifest(write(tmp_path, text)).to_proto().public_methods) == ["GetOrder"]
+
+
+EVERY_SECTION = """
+name = "orders"
+version = "1.2.0"
+description = "Takes orders."
+display_name = "Orders"
+author = "Module Mesh"
+category = "examples"
+labels = { team = "shop" }
+services = ["orders.v1.Orders"]
+feature_flag = "orders-beta"
+requires_tenant = true
+
+[[dependencies]]
+name = "inventory"
+version = ">=1.0.0 <2.0.0"
+optional = true
+
+[events]
+publishes = ["order.created"]
+subscribes = ["user.*"]
+
+[gateway]
+public = ["GetOrder"]
+
+[restart]
+policy = "never"
+max_restarts = 2
+window_seconds = 30
+backoff_initial_seconds = 0.25
+backoff_max_seconds = 4
+
+[run]
+entry = "module:Orders"
+"""
+
+
+def test_a_registered_module_is_known_by_the_same_manifest_as_its_file(tmp_path):
+    """RegisterModule carries the manifest as mesh.v1.Manifest: read back, every section is
+    as the file said (the gateway's public methods once were lost on the way)."""
+    manifest = load_manifest(write(tmp_path, EVERY_SECTION))
+    assert manifest_from_proto(manifest.to_proto(), "a module at 10.0.0.5:7000") == manifest
 
 
 @pytest.mark.parametrize(

@@ -376,6 +376,7 @@ def manifest_from_proto(message: module_pb2.Manifest, source: str) -> Manifest:
         "feature_flag": message.feature_flag or None,
         "requires_tenant": message.requires_tenant,
         "services": list(message.services),
+        "gateway": {"public": list(message.public_methods)},
         "restart": restart,
         "run": run,
     }
