@@ -318,6 +318,69 @@ def test_over_the_rate_limit_a_tenant_gets_429_until_its_bucket_refills(served: 
         assert 'mesh_gateway_rate_limited_total{method="users.v1.Users.ListUsers",module="users"}' in exposition
 
 
+def _heard_from_other_gateways(gateway: Gateway) -> float:
+    """The calls other gateways reported to this one, from its /metrics."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(gateway.request("GET", "/metrics").body)
+        if family.name == "mesh_gateway_rate_limit_shared_calls"
+        for sample in family.samples
+        if sample.name == "mesh_gateway_rate_limit_shared_calls_total"
+    )
+
+
+def _routes_known(gateway: Gateway) -> bool:
+    """Whether the gateway has the users module's routes (read without a call: no token taken)."""
+    return "/api/v1/users/ListUsers" in gateway.request("GET", "/openapi.json").body.get("paths", {})
+
+
+def test_two_gateways_share_a_tenants_rate_limit_through_nats(served: Gateway) -> None:
+    """Two `mesh gateway` replicas, three calls a tenant and route between them (the rate all
+    but nothing): the calls admitted by one come off the other's bucket, either way."""
+    limit = ("--rate-limit", "0.001", "--rate-burst", "3")
+    acme, globex = served.token("acme"), served.token("globex")
+    with (
+        gateway_for(served.mesh, served.running, *limit) as first,
+        gateway_for(served.mesh, served.running, *limit) as second,
+    ):
+        for gateway in (first, second):
+            gateway.eventually(lambda gateway=gateway: _routes_known(gateway), "the users routes to be known")
+        answers = [first.call("users", "ListUsers", {}, acme) for _ in range(3)]
+        assert [answer.status for answer in answers] == [200, 200, 200]
+        second.eventually(lambda: _heard_from_other_gateways(second) >= 3, "the second gateway to hear of them")
+        refused = second.call("users", "ListUsers", {}, acme)
+        assert refused.status == 429 and refused.reason == "RATE_LIMITED"
+        assert int(refused.headers["Retry-After"]) >= 1 and refused.headers["RateLimit-Remaining"] == "0"
+
+        # globex has not the users module: the module refuses it (403), but each call was admitted.
+        assert [second.call("users", "ListUsers", {}, globex).status for _ in range(3)] == [403] * 3
+        first.eventually(lambda: _heard_from_other_gateways(first) >= 3, "the first gateway to hear of them")
+        assert first.call("users", "ListUsers", {}, globex).status == 429
+
+    # `mesh up`'s own gateway shares through the embedded NATS too (its login, its permissions).
+    of_up = gateway_of_up(served.mesh, served.running)
+    of_up.eventually(lambda: _heard_from_other_gateways(of_up) >= 6, "mesh up's gateway to hear of all six calls")
+
+
+def test_a_gateway_without_a_nats_to_share_its_limits_through_says_how_to_give_one(
+    served: Gateway, tmp_path: Path
+) -> None:
+    """A gateway run away from the mesh's state folder has the coordinator and credentials, but
+    no NATS: it refuses to start with limits it could not share, naming the ways out."""
+    elsewhere = served.mesh.run_cli(
+        "gateway",
+        "--state-dir",
+        str(tmp_path / "no-mesh-here"),
+        "--coordinator",
+        served.running.address,
+        "--creds",
+        str(served.mesh.state / "pki" / "operators" / "admin"),
+    )
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert "no NATS to share the rate limits" in elsewhere.stderr and "--nats-url" in elsewhere.stderr
+    assert "Traceback" not in elsewhere.stderr
+
+
 def test_a_tenants_plan_decides_its_limit(served: Gateway, tmp_path: Path) -> None:
     """The limits file: no limit by default, plan "free" two calls of users at once."""
     enabled = served.mesh.run_cli("tenant", "enable", "initech", "users", "--state-dir", str(served.mesh.state))

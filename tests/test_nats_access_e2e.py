@@ -14,7 +14,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from mesh.protocol.names import EVENT_STREAM, MODULES_BUCKET, consumer_name, event_subject
+from mesh.protocol.names import EVENT_STREAM, MODULES_BUCKET, RATE_LIMIT_USAGE_SUBJECT, consumer_name, event_subject
 from mesh.protocol.nats_access import inbox_prefix
 from meshkit import WAIT_SECONDS, MeshDir, RunningMesh
 
@@ -180,3 +180,26 @@ def test_mesh_nats_permissions_prints_what_each_module_may_do(mesh_with_events):
     unknown = mesh.run_cli("nats", "permissions", "--module", "nobody")
     assert unknown.returncode == 2
     assert "no module 'nobody'" in unknown.stderr
+
+
+def test_the_gateways_nats_user_may_share_rate_limits_and_nothing_else(mesh_with_events):
+    """`mesh-gateway.json` in the state folder (owner only) is the login `mesh gateway` shares
+    its rate limits with: it may publish and hear rate-limit reports, and not forge an event."""
+    mesh, running = mesh_with_events
+    login_file = mesh.state / "nats-access" / "mesh-gateway.json"
+    assert login_file.stat().st_mode & 0o777 == 0o600
+    login = json.loads(login_file.read_text())
+    forged = event_subject("greeting.sent", "acme")
+
+    async def attempt() -> None:
+        gateway, refusals = await _connect(running.nats_url, user=login["user"], password=login["password"])
+        try:
+            heard = await gateway.subscribe(RATE_LIMIT_USAGE_SUBJECT)
+            await gateway.publish(RATE_LIMIT_USAGE_SUBJECT, b'{"replica": "r", "admitted": []}')
+            assert (await heard.next_msg(timeout=WAIT_SECONDS)).data.startswith(b'{"replica"')
+            await gateway.publish(forged, b"{}")
+            await _refused(refusals, forged)
+        finally:
+            await gateway.close()
+
+    asyncio.run(attempt())

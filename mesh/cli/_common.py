@@ -125,6 +125,15 @@ def state_root(args: argparse.Namespace) -> Path:
     return root or Path(os.environ.get("MESH_STATE_DIR", ".mesh"))
 
 
+def nats_url(args: argparse.Namespace) -> str | None:
+    """`--nats-url`, else env NATS_URL, else the running mesh's (its state folder); None when
+    there is none of them."""
+    given: str | None = getattr(args, "nats_url", None)
+    info = StateDir(state_root(args)).read_info() or {}
+    found: str | None = given or os.environ.get("NATS_URL") or info.get("nats_url")
+    return found
+
+
 @dataclass(frozen=True)
 class CoordinatorAddress:
     """Where the coordinator is, and how to reach it (printed, it is its "host:port")."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from pathlib import Path
 
 from mesh.cli import render, shapes
@@ -20,6 +19,7 @@ from mesh.cli._common import (
     console,
     discovered_modules,
     error_console,
+    nats_url,
     state_root,
     write_file,
 )
@@ -81,7 +81,12 @@ def _events(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     if args.action == "replay" and args.module and not args.all:
         raise CliError("--module chooses among all dead letters: add --all, or give one SEQ alone", EXIT_USAGE)
-    url = args.nats_url or os.environ.get("NATS_URL") or _running_nats_url(args)
+    url = nats_url(args)
+    if url is None:
+        raise CliError(
+            f"no running mesh in {state_root(args)} to take the NATS URL from; pass --nats-url or set NATS_URL",
+            EXIT_USAGE,
+        )
     return asyncio.run(_dlq_action(args, url))
 
 
@@ -135,14 +140,3 @@ async def _dlq_action(args: argparse.Namespace, url: str) -> int:
     finally:
         await client.close()
     return EXIT_OK
-
-
-def _running_nats_url(args: argparse.Namespace) -> str:
-    root = state_root(args)
-    info = StateDir(root).read_info()
-    if not info or not info.get("nats_url"):
-        raise CliError(
-            f"no running mesh in {root} to take the NATS URL from; pass --nats-url or set NATS_URL", EXIT_USAGE
-        )
-    url: str = info["nats_url"]
-    return url

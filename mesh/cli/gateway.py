@@ -7,7 +7,10 @@ gateways may serve one mesh behind a load balancer; `mesh up` starts one of its 
 
 It verifies callers' bearer tokens with the mesh's token key (the state folder's, or
 `--token-keys`, or an external issuer's JWKS in MESH_TOKEN_JWKS), calls the modules with the
-credentials `mesh status` uses, and follows the coordinator's module list while it runs.
+credentials `mesh status` uses, and follows the coordinator's module list while it runs. Its
+rate limits are shared with the other gateways through the mesh's NATS (`--nats-url`, else
+NATS_URL, else the running mesh's), as the NATS user mesh-gateway (the state folder's login,
+else MESH_NATS_CREDENTIALS's).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import signal
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +36,7 @@ from mesh.cli._common import (
     console,
     coordinator_address,
     coordinator_option,
+    nats_url,
 )
 from mesh.cli._common import state_root as state_folder
 from mesh.gateway.limit_plans import RateLimits, read_rate_limits
@@ -42,6 +46,7 @@ from mesh.gateway.settings import (
     DEFAULT_RATE_LIMIT,
     RATE_LIMITS_ENV,
     GatewaySettings,
+    LimitsBus,
     listen_address,
 )
 
@@ -61,6 +66,11 @@ def register(commands: Commands) -> None:
         "--token-keys",
         type=Path,
         help="a PEM file of the public keys tokens are verified with (default: the mesh's, from the state folder)",
+    )
+    parser.add_argument(
+        "--nats-url",
+        help="the mesh's NATS, through which the gateways share their rate limits (default: env NATS_URL, then "
+        "the running mesh's)",
     )
     coordinator_option(parser)
     parser.set_defaults(run=_run)
@@ -152,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         listen_address(args.listen)
     except ValueError as error:
         raise CliError(f"--listen {error}", EXIT_USAGE) from None
-    gateway_settings(args, None)  # the options, checked before anything is read
+    checked = gateway_settings(args, None)  # the options, checked before anything is read
     coordinator = coordinator_address(args)
     if not coordinator.found_credentials:
         raise CliError(
@@ -161,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
             "MESH_INSECURE=1 for a plaintext mesh",
             EXIT_USAGE,
         )
+    bus = _limits_bus(args, checked.rate_limits)
     with tempfile.TemporaryDirectory(prefix="mesh-gateway-") as scratch:
         tokens = None if coordinator.transport.folder is None else _token_verifier(args, Path(scratch))
         if tokens is None:
@@ -168,7 +179,37 @@ def _run(args: argparse.Namespace) -> int:
                 refuse_public_plaintext(args.listen)
             except InsecureBindRefused as error:
                 raise CliError(str(error), EXIT_USAGE) from None
-        return asyncio.run(_serve(args.listen, coordinator, gateway_settings(args, tokens)))
+        settings = replace(gateway_settings(args, tokens), limits_bus=bus)
+        return asyncio.run(_serve(args.listen, coordinator, settings))
+
+
+def _limits_bus(args: argparse.Namespace, limits: RateLimits) -> LimitsBus | None:
+    """The NATS this gateway shares its rate limits through, with the gateways' login; None
+    when nothing is limited.
+
+    Raises:
+        CliError: no NATS is known, or its login cannot be read (exit 2).
+    """
+    if limits.limits_nothing:
+        return None
+    url = nats_url(args)
+    if url is None:
+        raise CliError(
+            f"no NATS to share the rate limits with the other gateways through: no running mesh in "
+            f"{state_folder(args)} to take its URL from; pass --nats-url (or set NATS_URL), or --rate-limit 0 "
+            "to limit nothing",
+            EXIT_USAGE,
+        )
+    # The NATS logins are needed here alone; imported here, nats-py does not slow down other commands.
+    from mesh.control.nats_identities import gateway_login
+    from mesh.control.statedir import StateDir
+    from mesh.protocol.errors import MeshError
+
+    try:
+        login = gateway_login(StateDir(state_folder(args)).nats_access, os.environ)
+    except MeshError as error:
+        raise CliError(error.message, EXIT_USAGE) from None
+    return LimitsBus(tuple(url.split(",")), login.user, login.password)
 
 
 async def _serve(listen: str, coordinator: CoordinatorAddress, settings: GatewaySettings) -> int:
@@ -201,6 +242,8 @@ async def _run_gateway(listen: str, directory: ModuleDirectory, settings: Gatewa
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     checked = "bearer tokens verified" if settings.tokens is not None else "plaintext mesh: tokens not verified"
+    if settings.limits_bus is not None:
+        checked += f"; rate limits shared through NATS at {','.join(settings.limits_bus.servers)}"
     console.print(
         f"mesh gateway: serving {gateway.url}/api/v1/<module>/<Method> for the mesh at {directory.coordinator} "
         f"({checked})",

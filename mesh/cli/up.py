@@ -35,6 +35,7 @@ from mesh.control.registry import ModuleRecord
 from mesh.control.statedir import StateDirLocked
 from mesh.gateway.directory import ModuleDirectory
 from mesh.gateway.serve import RunningGateway, mesh_token_verifier
+from mesh.gateway.settings import LimitsBus
 from mesh.protocol.errors import MeshError
 from mesh.protocol.nats_server import NatsServerError
 from mesh.protocol.pki import CredentialsError
@@ -169,9 +170,8 @@ async def _start_gateway(
                 coordinator.credentials.token_key_file, coordinator.state_dir.pki / "gateway", coordinator.env
             )
         )
-        serving = await RunningGateway.start(
-            plan.listen, ModuleDirectory(coordinator.address, transport), replace(plan.settings, tokens=tokens)
-        )
+        settings = replace(plan.settings, tokens=tokens, limits_bus=_limits_bus(coordinator, error_console))
+        serving = await RunningGateway.start(plan.listen, ModuleDirectory(coordinator.address, transport), settings)
     except (OSError, CredentialsError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         error_console.print(
@@ -183,6 +183,22 @@ async def _start_gateway(
         return None
     console.print(f"gateway: {serving.url}/api/v1/<module>/<Method> (HTTP/JSON, docs/gateway.md)", highlight=False)
     return serving
+
+
+def _limits_bus(coordinator: Coordinator, error_console: Console) -> LimitsBus | None:
+    """The mesh's NATS, with the gateways' login, for the gateway to share its rate limits
+    with the gateways run beside it (`mesh gateway`); None, said in one line, when an external
+    NATS's credentials folder has no login for it."""
+    try:
+        login = coordinator.nats_identities.gateway_login()
+    except MeshError as error:
+        error_console.print(
+            f"mesh up: the HTTP gateway's rate limits are its own, not shared with other gateways: {error.message}",
+            markup=False,
+            highlight=False,
+        )
+        return None
+    return LimitsBus(tuple(coordinator.nats_url.split(",")), login.user, login.password)
 
 
 async def _stop(

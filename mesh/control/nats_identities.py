@@ -12,6 +12,7 @@ folder (`mesh nats users` writes it with the servers' configuration), and
 
     <state>/nats-access/server.conf        the embedded server's users (0600)
     <state>/nats-access/mesh-admin.json    the operator's NATS login for the CLI (0600)
+    <state>/nats-access/mesh-gateway.json  the HTTP gateways' login: they share rate limits (0600)
     <state>/nats-access/permissions.json   every module's permissions, as last admitted
 """
 
@@ -38,6 +39,8 @@ from mesh.protocol.nats_access import (
     ADMIN_USER,
     COORDINATOR_USER,
     DENY_ALL,
+    GATEWAY_PERMISSIONS,
+    GATEWAY_USER,
     PROBE_USER,
     ConsumerGrant,
     ModuleGrant,
@@ -109,9 +112,24 @@ def admin_login(folder: Path, env: Mapping[str, str] = os.environ) -> NatsLogin:
     Raises:
         MeshError: ACCESS_DENIED when a login file is there but cannot be read.
     """
-    candidates = [folder / f"{ADMIN_USER}.json"]
+    return _saved_login(ADMIN_USER, folder, env)
+
+
+def gateway_login(folder: Path, env: Mapping[str, str] = os.environ) -> NatsLogin:
+    """The login a `mesh gateway` shares its rate limits with: the running mesh's
+    `mesh-gateway.json`, else MESH_NATS_CREDENTIALS's, else none (a NATS without users).
+
+    Raises:
+        MeshError: ACCESS_DENIED when a login file is there but cannot be read.
+    """
+    return _saved_login(GATEWAY_USER, folder, env)
+
+
+def _saved_login(user: str, folder: Path, env: Mapping[str, str]) -> NatsLogin:
+    """`<user>.json` of the state folder's `nats-access`, else of MESH_NATS_CREDENTIALS."""
+    candidates = [folder / f"{user}.json"]
     if env.get(CREDENTIALS_DIR_ENV):
-        candidates.append(Path(env[CREDENTIALS_DIR_ENV]) / f"{ADMIN_USER}.json")
+        candidates.append(Path(env[CREDENTIALS_DIR_ENV]) / f"{user}.json")
     for path in candidates:
         login = read_login(path)
         if login is not None:
@@ -169,13 +187,11 @@ class NatsIdentities:
         """The embedded server's extra arguments: its users, written now; none without auth."""
         if not self._embedded:
             return []
-        for user in (COORDINATOR_USER, ADMIN_USER):
+        for user in (COORDINATOR_USER, ADMIN_USER, GATEWAY_USER):
             self._passwords[user] = secrets.token_urlsafe(24)
-        # The previous run's login must not outlive it (with --insecure none is written).
-        write_private(
-            self._folder / f"{ADMIN_USER}.json",
-            json.dumps({"user": ADMIN_USER, "password": self._passwords[ADMIN_USER]}),
-        )
+        # The previous run's logins must not outlive it (with --insecure none is written).
+        for user in (ADMIN_USER, GATEWAY_USER):
+            write_private(self._folder / f"{user}.json", json.dumps({"user": user, "password": self._passwords[user]}))
         self._write_config()
         return ["-c", str(self.config_file)]
 
@@ -191,6 +207,17 @@ class NatsIdentities:
         if self._embedded:
             return NatsLogin(COORDINATOR_USER, self._passwords[COORDINATOR_USER])
         return self._file_login(COORDINATOR_USER)
+
+    def gateway_login(self) -> NatsLogin:
+        """How `mesh up`'s gateway connects, to share its rate limits with other gateways.
+
+        Raises:
+            MeshError: ACCESS_DENIED when an external NATS was given a credentials folder
+                without the gateways' login.
+        """
+        if self._embedded:
+            return NatsLogin(GATEWAY_USER, self._passwords[GATEWAY_USER])
+        return self._file_login(GATEWAY_USER)
 
     def module_login(self, module: str) -> NatsLogin:
         """How `module` connects (what Initialize tells it); raises MeshError when an external
@@ -296,6 +323,7 @@ class NatsIdentities:
         users = [
             NatsUser(COORDINATOR_USER, self._passwords[COORDINATOR_USER]),
             NatsUser(ADMIN_USER, self._passwords[ADMIN_USER]),
+            NatsUser(GATEWAY_USER, self._passwords[GATEWAY_USER], GATEWAY_PERMISSIONS),
             NatsUser(PROBE_USER, self._probe_password, DENY_ALL),
             *(NatsUser(name, self._passwords[name], grant.permissions()) for name, grant in self._grants.items()),
         ]

@@ -7,8 +7,9 @@ of their handlers; a module in another language lists its own in `[events] consu
 
     DIR/server/nats-server.conf   the users (and, with routes, authenticated cluster routes),
                                   for every nats-server: `nats-server -c …/nats-server.conf`
-    DIR/logins/<user>.json        {"user", "password"} of mesh-coordinator, mesh-admin and each
-                                  module: the coordinator's MESH_NATS_CREDENTIALS folder
+    DIR/logins/<user>.json        {"user", "password"} of mesh-coordinator, mesh-admin,
+                                  mesh-gateway and each module: the coordinator's (and the
+                                  gateways') MESH_NATS_CREDENTIALS folder
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from typing import Any
 from mesh.control.discovery import DiscoveredModule
 from mesh.control.nats_identities import grant_of, write_private
 from mesh.protocol.names import consumer_name
-from mesh.protocol.nats_access import ADMIN_USER, COORDINATOR_USER, ROUTE_USER, ModuleGrant, NatsUser
+from mesh.protocol.nats_access import (
+    ADMIN_USER,
+    COORDINATOR_USER,
+    GATEWAY_PERMISSIONS,
+    GATEWAY_USER,
+    ROUTE_USER,
+    ModuleGrant,
+    NatsUser,
+)
 from mesh.v1 import lifecycle_pb2
 from sdk import event_consumers, handler_bindings, load_module
 
@@ -67,10 +76,11 @@ def write_users(out: Path, grants: Mapping[str, ModuleGrant], routes: Sequence[s
         routes: "host:port" of every server of the cluster, for authenticated routes; none for
             a single server.
     """
-    logins = {name: secrets.token_urlsafe(24) for name in (COORDINATOR_USER, ADMIN_USER, *grants)}
+    logins = {name: secrets.token_urlsafe(24) for name in (COORDINATOR_USER, ADMIN_USER, GATEWAY_USER, *grants)}
     users = [
         NatsUser(COORDINATOR_USER, logins[COORDINATOR_USER]),
         NatsUser(ADMIN_USER, logins[ADMIN_USER]),
+        NatsUser(GATEWAY_USER, logins[GATEWAY_USER], GATEWAY_PERMISSIONS),
         *(NatsUser(name, logins[name], grant.permissions()) for name, grant in sorted(grants.items())),
     ]
     config: dict[str, Any] = {"authorization": {"users": [user.entry() for user in users]}}

@@ -6,7 +6,8 @@ A call is authenticated here, once: the bearer token must verify with the mesh's
 otherwise), and is forwarded to the module, which decides what the token's tenant may do
 (403 MODULE_DISABLED_FOR_TENANT, say). With `--insecure` (a plaintext mesh) nothing is
 verified and `x-tenant-id` is forwarded as sent, as the modules of such a mesh take it. Each
-tenant's calls of each route are rate limited (`mesh.gateway.limits`).
+tenant's calls of each route are rate limited (`mesh.gateway.limits`), with the other replicas'
+calls deducted (`mesh.gateway.limit_sharing`).
 """
 
 from __future__ import annotations
@@ -58,14 +59,25 @@ COORDINATOR_TIMEOUT_SECONDS = 5.0
 T = TypeVar("T")
 
 
-def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Application:
-    """The gateway's HTTP application over `directory`'s modules."""
-    metrics = GatewayMetrics()
+def build_app(
+    directory: ModuleDirectory,
+    settings: GatewaySettings,
+    limiter: RateLimiter | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> web.Application:
+    """The gateway's HTTP application over `directory`'s modules.
+
+    Args:
+        limiter: Its rate limits (shared with other replicas: mesh.gateway.limit_sharing);
+            by default its own, of `settings`.
+        metrics: Where it counts (by default metrics of its own).
+    """
+    metrics = metrics or GatewayMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[answers_json(settings, metrics), cross_origin(settings.allowed_origins)],
     )
-    handlers = _Handlers(directory, settings, metrics)
+    handlers = _Handlers(directory, settings, metrics, limiter or RateLimiter(settings.rate_limits))
     app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(handlers.closing)
     app.router.add_route("*", API_ROUTE, handlers.call)
@@ -77,11 +89,13 @@ def build_app(directory: ModuleDirectory, settings: GatewaySettings) -> web.Appl
 
 
 class _Handlers:
-    def __init__(self, directory: ModuleDirectory, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, directory: ModuleDirectory, settings: GatewaySettings, metrics: GatewayMetrics, limiter: RateLimiter
+    ) -> None:
         self._directory = directory
         self._settings = settings
         self._metrics = metrics
-        self._limiter = RateLimiter(settings.rate_limits)
+        self._limiter = limiter
         self._closing = asyncio.Event()
 
     async def closing(self, _app: web.Application) -> None:

@@ -92,6 +92,17 @@ class RateLimits(_Strict):
     def default(self) -> RateLimit:
         return Limit(rate=self.rate, burst=self.burst).rate_limit
 
+    @cached_property
+    def limits_nothing(self) -> bool:
+        """Whether every limit is 0: no call is limited (nor the limits shared)."""
+        plan_limits = [plan.limit for plan in self.plans.values() if plan.limit is not None]
+        module_limits = [
+            limit.rate_limit
+            for limits in (self.modules, *(plan.modules for plan in self.plans.values()))
+            for limit in limits.values()
+        ]
+        return all(limit.unlimited for limit in (self.default, *plan_limits, *module_limits))
+
     def for_call(self, tenant: str, module: str) -> RateLimit:
         """The limit of `tenant`'s calls of each route of `module` (on every call: lookups of
         limits made once)."""

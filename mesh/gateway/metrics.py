@@ -1,7 +1,8 @@
 """The metrics served at `GET /metrics` in the Prometheus text format (prometheus-client writes
 it): the gateway's own (requests by module, method and HTTP status, their latency, rate-limit
-refusals) and the mesh's, as the coordinator collects them from every module when scraped
-(requests and errors per module, events per module, type and outcome).
+refusals, the rate-limit sharing between replicas) and the mesh's, as the coordinator collects
+them from every module when scraped (requests and errors per module, events per module, type
+and outcome).
 
 Module and method labels are only ever names the mesh has: a request for a module or method
 that does not exist is counted under "-", so that no caller can grow the label sets without
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -51,6 +52,43 @@ class GatewayMetrics:
             ["module", "method"],
             registry=self.registry,
         )
+
+        self._shared_calls = Counter(
+            "mesh_gateway_rate_limit_shared_calls",
+            "Calls the other gateway replicas admitted, as reported to this one over NATS (deducted here)",
+            registry=self.registry,
+        )
+        self._unshared_calls = Counter(
+            "mesh_gateway_rate_limit_unshared_calls",
+            "Calls this gateway admitted while it could not reach NATS: the other replicas never heard of them",
+            registry=self.registry,
+        )
+        self._share_refused = Counter(
+            "mesh_gateway_rate_limit_reports_refused",
+            "Messages on the rate-limit subject that were no rate-limit report (ignored)",
+            registry=self.registry,
+        )
+        self._sharing = Gauge(
+            "mesh_gateway_rate_limit_sharing",
+            "1 while this gateway shares its rate limits with the other replicas through NATS, 0 while it cannot",
+            registry=self.registry,
+        )
+
+    def shared_calls(self, calls: int) -> None:
+        """Calls another replica reported."""
+        self._shared_calls.inc(calls)
+
+    def unshared_calls(self, calls: int) -> None:
+        """Calls admitted while NATS was away, not reported."""
+        self._unshared_calls.inc(calls)
+
+    def share_refused(self) -> None:
+        """A message that was no report."""
+        self._share_refused.inc()
+
+    def sharing(self, connected: bool) -> None:
+        """Whether the rate limits are shared now."""
+        self._sharing.set(1 if connected else 0)
 
     def rate_limited(self, module: str, method: str) -> None:
         """One API request refused by the rate limit."""

@@ -19,6 +19,16 @@ DEFAULT_RATE_LIMIT = RateLimit(rate=100.0, burst=200)
 
 
 @dataclass(frozen=True)
+class LimitsBus:
+    """The NATS the gateway replicas share their rate limits through (mesh.gateway.limit_sharing)."""
+
+    servers: tuple[str, ...]
+    user: str = ""
+    """The login (GATEWAY_USER of mesh.protocol.nats_access); empty for a NATS without users."""
+    password: str = ""
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """How the gateway answers.
 
@@ -29,6 +39,8 @@ class GatewaySettings:
         allowed_origins: The origins a browser may call from (CORS); empty: none.
         rate_limits: The calls a second each tenant may make of each route of each module
             (mesh.gateway.limit_plans).
+        limits_bus: The NATS to share the rate limits with the other replicas through; None:
+            this gateway's limits are its own.
     """
 
     tokens: TokenVerifier | None
@@ -36,6 +48,7 @@ class GatewaySettings:
     max_body_bytes: int = 1024 * 1024
     allowed_origins: frozenset[str] = field(default_factory=frozenset)
     rate_limits: RateLimits = field(default_factory=lambda: RateLimits.uniform(DEFAULT_RATE_LIMIT))
+    limits_bus: LimitsBus | None = None
 
 
 def listen_address(text: str) -> tuple[str, int]:

@@ -28,6 +28,9 @@ DEAD_LETTER_SUBJECT_PREFIX = "mesh.dlq"
 SYSTEM_SUBJECT_PREFIX = "mesh.sys"
 """Lifecycle and tenancy events of the mesh itself: `mesh.sys.module.<name>.<event>`, `mesh.sys.tenant.…`."""
 MODULE_EVENTS_PREFIX = f"{SYSTEM_SUBJECT_PREFIX}.module"
+RATE_LIMIT_USAGE_SUBJECT = "mesh.gateway.limits"
+"""Where gateway replicas tell each other the calls they admitted (core NATS, not kept), so
+that each deducts the others' from its rate-limit buckets (mesh.gateway.limit_sharing)."""
 
 # fullmatch everywhere: `$` also matches before a final newline, so "acme\n" would pass.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")

@@ -27,6 +27,7 @@ from mesh.protocol.names import (
     EVENT_STREAM,
     FLAGS_BUCKET,
     MODULES_BUCKET,
+    RATE_LIMIT_USAGE_SUBJECT,
     dead_letter_subject,
     event_subject,
     pattern_subject,
@@ -41,7 +42,9 @@ PROBE_USER = "mesh-config-probe"
 """A user without permissions whose password proves which configuration a server has loaded."""
 ROUTE_USER = "mesh-route"
 """The user NATS servers of one cluster authenticate their routes to each other with."""
-RESERVED_USERS = frozenset({COORDINATOR_USER, ADMIN_USER, PROBE_USER, ROUTE_USER})
+GATEWAY_USER = "mesh-gateway"
+"""The HTTP gateways' NATS user: they share their rate limits (GATEWAY_PERMISSIONS)."""
+RESERVED_USERS = frozenset({COORDINATOR_USER, ADMIN_USER, PROBE_USER, ROUTE_USER, GATEWAY_USER})
 """NATS users of the mesh itself: no module may be called so."""
 
 
@@ -174,6 +177,13 @@ class NatsUser:
             entry["permissions"] = self.permissions
         return entry
 
+
+GATEWAY_PERMISSIONS: dict[str, Any] = {
+    "publish": {"allow": [RATE_LIMIT_USAGE_SUBJECT]},
+    "subscribe": {"allow": [RATE_LIMIT_USAGE_SUBJECT]},
+}
+"""What the gateways' user may do: tell each other the calls they admitted, and hear it; no
+event, no bucket (a gateway calls modules over gRPC, with the caller's token)."""
 
 DENY_ALL: dict[str, Any] = {"publish": {"deny": [">"]}, "subscribe": {"deny": [">"]}}
 """The permissions of a user that only proves a configuration was loaded."""
