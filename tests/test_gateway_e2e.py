@@ -181,6 +181,57 @@ def test_a_restarted_module_stays_routable(served: Gateway) -> None:
     served.eventually(lambda: served.call("users", "ListUsers", {}, token).status == 200, "users routable again")
 
 
+def test_a_module_installed_while_a_client_loops_is_routable_at_once(tmp_path: Path) -> None:
+    """A module registers itself with the running mesh (as one installed on another host does)
+    while a client calls the gateway in a loop: the modules already there answer 200 all
+    along; the new one is 404 (no such module), then 503 while it is brought up, then 200 for
+    good, without restarting the gateway."""
+    mesh = MeshDir(tmp_path / "mesh")
+    shutil.copytree(PROJECT / "modules" / "users", mesh.modules / "users")
+    elsewhere = tmp_path / "elsewhere" / "greeter"
+    shutil.copytree(PROJECT / "modules" / "greeter", elsewhere)
+    with mesh.up("--rate-limit", "0") as running:
+        running.wait_until_up()
+        enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
+        assert enabled.returncode == 0, enabled.stderr
+        gateway = gateway_of_up(mesh, running)
+        token = gateway.token("acme")
+        gateway.eventually(lambda: gateway.call("users", "ListUsers", {}, token).status == 200, "users for acme")
+        users_statuses: list[int] = []
+        greeter_statuses: list[int] = []
+
+        async def loop_calls(calls_after_greeter_answers: int) -> None:
+            timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while greeter_statuses.count(200) < calls_after_greeter_answers:
+                    async with session.post(gateway.url + "/api/v1/users/ListUsers", data="{}", headers=headers) as a:
+                        await a.read()
+                        users_statuses.append(a.status)
+                    hello = '{"name": "Ada"}'
+                    async with session.post(gateway.url + "/api/v1/greeter/SayHello", data=hello) as answer:
+                        await answer.read()
+                        greeter_statuses.append(answer.status)
+
+        async def install_while_calling() -> None:
+            calls = asyncio.create_task(loop_calls(calls_after_greeter_answers=20))
+            await asyncio.to_thread(
+                running.wait_for, lambda: len(greeter_statuses) >= 3, "the client to call before the install"
+            )
+            with running.registered(elsewhere, tmp_path / "greeter-tls"):
+                try:
+                    await asyncio.wait_for(calls, WAIT_SECONDS * 2)
+                except TimeoutError:
+                    counts = {status: greeter_statuses.count(status) for status in set(greeter_statuses)}
+                    raise AssertionError(f"greeter did not answer 20 times; its statuses: {counts}") from None
+
+        asyncio.run(install_while_calling())
+        assert users_statuses and set(users_statuses) == {200}, sorted(set(users_statuses))
+        assert greeter_statuses[0] == 404 and set(greeter_statuses) <= {404, 503, 200}, sorted(set(greeter_statuses))
+        first_answer = greeter_statuses.index(200)
+        assert set(greeter_statuses[first_answer:]) == {200}, greeter_statuses[first_answer:]
+
+
 def test_openapi_document_validates_and_covers_every_unary_method(served: Gateway) -> None:
     document = served.request("GET", "/openapi.json").body
     validate(document)  # the OpenAPI 3.1 specification's schema, by openapi-spec-validator
