@@ -1,7 +1,8 @@
 """HTTP/JSON through the gateway against the same calls made directly over gRPC, in the same run:
 the secured greeter module (mTLS, tokens verified, its tenant enabled through the tenancy
 bucket on an embedded nats-server) as its own process, the gateway as its own process in front
-of it (bearer tokens verified, JSON transcoded, the call forwarded over mTLS), and this process
+of it (bearer tokens verified, rate limits shared through that nats-server as between replicas,
+JSON transcoded, the call forwarded over mTLS), and this process
 as the client of both: aiohttp for HTTP (a pool of `--concurrency` connections) and grpc.aio
 for gRPC (one channel), `--concurrency` calls in flight. Rounds alternate between the two paths;
 medians are reported, with the ratio of throughputs; and, one call at a time (no queueing),
@@ -34,8 +35,10 @@ from bench.rpc import PROJECT, cpu_seconds, load, quantile, start_module, timed_
 from mesh.gateway.app import build_app
 from mesh.gateway.directory import ModuleDirectory, Placement
 from mesh.gateway.limit_plans import RateLimits
-from mesh.gateway.limits import RateLimit
-from mesh.gateway.settings import GatewaySettings
+from mesh.gateway.limit_sharing import LimitSharing
+from mesh.gateway.limits import RateLimit, RateLimiter
+from mesh.gateway.metrics import GatewayMetrics
+from mesh.gateway.settings import GatewaySettings, LimitsBus
 from mesh.protocol.nats_server import EmbeddedNats
 from mesh.protocol.tokens import VERIFICATION_KEYS_FILE, TokenVerifier
 from mesh.protocol.transport import Transport
@@ -59,25 +62,32 @@ class FixedModules(ModuleDirectory):
         return sorted(self._fixed)
 
 
-async def serve_gateway(address: str, credentials: Path, token_keys: Path) -> None:
-    """The gateway in front of the module at `address`, calling it with `credentials`; prints
-    its port, then serves until stdin closes."""
+async def serve_gateway(address: str, credentials: Path, token_keys: Path, nats_url: str) -> None:
+    """The gateway in front of the module at `address`, calling it with `credentials` and
+    sharing its rate limits through `nats_url`; prints its port, then serves until stdin closes."""
     directory = FixedModules(MODULE, address, Transport(credentials))
-    # The rate limiter on, with a limit no load here reaches: its cost is measured, not its refusals.
+    # The rate limiter on and shared, with a limit no load here reaches: its cost is measured, not its refusals.
     settings = GatewaySettings(
         TokenVerifier.with_keys(token_keys, {}), rate_limits=RateLimits.uniform(RateLimit(1e9, 10**9))
     )
-    runner = web.AppRunner(build_app(directory, settings))
+    metrics = GatewayMetrics()
+    limiter = RateLimiter(settings.rate_limits, shared=True)
+    sharing = LimitSharing(limiter, LimitsBus((nats_url,)), metrics)
+    sharing.start()
+    runner = web.AppRunner(build_app(directory, settings, limiter, metrics))
     await runner.setup()
     listening = socket.create_server(("127.0.0.1", 0))
     await web.SockSite(runner, listening).start()
     print(json.dumps({"port": listening.getsockname()[1]}), flush=True)
     await asyncio.to_thread(sys.stdin.read)
     await runner.cleanup()
+    await sharing.stop()
     await directory.close()
 
 
-def start_gateway(address: str, credentials: Path, token_keys: Path) -> tuple[subprocess.Popen[str], str]:
+def start_gateway(
+    address: str, credentials: Path, token_keys: Path, nats_url: str
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -89,6 +99,8 @@ def start_gateway(address: str, credentials: Path, token_keys: Path) -> tuple[su
             str(credentials),
             "--token-keys",
             str(token_keys),
+            "--nats-url",
+            nats_url,
         ],
         cwd=PROJECT,
         stdin=subprocess.PIPE,
@@ -123,11 +135,12 @@ def main() -> None:
     parser.add_argument("--serve-gateway", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-keys", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.calls, args.concurrency, args.rounds, args.single_calls) < 1:
         parser.error("--calls, --concurrency, --single-calls and --rounds must each be at least 1")
     if args.serve_gateway:
-        asyncio.run(serve_gateway(args.serve_gateway, args.credentials, args.token_keys))
+        asyncio.run(serve_gateway(args.serve_gateway, args.credentials, args.token_keys, args.nats_url))
         return
     rounds: dict[str, list[tuple[float, float, float, float]]] = {"direct gRPC": [], "gateway": []}
     single: dict[str, list[float]] = {"direct gRPC": [], "gateway": []}
@@ -138,7 +151,9 @@ def main() -> None:
         asyncio.run(enable_tenant(nats_server.url, MODULE))
         (scratch / "module").mkdir()
         module, address = start_module(scratch / "module", identity=identity, nats_url=nats_server.url)
-        gateway, url = start_gateway(address, scratch / "operator", identity.module_dir / VERIFICATION_KEYS_FILE)
+        gateway, url = start_gateway(
+            address, scratch / "operator", identity.module_dir / VERIFICATION_KEYS_FILE, nats_server.url
+        )
         try:
             client_tls, metadata = identity.operator.channel_credentials(), call_metadata(identity.token)
             for _ in range(args.rounds):
@@ -161,7 +176,8 @@ def main() -> None:
     summary = {name: tuple(statistics.median(r[i] for r in runs) for i in range(4)) for name, runs in rounds.items()}
     print(
         f"unary SayHello, {args.calls} calls x {args.rounds} rounds, {args.concurrency} concurrent; "
-        "module secured (mTLS, tokens), gateway verifying tokens; client in its own process"
+        "module secured (mTLS, tokens), gateway verifying tokens and sharing its rate limits through NATS; "
+        "client in its own process"
     )
     print(f"{'path':<14}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'gateway CPU µs/call':>22}")
     for name, (rate, p50, p99, cpu) in summary.items():
