@@ -110,6 +110,33 @@ def test_enable_and_disable_follow_the_dependencies_both_ways(tmp_path):
         assert bad.returncode == 2 and "[INVALID_TENANT]" in bad.stderr
 
 
+def test_a_flag_just_set_is_read_back_at_once(tmp_path):
+    """Each flag set is in the very next GetFeatureFlags (read-your-writes: the flags were once
+    read with a key-value watch that could end before handing over the newest value)."""
+    mesh = MeshDir(tmp_path)
+    mesh.module("base")
+    with mesh.up() as running:
+        running.wait_until_up()
+
+        async def set_and_read() -> list[list[str]]:
+            seen = []
+            async with running.channel() as channel:
+                stub = tenancy_pb2_grpc.TenancyStub(channel)
+                for n in range(30):
+                    flag = tenancy_pb2.SetFeatureFlagRequest(
+                        tenant="fresh", flag=f"f-{n}", enabled=n % 2 == 0, actor="t"
+                    )
+                    await stub.SetFeatureFlag(flag, timeout=30)
+                    answer = await stub.GetFeatureFlags(tenancy_pb2.GetFeatureFlagsRequest(tenant="fresh"), timeout=30)
+                    seen.append(sorted(flag.name for flag in answer.flags))
+            return seen
+
+        seen = asyncio.run(set_and_read())
+        assert seen == [sorted(f"f-{m}" for m in range(n + 1)) for n in range(30)]
+        flags = tenancy(running, "GetFeatureFlags", tenancy_pb2.GetFeatureFlagsRequest(tenant="fresh")).flags
+        assert {flag.name: flag.enabled for flag in flags} == {f"f-{n}": n % 2 == 0 for n in range(30)}
+
+
 def test_the_guard_on_calls_flags_and_events(tmp_path):
     mesh = MeshDir(tmp_path)
     mesh.module("billing", cls="Billing", subscribes=["greeting.sent"], requires_tenant=True)

@@ -77,17 +77,25 @@ class TenancyStore:
         await (await self._bucket(MODULES_BUCKET)).put(f"{tenant}.{module}", stamp(actor, enabled=enabled))
 
     async def flags(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """The tenant's flags, each flag's last value (deleted ones left out).
+
+        Read from the bucket stream's subjects, then each key, rather than with a key-value
+        watch: nats-py's watcher can say "no more values" before it has handed over one just
+        written (it compares the consumer's pending count with what its callback has taken),
+        so a flag set a moment before was now and then missing from `mesh flags get`.
+        """
         bucket = await self._bucket(FLAGS_BUCKET)
-        watcher = await bucket.watch(f"{tenant}.>", ignore_deletes=True)
+        prefix = f"$KV.{FLAGS_BUCKET}."
+        info = await self._js.stream_info(f"KV_{FLAGS_BUCKET}", subjects_filter=f"{prefix}{tenant}.>")
         found = {}
-        try:
-            async for entry in watcher:  # the current values, then None
-                if entry is None:
-                    break
-                if entry.value:
-                    found[entry.key.partition(".")[2]] = json.loads(entry.value)
-        finally:
-            await watcher.stop()
+        for subject in sorted(info.state.subjects or {}):
+            key = subject.removeprefix(prefix)
+            try:
+                entry = await bucket.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):  # deleted
+                continue
+            if entry.value:
+                found[key.partition(".")[2]] = json.loads(entry.value)
         return found
 
     async def set_flag(self, tenant: str, flag: str, enabled: bool, actor: str) -> dict[str, Any]:
