@@ -195,6 +195,13 @@ CASES: dict[str, list[Case]] = {
         case(RUNNING, "--rate-limit", "nan", code=USAGE),
         case(RUNNING, "--rate-burst", "0", code=USAGE),
     ],
+    "registry validate": [
+        case(NOWHERE, "/nonexistent/module", code=USAGE, says="no such folder"),
+        case(NOWHERE, "{broken}/wrong", code=USAGE),
+        case(NOWHERE, "{tmp}", code=USAGE, says="module.toml"),
+        case(NOWHERE, "{modules}/base", "--max-bytes", "0", code=USAGE),
+        case(NOWHERE, "{modules}/base", "--max-bytes", "10", code=USAGE, says="over the limit of 10"),
+    ],
     "reset": [case(RUNNING, code=FAILED)],
     "completion": [case(NOWHERE, "fish", code=USAGE), case(NOWHERE, code=USAGE)],
 }

@@ -21,6 +21,7 @@
     mesh token     issue: a bearer token that proves a tenant
     mesh gateway   serve the modules over HTTP/JSON (POST /api/v1/<module>/<Method>)
     mesh nats      permissions | users: each module's NATS permissions, a server config with users
+    mesh registry  validate: a module folder checked as a package (manifest, files, size, digest)
     mesh completion bash | zsh: a shell completion script
 
 Every command has --help; every read command has --json (shapes in docs/cli.md);
@@ -56,6 +57,7 @@ from mesh.cli import (
     nats,
     new,
     operations,
+    registry,
     reset,
     tenancy,
     tokens,
@@ -77,6 +79,7 @@ COMMAND_GROUPS = (
     creds,
     tokens,
     nats,
+    registry,
     new,
     logs,
     reset,
