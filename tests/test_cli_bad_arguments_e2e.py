@@ -194,6 +194,7 @@ CASES: dict[str, list[Case]] = {
         case(RUNNING, "--token-keys", "/nonexistent/token-keys.pem", code=USAGE),
         case(RUNNING, "--rate-limit", "nan", code=USAGE),
         case(RUNNING, "--rate-burst", "0", code=USAGE),
+        case(RUNNING, "--nats-url", "http://127.0.0.1:4222", code=USAGE, says="is no NATS URL"),
     ],
     "registry validate": [
         case(NOWHERE, "/nonexistent/module", code=USAGE, says="no such folder"),

@@ -201,3 +201,13 @@ def unused_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_an_unusable_nats_url_is_said_and_the_replica_limits_alone(caplog: pytest.LogCaptureFixture) -> None:
+    replica = Replica("nats://bad host:x")
+    replica.sharing.start()
+    try:
+        await eventually(lambda: "stopped sharing rate limits" in caplog.text, "the error to be logged")
+        assert replica.take() and not replica.sharing_now()
+    finally:
+        await replica.sharing.stop()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from mesh.cli._common import (
     EXIT_OK,
@@ -200,6 +201,13 @@ def _limits_bus(args: argparse.Namespace, limits: RateLimits) -> LimitsBus | Non
             "to limit nothing",
             EXIT_USAGE,
         )
+    for server in url.split(","):
+        parsed = urlsplit(server.strip())
+        if parsed.scheme not in ("nats", "tls", "ws", "wss") or not parsed.hostname or " " in server.strip():
+            raise CliError(
+                f"--nats-url (or NATS_URL) {server!r} is no NATS URL; give nats://host:port (several: comma-separated)",
+                EXIT_USAGE,
+            )
     # The NATS logins are needed here alone; imported here, nats-py does not slow down other commands.
     from mesh.control.nats_identities import gateway_login
     from mesh.control.statedir import StateDir

@@ -110,16 +110,26 @@ class LimitSharing:
             await self._report()
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await self._client.flush(timeout=1)
-        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+        # nats-py asserts when closing a client whose connect() gave up before it set one up (a
+        # URL it cannot use): there is nothing to close then.
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError, AssertionError):
             await self._client.close()
 
     async def _run(self) -> None:
-        await self._client.connect(**self._connect_options())
-        self._connected_now()
-        await self._client.subscribe(RATE_LIMIT_USAGE_SUBJECT, cb=self._heard)
-        while True:
-            await asyncio.sleep(SHARE_INTERVAL_SECONDS)
-            await self._report()
+        try:
+            await self._client.connect(**self._connect_options())
+            self._connected_now()
+            await self._client.subscribe(RATE_LIMIT_USAGE_SUBJECT, cb=self._heard)
+            while True:
+                await asyncio.sleep(SHARE_INTERVAL_SECONDS)
+                await self._report()
+        except Exception as error:  # a URL nats-py cannot use, say: said, and the gateway serves on
+            self._metrics.sharing(False)
+            _log.error(
+                "gateway: stopped sharing rate limits through NATS at %s (%s); they are this replica's alone",
+                self._where(),
+                error or type(error).__name__,
+            )
 
     def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
