@@ -335,7 +335,11 @@ def test_mesh_up_starts_a_gateway_and_runs_on_without_one_when_its_port_is_taken
         running.wait_until_up()
         gateway = gateway_of_up(mesh, running)
         assert gateway.request("GET", "/healthz").body == {"status": "ok"}
-        no_token = gateway.call("users", "ListUsers", {}, "")
+        # 503 until the gateway has heard from the coordinator which modules run (it just started).
+        no_token = gateway.eventually(
+            lambda: (answer := gateway.call("users", "ListUsers", {}, "")).status != 503 and answer,
+            "the gateway to know the modules",
+        )
         assert no_token.status == 401 and no_token.reason == "UNAUTHENTICATED"
         enabled = mesh.run_cli("tenant", "enable", "acme", "users", "--state-dir", str(mesh.state))
         assert enabled.returncode == 0, enabled.stderr
