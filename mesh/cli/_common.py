@@ -128,10 +128,11 @@ def state_root(args: argparse.Namespace) -> Path:
 def nats_url(args: argparse.Namespace) -> str | None:
     """`--nats-url`, else env NATS_URL, else the running mesh's (its state folder); None when
     there is none of them."""
-    given: str | None = getattr(args, "nats_url", None)
-    info = StateDir(state_root(args)).read_info() or {}
-    found: str | None = given or os.environ.get("NATS_URL") or info.get("nats_url")
-    return found
+    given: str | None = getattr(args, "nats_url", None) or os.environ.get("NATS_URL")
+    if given:
+        return given
+    running: str | None = (StateDir(state_root(args)).read_info() or {}).get("nats_url")
+    return running
 
 
 @dataclass(frozen=True)
